@@ -1,0 +1,121 @@
+//! Image format detection from magic bytes, never from the file name.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Formats vmic recognises. `Unknown` is published as-is: endorsers may
+/// distribute formats vmic does not know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageFormat {
+    Qcow2,
+    Vmdk,
+    Vhdx,
+    Vhd,
+    Iso,
+    Ova,
+    Raw,
+    Unknown,
+}
+
+impl ImageFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageFormat::Qcow2 => "qcow2",
+            ImageFormat::Vmdk => "vmdk",
+            ImageFormat::Vhdx => "vhdx",
+            ImageFormat::Vhd => "vhd",
+            ImageFormat::Iso => "iso",
+            ImageFormat::Ova => "ova",
+            ImageFormat::Raw => "raw",
+            ImageFormat::Unknown => "unknown",
+        }
+    }
+}
+
+/// Read the few header (and, for VHD, footer) bytes needed and classify.
+pub fn detect(path: &Path) -> Result<ImageFormat> {
+    let mut file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat", path, e))?
+        .len();
+    let mut head = vec![0u8; 0x8006.min(len as usize)];
+    file.read_exact(&mut head)
+        .map_err(|e| Error::io("read", path, e))?;
+    let mut footer = [0u8; 512];
+    let has_footer = len >= 512 && {
+        file.seek(SeekFrom::Start(len - 512))
+            .and_then(|_| file.read_exact(&mut footer))
+            .map_err(|e| Error::io("read", path, e))?;
+        true
+    };
+    Ok(classify(&head, has_footer.then_some(&footer[..]), len))
+}
+
+/// Pure classification, for testing without files.
+pub fn classify(head: &[u8], footer: Option<&[u8]>, len: u64) -> ImageFormat {
+    let starts = |magic: &[u8]| head.starts_with(magic);
+    if starts(b"QFI\xfb") {
+        return ImageFormat::Qcow2;
+    }
+    // Sparse extent ("KDMV") or a text descriptor of a monolithic/split VMDK.
+    if starts(b"KDMV") || starts(b"COWD") || starts(b"# Disk DescriptorFile") {
+        return ImageFormat::Vmdk;
+    }
+    if starts(b"vhdxfile") {
+        return ImageFormat::Vhdx;
+    }
+    // Dynamic VHDs carry a copy of the footer at offset 0; fixed ones only at the end.
+    if starts(b"conectix") || footer.is_some_and(|f| f.starts_with(b"conectix")) {
+        return ImageFormat::Vhd;
+    }
+    if head.len() >= 0x8006 && &head[0x8001..0x8006] == b"CD001" {
+        return ImageFormat::Iso;
+    }
+    // An OVA is a tar archive whose first member is the .ovf descriptor.
+    if head.len() >= 262 && &head[257..262] == b"ustar" {
+        let name_end = head[..100].iter().position(|&b| b == 0).unwrap_or(100);
+        if head[..name_end].ends_with(b".ovf") {
+            return ImageFormat::Ova;
+        }
+        return ImageFormat::Unknown;
+    }
+    // Raw disks have no magic; a sector-aligned size (possibly with an MBR
+    // or GPT) is the best evidence there is.
+    if len > 0 && len % 512 == 0 {
+        return ImageFormat::Raw;
+    }
+    ImageFormat::Unknown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn magic_wins_over_everything() {
+        assert_eq!(classify(b"QFI\xfb\0\0\0\x03", None, 1000), ImageFormat::Qcow2);
+        assert_eq!(classify(b"KDMV\x01", None, 1000), ImageFormat::Vmdk);
+        assert_eq!(classify(b"vhdxfile", None, 1000), ImageFormat::Vhdx);
+        let mut footer = vec![0u8; 512];
+        footer[..8].copy_from_slice(b"conectix");
+        assert_eq!(classify(&[0u8; 16], Some(&footer), 4096), ImageFormat::Vhd);
+    }
+
+    #[test]
+    fn iso_and_ova_and_raw() {
+        let mut iso = vec![0u8; 0x8006];
+        iso[0x8001..0x8006].copy_from_slice(b"CD001");
+        assert_eq!(classify(&iso, None, 0x10000), ImageFormat::Iso);
+        let mut tar = vec![0u8; 512];
+        tar[..8].copy_from_slice(b"vm.ovf\0\0");
+        tar[257..262].copy_from_slice(b"ustar");
+        assert_eq!(classify(&tar, None, 10240), ImageFormat::Ova);
+        assert_eq!(classify(&[0u8; 16], None, 1 << 20), ImageFormat::Raw);
+        assert_eq!(classify(b"hello", None, 5), ImageFormat::Unknown);
+    }
+}

@@ -1,0 +1,174 @@
+//! Filesystem helpers: atomic writes, secret files, link-or-copy, containment
+//! checks and directory locks.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::relpath::SafeRelPath;
+
+/// Write `bytes` to `path` atomically: temp file in the same directory,
+/// fsync, rename over the target, fsync the directory. Readers see the old
+/// file or the new one, never a mix.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    atomic_write_mode(path, bytes, 0o644)
+}
+
+fn atomic_write_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let dir = parent_of(path);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".vmic-tmp-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .tempfile_in(dir)
+        .map_err(|e| Error::io("create a temporary file in", dir, e))?;
+    tmp.write_all(bytes)
+        .and_then(|_| tmp.as_file().sync_all())
+        .map_err(|e| Error::io("write", tmp.path(), e))?;
+    tmp.persist(path)
+        .map_err(|e| Error::io("rename into place", path, e.error))?;
+    sync_dir(dir)
+}
+
+/// Create a new secret file with mode 0600. Refuses to replace an existing
+/// file unless `force`; even then the old file is replaced atomically.
+pub fn write_secret(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
+    if !force && fs::symlink_metadata(path).is_ok() {
+        return Err(Error::input(format!(
+            "{} already exists; refusing to overwrite a key (use --force to replace it)",
+            path.display()
+        )));
+    }
+    atomic_write_mode(path, bytes, 0o600)
+}
+
+/// Fail if `path` exists (used for the public half of a new key pair).
+pub fn refuse_existing(path: &Path, force: bool) -> Result<()> {
+    if !force && fs::symlink_metadata(path).is_ok() {
+        return Err(Error::input(format!(
+            "{} already exists; refusing to overwrite it (use --force to replace it)",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("sync directory", dir, e))
+}
+
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Make `dst` hold the same bytes as `src`: a hard link when both are on one
+/// filesystem, else a copy; either way via a temporary name and a rename, so
+/// `dst` is never partial. Skips the work when `dst` already is `src` (same
+/// inode) or is an earlier copy with the same size and modification time.
+pub fn link_or_copy(src: &Path, dst: &Path) -> Result<()> {
+    let src_meta = fs::metadata(src).map_err(|e| Error::io("stat", src, e))?;
+    if let Ok(dst_meta) = fs::symlink_metadata(dst) {
+        let same_inode = dst_meta.dev() == src_meta.dev() && dst_meta.ino() == src_meta.ino();
+        let same_copy = dst_meta.is_file()
+            && dst_meta.len() == src_meta.len()
+            && dst_meta.mtime() == src_meta.mtime()
+            && dst_meta.mtime_nsec() == src_meta.mtime_nsec();
+        if same_inode || same_copy {
+            return Ok(());
+        }
+    }
+    let dir = parent_of(dst);
+    fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+    let tmp = temp_name(dst);
+    let _ = fs::remove_file(&tmp);
+    if fs::hard_link(src, &tmp).is_err() {
+        copy_file(src, &tmp, &src_meta)?;
+    }
+    fs::rename(&tmp, dst).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io("rename into place", dst, e)
+    })
+}
+
+fn copy_file(src: &Path, tmp: &Path, src_meta: &fs::Metadata) -> Result<()> {
+    let result = (|| -> std::io::Result<()> {
+        let mut input = File::open(src)?;
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(tmp)?;
+        std::io::copy(&mut input, &mut out)?;
+        out.set_modified(src_meta.modified()?)?;
+        out.sync_all()
+    })();
+    result.map_err(|e| {
+        let _ = fs::remove_file(tmp);
+        Error::io("copy into", tmp, e)
+    })
+}
+
+/// A hidden sibling name used while a file is being put in place.
+pub fn temp_name(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    parent_of(path).join(format!(".vmic-tmp-{}-{name}", std::process::id()))
+}
+
+/// Resolve `rel` under `root` and make sure the result (after following any
+/// symlinks) is still inside `root`. Used for every catalog-named path.
+pub fn resolve_inside(root: &Path, rel: &SafeRelPath) -> Result<PathBuf> {
+    let joined = rel.join_to(root);
+    let canon_root = root
+        .canonicalize()
+        .map_err(|e| Error::io("resolve", root, e))?;
+    match joined.canonicalize() {
+        Ok(real) if real.starts_with(&canon_root) => Ok(joined),
+        Ok(real) => Err(Error::verification(format!(
+            "{rel} resolves to {} which is outside {}; refusing to follow the link",
+            real.display(),
+            root.display()
+        ))),
+        // Missing files are reported by the caller with more context.
+        Err(_) => Ok(joined),
+    }
+}
+
+/// An exclusive advisory lock on a directory, released on drop.
+pub struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    /// Take the lock file `name` inside `dir`, failing at once if another
+    /// process holds it.
+    pub fn acquire(dir: &Path, name: &str, what: &str) -> Result<DirLock> {
+        use std::os::fd::AsRawFd;
+        let path = dir.join(name);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o644)
+            .open(&path)
+            .map_err(|e| Error::io("open lock file", &path, e))?;
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(Error::io_failure(format!(
+                "another vmic {what} is running on {} (lock {} is held); try again when it has finished",
+                dir.display(),
+                path.display()
+            )));
+        }
+        Ok(DirLock { _file: file })
+    }
+}

@@ -1,0 +1,584 @@
+//! The hashing engine shared by build, verify and (later) sync.
+//!
+//! Every image is described by its whole-file SHA-256 and by the SHA-256 of
+//! each fixed-size chunk. SHA-256 is inherently serial, so:
+//! - **digesting** (build) reads each file once, front to back, feeding the
+//!   whole-file hasher on the reading thread while the chunk digests of the
+//!   same buffers are computed on the other workers;
+//! - **checking** (verify) needs only the chunk digests, which are independent,
+//!   so every chunk of every image is an independent task spread over all
+//!   workers: one huge image uses every core just like many small ones do.
+//!
+//! Memory is bounded by the number of workers, never by file size: digesting
+//! keeps at most `3 × jobs` chunk buffers alive; checking streams each chunk
+//! through one small buffer per worker.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use crate::digest::Sha256Digest;
+use crate::error::{Error, Result};
+
+/// Default chunk size: small enough that a 2 GiB image makes 256 parallel
+/// tasks, large enough that a 100 GB image lists only ~12,000 digests.
+pub const DEFAULT_CHUNK_SIZE: u64 = 8 << 20;
+pub const MIN_CHUNK_SIZE: u64 = 4 << 10;
+pub const MAX_CHUNK_SIZE: u64 = 1 << 30;
+/// Read granularity while checking: keeps per-worker memory at 1 MiB.
+const CHECK_BLOCK: usize = 1 << 20;
+
+/// Progress callbacks; the CLI draws bars, the library never prints.
+pub trait Progress: Sync {
+    fn begin(&self, _total_bytes: u64) {}
+    fn working_on(&self, _name: &str) {}
+    fn advance(&self, _bytes: u64) {}
+}
+
+/// A progress sink that ignores everything.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// The digests of one file, computed from a single read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileDigest {
+    pub size: u64,
+    pub sha256: Sha256Digest,
+    pub chunk_size: u64,
+    pub chunks: Vec<Sha256Digest>,
+    /// (mtime ns, ctime ns, inode) observed before and after hashing, equal.
+    pub stamp: FileStamp,
+}
+
+/// What identifies an unchanged file for the digest cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileStamp {
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+    pub inode: u64,
+    pub dev: u64,
+}
+
+impl FileStamp {
+    pub fn of(meta: &std::fs::Metadata) -> FileStamp {
+        FileStamp {
+            size: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+            inode: meta.ino(),
+            dev: meta.dev(),
+        }
+    }
+}
+
+/// Number of chunks for a file of `size` bytes.
+pub fn chunk_count(size: u64, chunk_size: u64) -> u64 {
+    size.div_ceil(chunk_size)
+}
+
+/// One file to check against the digests a catalog declares.
+#[derive(Clone, Debug)]
+pub struct CheckItem {
+    pub name: String,
+    pub path: PathBuf,
+    pub size: u64,
+    pub chunk_size: u64,
+    pub chunks: Vec<Sha256Digest>,
+}
+
+/// Everything found wrong with one file. Empty means verified.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "problem", rename_all = "snake_case")]
+pub enum Problem {
+    Missing { path: String },
+    Unreadable { path: String, error: String },
+    NotAFile { path: String },
+    SizeMismatch { expected: u64, actual: u64 },
+    ChunkMismatch {
+        index: u64,
+        start: u64,
+        end: u64,
+        expected: Sha256Digest,
+        actual: Sha256Digest,
+    },
+    ChunkShort { index: u64, start: u64, end: u64, read: u64 },
+}
+
+impl Problem {
+    pub fn describe(&self) -> String {
+        match self {
+            Problem::Missing { path } => format!("missing: {path} does not exist"),
+            Problem::Unreadable { path, error } => format!("cannot read {path}: {error}"),
+            Problem::NotAFile { path } => format!("{path} is not a regular file"),
+            Problem::SizeMismatch { expected, actual } => {
+                format!("size is {actual} bytes, expected {expected}")
+            }
+            Problem::ChunkMismatch { index, start, end, expected, actual } => format!(
+                "chunk {index} (bytes {start}..{end}) has sha256 {actual}, expected {expected}"
+            ),
+            Problem::ChunkShort { index, start, end, read } => format!(
+                "chunk {index} (bytes {start}..{end}) is truncated: only {read} bytes could be read"
+            ),
+        }
+    }
+}
+
+/// Result of checking one file.
+#[derive(Clone, Debug)]
+pub struct CheckOutcome {
+    pub problems: Vec<Problem>,
+}
+
+/// Statistics a caller may report (and tests use to see `--jobs` at work).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct EngineStats {
+    pub jobs: usize,
+    pub threads_used: usize,
+    pub bytes_hashed: u64,
+}
+
+/// A hashing engine bound to its own worker pool.
+pub struct Engine {
+    pool: rayon::ThreadPool,
+    jobs: usize,
+}
+
+impl Engine {
+    /// `jobs` workers; `None` means one per core.
+    pub fn new(jobs: Option<usize>) -> Result<Engine> {
+        let jobs = match jobs {
+            Some(0) => return Err(Error::input("--jobs must be at least 1")),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(jobs)
+            .thread_name(|i| format!("vmic-hash-{i}"))
+            .build()
+            .map_err(|e| Error::io_failure(format!("cannot start {jobs} hashing threads: {e}")))?;
+        Ok(Engine { pool, jobs })
+    }
+
+    pub fn jobs(&self) -> usize {
+        self.jobs
+    }
+
+    /// Digest files (whole file + chunks) in one read each. Results come back
+    /// in input order. Largest files start first so that a huge file at the
+    /// end of the list never leaves the other workers idle at the end.
+    pub fn digest_files(
+        &self,
+        files: &[(PathBuf, u64)],
+        chunk_size: u64,
+        progress: &dyn Progress,
+    ) -> (Vec<Result<FileDigest>>, EngineStats) {
+        let mut order: Vec<usize> = (0..files.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(files[i].1));
+        let results: Vec<Mutex<Option<Result<FileDigest>>>> =
+            files.iter().map(|_| Mutex::new(None)).collect();
+        let next = AtomicUsize::new(0);
+        let budget = Budget::new(self.jobs * 2);
+        let buffers = BufferPool::new(chunk_size as usize);
+        let threads = ThreadTracker::default();
+        progress.begin(files.iter().map(|f| f.1).sum());
+        self.pool.scope(|scope| {
+            for _ in 0..self.jobs {
+                scope.spawn(|_| {
+                    loop {
+                        let slot = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&index) = order.get(slot) else { break };
+                        let (path, _) = &files[index];
+                        progress.working_on(&path.display().to_string());
+                        let outcome = digest_one(path, chunk_size, &budget, &buffers, &threads, progress);
+                        *lock(&results[index]) = Some(outcome);
+                    }
+                });
+            }
+        });
+        let results = results
+            .into_iter()
+            .map(|m| {
+                m.into_inner()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .unwrap_or_else(|| Err(Error::io_failure("internal error: file was not hashed")))
+            })
+            .collect::<Vec<_>>();
+        let bytes_hashed = results.iter().filter_map(|r| r.as_ref().ok()).map(|d| d.size).sum();
+        (results, threads.stats(self.jobs, bytes_hashed))
+    }
+
+    /// Check files against declared sizes and chunk digests, every chunk of
+    /// every file being one task on the pool.
+    pub fn check_files(&self, items: &[CheckItem], progress: &dyn Progress) -> (Vec<CheckOutcome>, EngineStats) {
+        let opened: Vec<std::result::Result<File, Problem>> = items.iter().map(open_for_check).collect();
+        let mut problems: Vec<Mutex<Vec<Problem>>> = Vec::with_capacity(items.len());
+        let mut tasks: Vec<(usize, u64)> = Vec::new();
+        for (i, (item, file)) in items.iter().zip(&opened).enumerate() {
+            let mut found = Vec::new();
+            match file {
+                Err(problem) => found.push(problem.clone()),
+                Ok(file) => {
+                    let actual = file.metadata().map(|m| m.len()).unwrap_or(0);
+                    if actual != item.size {
+                        found.push(Problem::SizeMismatch { expected: item.size, actual });
+                    }
+                    tasks.extend((0..item.chunks.len() as u64).map(|k| (i, k)));
+                }
+            }
+            problems.push(Mutex::new(found));
+        }
+        progress.begin(tasks.iter().map(|&(i, k)| chunk_len(&items[i], k)).sum());
+        let threads = ThreadTracker::default();
+        self.pool.install(|| {
+            tasks.par_iter().with_max_len(1).for_each_init(
+                || vec![0u8; CHECK_BLOCK],
+                |buf, &(i, k)| {
+                    threads.record();
+                    let item = &items[i];
+                    let Ok(file) = &opened[i] else { return };
+                    if let Some(problem) = check_chunk(file, item, k, buf) {
+                        lock(&problems[i]).push(problem);
+                    }
+                    progress.advance(chunk_len(item, k));
+                },
+            );
+        });
+        let bytes: u64 = tasks.iter().map(|&(i, k)| chunk_len(&items[i], k)).sum();
+        let outcomes = problems
+            .into_iter()
+            .map(|m| {
+                let mut problems = m.into_inner().unwrap_or_else(|p| p.into_inner());
+                problems.sort_by_key(problem_order);
+                CheckOutcome { problems }
+            })
+            .collect();
+        (outcomes, threads.stats(self.jobs, bytes))
+    }
+}
+
+fn problem_order(p: &Problem) -> u64 {
+    match p {
+        Problem::ChunkMismatch { index, .. } | Problem::ChunkShort { index, .. } => index + 1,
+        _ => 0,
+    }
+}
+
+fn chunk_len(item: &CheckItem, k: u64) -> u64 {
+    let start = k * item.chunk_size;
+    item.size.saturating_sub(start).min(item.chunk_size)
+}
+
+fn open_for_check(item: &CheckItem) -> std::result::Result<File, Problem> {
+    let path = item.path.display().to_string();
+    match std::fs::metadata(&item.path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Problem::Missing { path }),
+        Err(e) => return Err(Problem::Unreadable { path, error: e.to_string() }),
+        Ok(m) if !m.is_file() => return Err(Problem::NotAFile { path }),
+        Ok(_) => {}
+    }
+    let file = File::open(&item.path).map_err(|e| Problem::Unreadable { path, error: e.to_string() })?;
+    advise_sequential(&file);
+    Ok(file)
+}
+
+/// Hash chunk `k` of `item` from `file` with positional reads (no shared
+/// cursor, so any number of workers can read one file at once).
+fn check_chunk(file: &File, item: &CheckItem, k: u64, buf: &mut [u8]) -> Option<Problem> {
+    let start = k * item.chunk_size;
+    let len = chunk_len(item, k);
+    let end = start + len;
+    let mut hasher = Sha256::new();
+    let mut done = 0u64;
+    while done < len {
+        let want = (len - done).min(buf.len() as u64) as usize;
+        match file.read_at(&mut buf[..want], start + done) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                done += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    if done < len {
+        return Some(Problem::ChunkShort { index: k, start, end, read: done });
+    }
+    let actual = Sha256Digest(hasher.finalize().into());
+    let expected = item.chunks[k as usize];
+    (actual != expected).then_some(Problem::ChunkMismatch { index: k, start, end, expected, actual })
+}
+
+/// Digest one file: the calling worker reads sequentially and feeds the
+/// whole-file hasher; chunk digests of the same buffers are spawned onto the
+/// pool while the in-flight budget allows, and computed inline otherwise
+/// (which bounds memory without ever blocking a worker).
+fn digest_one(
+    path: &Path,
+    chunk_size: u64,
+    budget: &Budget,
+    buffers: &BufferPool,
+    threads: &ThreadTracker,
+    progress: &dyn Progress,
+) -> Result<FileDigest> {
+    threads.record();
+    let mut file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let before = FileStamp::of(&file.metadata().map_err(|e| Error::io("stat", path, e))?);
+    if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
+        return Err(Error::input(format!("{} is not a regular file", path.display())));
+    }
+    advise_sequential(&file);
+    let size = before.size;
+    let count = chunk_count(size, chunk_size);
+    let chunks: Vec<Mutex<Option<Sha256Digest>>> = (0..count).map(|_| Mutex::new(None)).collect();
+    let mut whole = Sha256::new();
+    let changed = || {
+        Error::io_failure(format!(
+            "{} changed while it was being hashed; its digest would be stale. Finish writing it, then run again",
+            path.display()
+        ))
+    };
+    let mut read_error = None;
+    rayon::scope(|scope| {
+        for k in 0..count {
+            let len = (size - k * chunk_size).min(chunk_size) as usize;
+            let mut buf = buffers.take();
+            match read_full(&mut file, &mut buf[..len]) {
+                Ok(n) if n == len => {}
+                Ok(_) => {
+                    read_error = Some(changed());
+                    buffers.give(buf);
+                    return;
+                }
+                Err(e) => {
+                    read_error = Some(Error::io("read", path, e));
+                    buffers.give(buf);
+                    return;
+                }
+            }
+            whole.update(&buf[..len]);
+            progress.advance(len as u64);
+            if count == 1 {
+                // A single chunk's digest is the whole-file digest: no second pass.
+                buffers.give(buf);
+            } else if budget.try_acquire() {
+                let slot = &chunks[k as usize];
+                scope.spawn(move |_| {
+                    threads.record();
+                    *lock(slot) = Some(Sha256Digest::of(&buf[..len]));
+                    buffers.give(buf);
+                    budget.release();
+                });
+            } else {
+                *lock(&chunks[k as usize]) = Some(Sha256Digest::of(&buf[..len]));
+                buffers.give(buf);
+            }
+        }
+    });
+    if let Some(err) = read_error {
+        return Err(err);
+    }
+    let mut probe = [0u8; 1];
+    if read_full(&mut file, &mut probe).map_err(|e| Error::io("read", path, e))? != 0 {
+        return Err(changed());
+    }
+    let after = FileStamp::of(&std::fs::metadata(path).map_err(|e| Error::io("stat", path, e))?);
+    if after != before {
+        return Err(changed());
+    }
+    let sha256 = Sha256Digest(whole.finalize().into());
+    let chunks = if count == 1 {
+        vec![sha256]
+    } else {
+        chunks
+            .into_iter()
+            .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| Error::io_failure(format!("internal error: a chunk of {} was not hashed", path.display())))?
+    };
+    Ok(FileDigest { size, sha256, chunk_size, chunks, stamp: before })
+}
+
+fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read(&mut buf[done..]) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// Ask the kernel for aggressive read-ahead; purely advisory.
+fn advise_sequential(file: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: posix_fadvise only takes a descriptor we own and plain integers.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A counter of chunk buffers allowed in flight.
+struct Budget {
+    available: AtomicUsize,
+}
+
+impl Budget {
+    fn new(n: usize) -> Budget {
+        Budget { available: AtomicUsize::new(n) }
+    }
+
+    fn try_acquire(&self) -> bool {
+        self.available
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    fn release(&self) {
+        self.available.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Recycled chunk buffers: allocating and faulting in a fresh multi-MiB
+/// buffer per chunk would cost about as much as hashing it.
+struct BufferPool {
+    size: usize,
+    free: Mutex<Vec<Vec<u8>>>,
+}
+
+impl BufferPool {
+    fn new(size: usize) -> BufferPool {
+        BufferPool { size, free: Mutex::new(Vec::new()) }
+    }
+
+    fn take(&self) -> Vec<u8> {
+        lock(&self.free).pop().unwrap_or_else(|| vec![0u8; self.size])
+    }
+
+    fn give(&self, buf: Vec<u8>) {
+        lock(&self.free).push(buf);
+    }
+}
+
+/// Which pool threads did hashing work (reported in `--json` statistics).
+#[derive(Default)]
+struct ThreadTracker {
+    seen: Mutex<HashSet<std::thread::ThreadId>>,
+}
+
+impl ThreadTracker {
+    fn record(&self) {
+        lock(&self.seen).insert(std::thread::current().id());
+    }
+
+    fn stats(&self, jobs: usize, bytes_hashed: u64) -> EngineStats {
+        EngineStats { jobs, threads_used: lock(&self.seen).len(), bytes_hashed }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write_file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+        let p = dir.join(name);
+        File::create(&p).unwrap().write_all(data).unwrap();
+        p
+    }
+
+    fn pattern(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn reference(data: &[u8], chunk: usize) -> (Sha256Digest, Vec<Sha256Digest>) {
+        let chunks = if data.is_empty() { vec![] } else { data.chunks(chunk).map(Sha256Digest::of).collect() };
+        (Sha256Digest::of(data), chunks)
+    }
+
+    #[test]
+    fn boundary_sizes_match_reference() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunk = 4096usize;
+        let engine = Engine::new(Some(2)).unwrap();
+        for size in [0, 1, chunk - 1, chunk, chunk + 1, 5 * chunk + 17] {
+            let data = pattern(size, size as u64);
+            let p = write_file(dir.path(), &format!("f{size}"), &data);
+            let (res, _) = engine.digest_files(&[(p, size as u64)], chunk as u64, &NoProgress);
+            let d = res.into_iter().next().unwrap().unwrap();
+            let (whole, chunks) = reference(&data, chunk);
+            assert_eq!(d.sha256, whole, "size {size}");
+            assert_eq!(d.chunks, chunks, "size {size}");
+        }
+    }
+
+    #[test]
+    fn flipped_byte_is_reported_in_its_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunk = 4096u64;
+        let mut data = pattern(10 * 4096 + 5, 7);
+        let p = write_file(dir.path(), "img", &data);
+        let engine = Engine::new(Some(2)).unwrap();
+        let (res, _) = engine.digest_files(&[(p.clone(), data.len() as u64)], chunk, &NoProgress);
+        let d = res.into_iter().next().unwrap().unwrap();
+        data[3 * 4096 + 100] ^= 1;
+        write_file(dir.path(), "img", &data);
+        let item = CheckItem { name: "img".into(), path: p, size: d.size, chunk_size: chunk, chunks: d.chunks };
+        let (out, _) = engine.check_files(&[item], &NoProgress);
+        assert_eq!(out[0].problems.len(), 1);
+        match &out[0].problems[0] {
+            Problem::ChunkMismatch { index, start, end, .. } => {
+                assert_eq!((*index, *start, *end), (3, 3 * 4096, 4 * 4096));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn zero_jobs_is_a_usage_error() {
+        assert_eq!(Engine::new(Some(0)).err().unwrap().kind(), crate::error::ErrorKind::Input);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        #[test]
+        fn random_sizes_and_chunk_sizes_match_reference(size in 0usize..200_000, chunk_pow in 12u32..16) {
+            let chunk = 1usize << chunk_pow;
+            let dir = tempfile::tempdir().unwrap();
+            let data = pattern(size, size as u64 + 1);
+            let p = write_file(dir.path(), "f", &data);
+            let engine = Engine::new(Some(2)).unwrap();
+            let (res, _) = engine.digest_files(&[(p.clone(), size as u64)], chunk as u64, &NoProgress);
+            let d = res.into_iter().next().unwrap().unwrap();
+            let (whole, chunks) = reference(&data, chunk);
+            proptest::prop_assert_eq!(d.sha256, whole);
+            proptest::prop_assert_eq!(&d.chunks, &chunks);
+            let item = CheckItem { name: "f".into(), path: p, size: size as u64, chunk_size: chunk as u64, chunks };
+            let (out, _) = engine.check_files(&[item], &NoProgress);
+            proptest::prop_assert!(out[0].problems.is_empty());
+        }
+    }
+}
