@@ -1,0 +1,490 @@
+//! `vmic build`: compile a directory of images into a signed, static catalog.
+//!
+//! Order of writes (each one atomic): images, static assets, the signature,
+//! catalog.json, then index.html and SHA256SUMS, then removal of images no
+//! longer listed. A web server serving OUT_DIR therefore never serves a
+//! catalog that names a missing image, and the catalog and its signature
+//! disagree for at most the time between two renames.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::cache::DigestCache;
+use crate::catalog::{self, Catalog, Endorser, Image, Revocation};
+use crate::digest::Sha256Digest;
+use crate::error::{Error, Result};
+use crate::format;
+use crate::fsutil::{self, DirLock, atomic_write};
+use crate::hashing::{DEFAULT_CHUNK_SIZE, Engine, EngineStats, FileDigest, FileStamp, Progress};
+use crate::meta::{self, CATALOG_TOML, CatalogToml, SIDECAR_SUFFIX, Sidecar};
+use crate::minisign::SecretKey;
+use crate::relpath::SafeRelPath;
+
+pub const CATALOG_FILE: &str = "catalog.json";
+pub const SIGNATURE_FILE: &str = "catalog.json.minisig";
+pub const INDEX_FILE: &str = "index.html";
+pub const SUMS_FILE: &str = "SHA256SUMS";
+pub const IMAGES_SUBDIR: &str = "images";
+const LOCK_FILE: &str = ".vmic-build.lock";
+const DEFAULT_EXPIRY_SECS: u64 = 30 * 86_400;
+
+/// Everything `vmic build` needs, already parsed.
+pub struct BuildOptions<'a> {
+    pub images_dir: PathBuf,
+    pub out_dir: PathBuf,
+    pub key: &'a SecretKey,
+    /// Seconds of validity; `None` means catalog.toml's or 30 days.
+    pub expires_secs: Option<u64>,
+    pub base_url: Option<String>,
+    pub copy_images: bool,
+    pub rehash: bool,
+    pub chunk_size: u64,
+    /// Time to stamp as `issued`; `None` means now (tests pin it).
+    pub now: Option<Timestamp>,
+}
+
+impl BuildOptions<'_> {
+    pub fn default_chunk_size() -> u64 {
+        DEFAULT_CHUNK_SIZE
+    }
+}
+
+/// What a build did, for the CLI to print.
+#[derive(Debug, serde::Serialize)]
+pub struct BuildReport {
+    pub out_dir: String,
+    pub key_id: String,
+    pub serial: u64,
+    pub issued: Timestamp,
+    pub expires: Timestamp,
+    pub images: usize,
+    pub hashed: usize,
+    pub reused_from_cache: usize,
+    pub bytes_hashed: u64,
+    pub removed_images: Vec<String>,
+    pub warnings: Vec<String>,
+    pub hashing: EngineStats,
+}
+
+struct Candidate {
+    rel: SafeRelPath,
+    abs: PathBuf,
+    stamp: FileStamp,
+    sidecar: Sidecar,
+}
+
+pub fn build(opts: &BuildOptions, engine: &Engine, progress: &dyn Progress) -> Result<BuildReport> {
+    let images_dir = canonical_images_dir(&opts.images_dir)?;
+    let out_dir = prepare_out_dir(&opts.out_dir, &images_dir)?;
+    let _lock = DirLock::acquire(&out_dir, LOCK_FILE, "build")?;
+    let settings = meta::load_catalog_toml(&images_dir)?;
+    let candidates = discover(&images_dir)?;
+    let previous = load_previous(&out_dir)?;
+    let mut warnings = Vec::new();
+
+    let (mut cache, warning) = if opts.rehash {
+        (DigestCache::empty(&images_dir), None)
+    } else {
+        DigestCache::load(&out_dir, &images_dir)
+    };
+    warnings.extend(warning);
+    let digests = hash_candidates(&candidates, &cache, opts.chunk_size, engine, progress)?;
+
+    let now = opts.now.unwrap_or_else(Timestamp::now);
+    let issued = Timestamp::from_second(now.as_second()).unwrap_or(now);
+    let expires_secs = match (opts.expires_secs, &settings.catalog.expires) {
+        (Some(s), _) => s,
+        (None, Some(text)) => crate::duration::parse_seconds(text)
+            .map_err(|e| e.context(images_dir.join(CATALOG_TOML).display()))?,
+        (None, None) => DEFAULT_EXPIRY_SECS,
+    };
+    let expires = issued
+        .checked_add(SignedDuration::from_secs(expires_secs as i64))
+        .map_err(|e| Error::input(format!("expiry out of range: {e}")))?;
+    let base_url = opts.base_url.clone().or(settings.catalog.base_url.clone());
+
+    let mut images = Vec::with_capacity(candidates.len());
+    for (c, d) in candidates.iter().zip(&digests.digests) {
+        images.push(describe(c, d, base_url.as_deref())?);
+    }
+    images.sort_by(|a, b| (&a.id, &a.version).cmp(&(&b.id, &b.version)));
+    let catalog = Catalog {
+        format: catalog::FORMAT.into(),
+        endorser: endorser(&settings, opts.key, &images_dir),
+        serial: previous.as_ref().map_or(1, |p| p.catalog.serial + 1),
+        issued,
+        expires,
+        previous_sha256: previous.as_ref().map(|p| p.sha256),
+        images,
+        revoked: revocations(&settings, previous.as_ref().map(|p| &p.catalog), issued),
+    };
+    catalog
+        .validate()
+        .map_err(|e| Error::input(format!("{} (check the sidecars and catalog.toml in {})", e.message(), images_dir.display())))?;
+
+    if opts.copy_images {
+        for c in &candidates {
+            fsutil::link_or_copy(&c.abs, &c.rel.prefixed(IMAGES_SUBDIR)?.join_to(&out_dir))?;
+        }
+    }
+    for (name, bytes) in crate::render::SITE_ASSETS {
+        atomic_write(&out_dir.join(name), bytes)?;
+    }
+    publish_catalog(&out_dir, &catalog, opts.key)?;
+    let removed = if opts.copy_images { remove_stale_images(&out_dir, &catalog)? } else { Vec::new() };
+
+    // Linking changes the source's ctime; record the post-link stamp when
+    // nothing else (size, mtime, inode) moved, so the next build can reuse it.
+    for (c, d) in candidates.iter().zip(&digests.digests) {
+        let stamp = std::fs::metadata(&c.abs).map(|m| FileStamp::of(&m)).unwrap_or(c.stamp);
+        let same_content = stamp.size == d.stamp.size && stamp.mtime_ns == d.stamp.mtime_ns && stamp.inode == d.stamp.inode;
+        if same_content {
+            cache.insert(c.rel.as_str(), d, stamp);
+        }
+    }
+    if let Err(e) = cache.save(&out_dir) {
+        warnings.push(format!("could not save the digest cache: {e}"));
+    }
+
+    Ok(BuildReport {
+        out_dir: out_dir.display().to_string(),
+        key_id: opts.key.key_id.to_string(),
+        serial: catalog.serial,
+        issued: catalog.issued,
+        expires: catalog.expires,
+        images: catalog.images.len(),
+        hashed: digests.hashed,
+        reused_from_cache: candidates.len() - digests.hashed,
+        bytes_hashed: digests.stats.bytes_hashed,
+        removed_images: removed,
+        warnings,
+        hashing: digests.stats,
+    })
+}
+
+fn canonical_images_dir(dir: &Path) -> Result<PathBuf> {
+    let meta = std::fs::metadata(dir).map_err(|e| Error::io("open images directory", dir, e))?;
+    if !meta.is_dir() {
+        return Err(Error::input(format!("{} is not a directory", dir.display())));
+    }
+    dir.canonicalize().map_err(|e| Error::io("resolve", dir, e))
+}
+
+fn prepare_out_dir(out: &Path, images_dir: &Path) -> Result<PathBuf> {
+    // Check containment before creating anything, on the lexically absolute path.
+    let absolute = std::path::absolute(out).map_err(|e| Error::io("resolve", out, e))?;
+    let resolved = resolve_existing_prefix(&absolute);
+    if resolved.starts_with(images_dir) {
+        return Err(Error::input(format!(
+            "output directory {} is inside the images directory {}; choose a directory outside it",
+            out.display(),
+            images_dir.display()
+        )));
+    }
+    if images_dir.starts_with(&resolved) {
+        return Err(Error::input(format!(
+            "images directory {} is inside the output directory {}; choose another output directory",
+            images_dir.display(),
+            out.display()
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io("create output directory", out, e))?;
+    out.canonicalize().map_err(|e| Error::io("resolve", out, e))
+}
+
+/// Canonicalise the longest existing ancestor, keeping the rest as written.
+fn resolve_existing_prefix(path: &Path) -> PathBuf {
+    let mut existing = path.to_path_buf();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => break,
+        }
+    }
+    let mut resolved = existing.canonicalize().unwrap_or(existing);
+    resolved.extend(rest.iter().rev());
+    resolved
+}
+
+/// Every image file under `dir`: regular files (or links to them), not
+/// hidden, not `catalog.toml`, not sidecars. Sidecars are paired here.
+fn discover(dir: &Path) -> Result<Vec<Candidate>> {
+    let mut files = Vec::new();
+    let mut sidecars = BTreeSet::new();
+    let walker = walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+    for entry in walker {
+        let entry = entry.map_err(|e| {
+            let path = e.path().map(Path::to_path_buf).unwrap_or_else(|| dir.to_path_buf());
+            match e.into_io_error() {
+                Some(io) => Error::io("read", &path, io),
+                None => Error::input(format!("filesystem loop at {}", path.display())),
+            }
+        })?;
+        if entry.depth() == 0 {
+            continue;
+        }
+        let path = entry.path();
+        let meta = std::fs::metadata(path).map_err(|e| Error::io("stat", path, e))?;
+        if meta.is_dir() {
+            if entry.path_is_symlink() {
+                return Err(Error::input(format!(
+                    "{} is a symbolic link to a directory; vmic does not follow those",
+                    path.display()
+                )));
+            }
+            continue;
+        }
+        if !meta.is_file() {
+            return Err(Error::input(format!("{} is not a regular file", path.display())));
+        }
+        let rel = path.strip_prefix(dir).unwrap_or(path);
+        let name = rel.to_string_lossy();
+        if name == CATALOG_TOML {
+            continue;
+        }
+        if name.ends_with(SIDECAR_SUFFIX) {
+            sidecars.insert(path.to_path_buf());
+            continue;
+        }
+        files.push((path.to_path_buf(), SafeRelPath::from_path(rel)?, meta));
+    }
+    if files.is_empty() {
+        return Err(Error::input(format!(
+            "no images found in {} (hidden files, catalog.toml and *.toml sidecars are not images)",
+            dir.display()
+        )));
+    }
+    let mut candidates = Vec::with_capacity(files.len());
+    for (abs, rel, meta) in files {
+        let sidecar_path = meta::sidecar_path(&abs);
+        let sidecar = if sidecars.remove(&sidecar_path) {
+            meta::load_toml::<Sidecar>(&sidecar_path)?
+        } else {
+            Sidecar::default()
+        };
+        // Readability is checked now so the error names the file, not a worker.
+        std::fs::File::open(&abs).map_err(|e| Error::io("open image", &abs, e))?;
+        candidates.push(Candidate { rel, abs, stamp: FileStamp::of(&meta), sidecar });
+    }
+    if let Some(orphan) = sidecars.into_iter().next() {
+        return Err(Error::input(format!(
+            "sidecar {} has no image next to it (expected {})",
+            orphan.display(),
+            orphan.with_extension("").display()
+        )));
+    }
+    Ok(candidates)
+}
+
+struct Previous {
+    catalog: Catalog,
+    sha256: Sha256Digest,
+}
+
+/// The catalog already in OUT_DIR decides the next serial. A corrupt one is an
+/// error: silently restarting at serial 1 would make every site refuse us.
+fn load_previous(out_dir: &Path) -> Result<Option<Previous>> {
+    let path = out_dir.join(CATALOG_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("read", &path, e)),
+    };
+    let catalog = Catalog::parse(&bytes).map_err(|e| {
+        Error::input(format!(
+            "the existing {} cannot be read ({}); it decides the next serial, so fix or move it away first",
+            path.display(),
+            e.message()
+        ))
+    })?;
+    Ok(Some(Previous { catalog, sha256: Sha256Digest::of(&bytes) }))
+}
+
+struct Digests {
+    digests: Vec<FileDigest>,
+    hashed: usize,
+    stats: EngineStats,
+}
+
+fn hash_candidates(
+    candidates: &[Candidate],
+    cache: &DigestCache,
+    chunk_size: u64,
+    engine: &Engine,
+    progress: &dyn Progress,
+) -> Result<Digests> {
+    let mut digests: Vec<Option<FileDigest>> = candidates
+        .iter()
+        .map(|c| cache.lookup(c.rel.as_str(), &c.stamp, chunk_size))
+        .collect();
+    let todo: Vec<usize> = (0..candidates.len()).filter(|&i| digests[i].is_none()).collect();
+    let files: Vec<(PathBuf, u64)> = todo.iter().map(|&i| (candidates[i].abs.clone(), candidates[i].stamp.size)).collect();
+    let (results, stats) = engine.digest_files(&files, chunk_size, progress);
+    for (&i, result) in todo.iter().zip(results) {
+        digests[i] = Some(result?);
+    }
+    Ok(Digests {
+        digests: digests.into_iter().flatten().collect(),
+        hashed: todo.len(),
+        stats,
+    })
+}
+
+fn describe(c: &Candidate, d: &FileDigest, base_url: Option<&str>) -> Result<Image> {
+    let s = &c.sidecar;
+    let path = c.rel.prefixed(IMAGES_SUBDIR)?;
+    let id = match &s.id {
+        Some(id) => id.clone(),
+        None => id_from_file_name(&c.rel),
+    };
+    let version = s.version.clone().unwrap_or_else(|| d.sha256.to_hex()[..12].to_string());
+    let format = format::detect(&c.abs)?;
+    let urls = base_url
+        .map(|b| vec![format!("{}/{}", b.trim_end_matches('/'), path)])
+        .unwrap_or_default();
+    Ok(Image {
+        id,
+        version,
+        title: s.title.clone(),
+        description: s.description.clone(),
+        path: path.to_string(),
+        urls,
+        size: d.size,
+        sha256: d.sha256,
+        chunk_size: d.chunk_size,
+        chunks: d.chunks.clone(),
+        format: format.as_str().into(),
+        arch: s.arch.clone(),
+        os_family: s.os_family.clone(),
+        os: s.os.clone(),
+        os_version: s.os_version.clone(),
+        hypervisor: s.hypervisor.clone(),
+        min_cores: s.min_cores,
+        min_memory_mb: s.min_memory_mb,
+        tags: s.tags.clone(),
+    })
+}
+
+/// `sub/CentOS 7.qcow2` → `sub-CentOS-7`: the path without its extension,
+/// with anything outside the id alphabet replaced by '-'.
+fn id_from_file_name(rel: &SafeRelPath) -> String {
+    let text = rel.as_str();
+    let stem = match text.rfind('.') {
+        Some(dot) if dot > text.rfind('/').map_or(0, |s| s + 1) => &text[..dot],
+        _ => text,
+    };
+    let mut id: String = stem
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+') { c } else { '-' })
+        .collect();
+    id = id.trim_start_matches(['.', '-']).to_string();
+    id.truncate(128);
+    if id.is_empty() { "image".into() } else { id }
+}
+
+fn endorser(settings: &CatalogToml, key: &SecretKey, images_dir: &Path) -> Endorser {
+    let fallback = images_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "vmic endorser".into());
+    Endorser {
+        name: settings.endorser.name.clone().unwrap_or(fallback),
+        contact: settings.endorser.contact.clone(),
+        vo: settings.endorser.vo.clone(),
+        key_id: key.key_id.to_string(),
+    }
+}
+
+/// Revocations come from catalog.toml; a revocation already published keeps
+/// its original date.
+fn revocations(settings: &CatalogToml, previous: Option<&Catalog>, now: Timestamp) -> Vec<Revocation> {
+    settings
+        .revoke
+        .iter()
+        .map(|r| {
+            let earlier = previous.and_then(|p| p.revoked.iter().find(|old| old.id == r.id && old.version == r.version));
+            Revocation {
+                id: r.id.clone(),
+                version: r.version.clone(),
+                reason: r.reason.clone(),
+                revoked_at: earlier.map_or(now, |old| old.revoked_at),
+            }
+        })
+        .collect()
+}
+
+/// Sign and write catalog.json + signature, then the files derived from them.
+fn publish_catalog(out_dir: &Path, catalog: &Catalog, key: &SecretKey) -> Result<()> {
+    let bytes = catalog.to_bytes()?;
+    let trusted = trusted_comment(catalog);
+    let signature = key.sign(&bytes, &trusted, "signature from vmic secret key");
+    atomic_write(&out_dir.join(SIGNATURE_FILE), signature.to_file_string().as_bytes())?;
+    atomic_write(&out_dir.join(CATALOG_FILE), &bytes)?;
+    let html = crate::render::render_index(catalog, &key.public_key().to_file_string())?;
+    atomic_write(&out_dir.join(INDEX_FILE), html.as_bytes())?;
+    let mut sums = String::new();
+    for image in &catalog.images {
+        sums.push_str(&format!("{}  {}\n", image.sha256, image.path));
+    }
+    sums.push_str(&format!("{}  {CATALOG_FILE}\n", Sha256Digest::of(&bytes)));
+    atomic_write(&out_dir.join(SUMS_FILE), sums.as_bytes())
+}
+
+/// The trusted comment carries what a human running `minisign -V` should
+/// see, and what vmic cross-checks against the catalog.
+pub fn trusted_comment(catalog: &Catalog) -> String {
+    format!(
+        "timestamp:{}\tfile:{CATALOG_FILE}\tserial:{}\texpires:{}\tkey:{}",
+        catalog.issued.as_second(),
+        catalog.serial,
+        catalog.expires,
+        catalog.endorser.key_id
+    )
+}
+
+/// Remove files under OUT_DIR/images that the new catalog no longer lists.
+fn remove_stale_images(out_dir: &Path, catalog: &Catalog) -> Result<Vec<String>> {
+    let images_root = out_dir.join(IMAGES_SUBDIR);
+    if !images_root.is_dir() {
+        return Ok(Vec::new());
+    }
+    let listed: BTreeSet<&str> = catalog.images.iter().map(|i| i.path.as_str()).collect();
+    let mut removed = Vec::new();
+    for entry in walkdir::WalkDir::new(&images_root).follow_links(false) {
+        let entry = entry.map_err(|e| Error::io_failure(format!("cannot walk {}: {e}", images_root.display())))?;
+        if entry.file_type().is_dir() {
+            continue;
+        }
+        let rel = entry.path().strip_prefix(out_dir).unwrap_or(entry.path());
+        let rel_text = rel.to_string_lossy();
+        if !listed.contains(rel_text.as_ref()) {
+            std::fs::remove_file(entry.path()).map_err(|e| Error::io("remove stale image", entry.path(), e))?;
+            removed.push(rel_text.into_owned());
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_from_file_names() {
+        let id = |p: &str| id_from_file_name(&SafeRelPath::parse(p).unwrap());
+        assert_eq!(id("centos-7.qcow2"), "centos-7");
+        assert_eq!(id("sub/CentOS 7.x86_64.qcow2"), "sub-CentOS-7.x86_64");
+        assert_eq!(id("noext"), "noext");
+        assert_eq!(id("dir.d/noext"), "dir.d-noext");
+    }
+}

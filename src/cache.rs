@@ -1,0 +1,104 @@
+//! The digest cache kept in a build's output directory, so that a rebuild
+//! re-hashes only images whose (size, mtime, ctime, inode, device) changed.
+//!
+//! The cache is an optimisation, never an authority: a corrupt, foreign or
+//! outdated cache is ignored with a warning and everything is re-hashed.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Sha256Digest;
+use crate::error::Result;
+use crate::fsutil::atomic_write;
+use crate::hashing::{FileDigest, FileStamp};
+
+pub const CACHE_FILE: &str = ".vmic-cache.json";
+const CACHE_FORMAT: &str = "vmic.digest-cache/1";
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct DigestCache {
+    format: String,
+    /// Canonical path of the images directory the entries belong to.
+    images_dir: String,
+    entries: BTreeMap<String, CacheEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CacheEntry {
+    stamp: FileStamp,
+    sha256: Sha256Digest,
+    chunk_size: u64,
+    chunks: Vec<Sha256Digest>,
+}
+
+impl DigestCache {
+    pub fn empty(images_dir: &Path) -> DigestCache {
+        DigestCache {
+            format: CACHE_FORMAT.into(),
+            images_dir: images_dir.display().to_string(),
+            entries: BTreeMap::new(),
+        }
+    }
+
+    /// Load the cache for `images_dir`; returns a warning instead of an error
+    /// when it cannot be used.
+    pub fn load(out_dir: &Path, images_dir: &Path) -> (DigestCache, Option<String>) {
+        let path = out_dir.join(CACHE_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (Self::empty(images_dir), None),
+            Err(e) => {
+                return (
+                    Self::empty(images_dir),
+                    Some(format!("digest cache {} unreadable ({e}); re-hashing everything", path.display())),
+                );
+            }
+        };
+        match serde_json::from_slice::<DigestCache>(&bytes) {
+            Ok(c) if c.format == CACHE_FORMAT && c.images_dir == images_dir.display().to_string() => (c, None),
+            Ok(_) => (
+                Self::empty(images_dir),
+                Some(format!(
+                    "digest cache {} belongs to another images directory or format; re-hashing everything",
+                    path.display()
+                )),
+            ),
+            Err(e) => (
+                Self::empty(images_dir),
+                Some(format!("digest cache {} is corrupt ({e}); re-hashing everything", path.display())),
+            ),
+        }
+    }
+
+    /// A cached digest, only if the file looks exactly as it did when hashed.
+    pub fn lookup(&self, rel: &str, stamp: &FileStamp, chunk_size: u64) -> Option<FileDigest> {
+        let e = self.entries.get(rel)?;
+        let consistent = e.chunks.len() as u64 == crate::hashing::chunk_count(stamp.size, chunk_size);
+        (e.stamp == *stamp && e.chunk_size == chunk_size && consistent).then(|| FileDigest {
+            size: stamp.size,
+            sha256: e.sha256,
+            chunk_size,
+            chunks: e.chunks.clone(),
+            stamp: *stamp,
+        })
+    }
+
+    pub fn insert(&mut self, rel: &str, digest: &FileDigest, stamp: FileStamp) {
+        self.entries.insert(
+            rel.to_string(),
+            CacheEntry {
+                stamp,
+                sha256: digest.sha256,
+                chunk_size: digest.chunk_size,
+                chunks: digest.chunks.clone(),
+            },
+        );
+    }
+
+    pub fn save(&self, out_dir: &Path) -> Result<()> {
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        atomic_write(&out_dir.join(CACHE_FILE), &bytes)
+    }
+}

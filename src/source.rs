@@ -1,0 +1,142 @@
+//! Where a published catalog is read from.
+//!
+//! Today: a local directory (or its catalog.json), or a `file://` URL. The
+//! [`Source`] trait is the seam where HTTP(S) sources plug in for `sync`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::build::CATALOG_FILE;
+use crate::error::{Error, Result};
+use crate::fsutil::resolve_inside;
+use crate::relpath::SafeRelPath;
+
+/// Default cap on catalog.json: a 10,000-image catalog of multi-GB images
+/// is a few tens of MiB; anything much larger is an endless-data attack.
+pub const DEFAULT_MAX_CATALOG_BYTES: u64 = 256 << 20;
+/// A minisign signature is a few hundred bytes.
+pub const MAX_SIGNATURE_BYTES: u64 = 64 << 10;
+
+pub trait Source {
+    /// Human-readable location for messages.
+    fn describe(&self) -> String;
+    /// The raw bytes of catalog.json, refusing more than `max` bytes.
+    fn read_catalog(&self, max: u64) -> Result<Vec<u8>>;
+    /// The raw text of catalog.json.minisig.
+    fn read_signature(&self) -> Result<String>;
+    /// A local path for an image named by the catalog, guaranteed inside the
+    /// source directory, or `None` when the source is remote.
+    fn local_image(&self, rel: &SafeRelPath) -> Result<Option<PathBuf>>;
+}
+
+/// A published directory on a local filesystem (or removable medium).
+pub struct DirSource {
+    root: PathBuf,
+    catalog: PathBuf,
+}
+
+impl DirSource {
+    /// `path` is the published directory, or its catalog.json.
+    pub fn new(path: &Path) -> Result<DirSource> {
+        let meta = std::fs::metadata(path).map_err(|e| Error::io("open source", path, e))?;
+        let (root, catalog) = if meta.is_dir() {
+            (path.to_path_buf(), path.join(CATALOG_FILE))
+        } else {
+            let root = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            (root, path.to_path_buf())
+        };
+        Ok(DirSource { root, catalog })
+    }
+
+    fn signature_path(&self) -> PathBuf {
+        let mut name = self.catalog.as_os_str().to_owned();
+        name.push(".minisig");
+        PathBuf::from(name)
+    }
+}
+
+impl Source for DirSource {
+    fn describe(&self) -> String {
+        self.catalog.display().to_string()
+    }
+
+    fn read_catalog(&self, max: u64) -> Result<Vec<u8>> {
+        read_capped(&self.catalog, max, "catalog")
+    }
+
+    fn read_signature(&self) -> Result<String> {
+        let path = self.signature_path();
+        let bytes = read_capped(&path, MAX_SIGNATURE_BYTES, "signature").map_err(|e| {
+            if !path.exists() {
+                Error::verification(format!(
+                    "no signature: {} is missing, so the catalog cannot be trusted",
+                    path.display()
+                ))
+            } else {
+                e
+            }
+        })?;
+        String::from_utf8(bytes)
+            .map_err(|_| Error::verification(format!("{} is not text; it is not a minisign signature", path.display())))
+    }
+
+    fn local_image(&self, rel: &SafeRelPath) -> Result<Option<PathBuf>> {
+        resolve_inside(&self.root, rel).map(Some)
+    }
+}
+
+fn read_capped(path: &Path, max: u64, what: &str) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(&format!("open {what}"), path, e))?;
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(&format!("read {what}"), path, e))?;
+    if bytes.len() as u64 > max {
+        return Err(Error::verification(format!(
+            "{what} {} is larger than the {max}-byte limit; refusing it",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Open a source given on the command line: a directory, a catalog.json, or
+/// a `file://` URL. HTTP(S) sources are read by `vmic sync`.
+pub fn open(spec: &str) -> Result<Box<dyn Source>> {
+    if let Some(rest) = spec.strip_prefix("file://") {
+        let path = rest.strip_prefix("localhost").unwrap_or(rest);
+        if !path.starts_with('/') {
+            return Err(Error::input(format!("{spec:?}: a file:// URL needs an absolute path")));
+        }
+        return Ok(Box::new(DirSource::new(Path::new(&percent_decode(path)?))?));
+    }
+    if spec.starts_with("http://") || spec.starts_with("https://") {
+        return Err(Error::input(format!(
+            "{spec}: HTTP sources are not supported by this command yet; download the directory or use a local path"
+        )));
+    }
+    Ok(Box::new(DirSource::new(Path::new(spec))?))
+}
+
+fn percent_decode(text: &str) -> Result<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| Error::input(format!("bad percent-escape in {text:?}")))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| Error::input(format!("{text:?} decodes to invalid UTF-8")))
+}
