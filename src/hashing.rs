@@ -101,6 +101,9 @@ pub enum Problem {
     Missing { path: String },
     Unreadable { path: String, error: String },
     NotAFile { path: String },
+    /// The catalog names a path that resolves outside the source (a planted
+    /// symlink); it was not read.
+    OutsideSource { path: String, error: String },
     SizeMismatch { expected: u64, actual: u64 },
     ChunkMismatch {
         index: u64,
@@ -118,6 +121,7 @@ impl Problem {
             Problem::Missing { path } => format!("missing: {path} does not exist"),
             Problem::Unreadable { path, error } => format!("cannot read {path}: {error}"),
             Problem::NotAFile { path } => format!("{path} is not a regular file"),
+            Problem::OutsideSource { error, .. } => error.clone(),
             Problem::SizeMismatch { expected, actual } => {
                 format!("size is {actual} bytes, expected {expected}")
             }

@@ -17,5 +17,6 @@ pub mod minisign;
 pub mod relpath;
 pub mod render;
 pub mod source;
+pub mod verify;
 
 pub use error::{Error, ErrorKind, Result};

@@ -1,3 +1,7 @@
+//! The `vmic` command: parse arguments, call the library, print, exit.
+
+mod cli;
+
 fn main() {
-    println!("Hello, world!");
+    std::process::exit(cli::run());
 }

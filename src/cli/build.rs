@@ -1,0 +1,115 @@
+//! `vmic build`: compile a directory of images into a signed catalog.
+
+use std::path::PathBuf;
+
+use vmic::build::{BuildOptions, build};
+use vmic::error::{Error, Result};
+use vmic::hashing::{Engine, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+
+use super::Output;
+use super::password::{PasswordArgs, load_secret_key};
+
+/// Hash, describe, sign and render IMAGES_DIR into OUT_DIR.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Directory of images (with optional catalog.toml and <image>.toml sidecars).
+    images_dir: PathBuf,
+    /// Secret key (minisign format).
+    #[arg(long, value_name = "FILE")]
+    key: PathBuf,
+    /// Output directory: the whole publication.
+    #[arg(long, value_name = "OUT_DIR")]
+    out: PathBuf,
+    /// Validity of the catalog, e.g. 12h, 30d (default: catalog.toml's, else 30d).
+    #[arg(long, value_name = "DURATION")]
+    expires: Option<String>,
+    /// URL the output directory will be served from; adds absolute image URLs.
+    #[arg(long, value_name = "URL")]
+    base_url: Option<String>,
+    /// Do not link or copy images into OUT_DIR/images (publish them separately).
+    #[arg(long)]
+    no_images: bool,
+    /// Ignore the digest cache and hash every image again.
+    #[arg(long)]
+    rehash: bool,
+    /// Hashing workers (default: one per core).
+    #[arg(long, short = 'j', value_name = "N")]
+    jobs: Option<usize>,
+    /// Chunk size for per-chunk digests, e.g. 8M (default), 64K.
+    #[arg(long, value_name = "SIZE")]
+    chunk_size: Option<String>,
+    #[command(flatten)]
+    password: PasswordArgs,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args, quiet: bool) -> Result<i32> {
+    let out = Output { quiet, json: args.json };
+    let expires_secs = args.expires.as_deref().map(vmic::duration::parse_seconds).transpose()?;
+    let chunk_size = match &args.chunk_size {
+        Some(text) => parse_size(text)?,
+        None => BuildOptions::default_chunk_size(),
+    };
+    if let Some(url) = &args.base_url
+        && !(url.starts_with("https://") || url.starts_with("http://"))
+    {
+        return Err(Error::input(format!("--base-url {url:?} must be an http(s) URL")));
+    }
+    let engine = Engine::new(args.jobs)?;
+    let key = load_secret_key(&args.key, &args.password)?;
+    let opts = BuildOptions {
+        images_dir: args.images_dir,
+        out_dir: args.out,
+        key: &key,
+        expires_secs,
+        base_url: args.base_url,
+        copy_images: !args.no_images,
+        rehash: args.rehash,
+        chunk_size,
+        now: None,
+    };
+    let progress = super::progress::for_terminal(out.show_progress(), "hashing");
+    let report = build(&opts, &engine, progress.as_ref())?;
+    drop(progress);
+    for w in &report.warnings {
+        out.warn(w);
+    }
+    if args.json {
+        super::print_json(&report);
+    } else {
+        out.say(format!(
+            "built catalog serial {} with {} image(s) in {} (key {})",
+            report.serial, report.images, report.out_dir, report.key_id
+        ));
+        out.say(format!(
+            "hashed {} image(s), {} bytes; {} reused from the digest cache",
+            report.hashed, report.bytes_hashed, report.reused_from_cache
+        ));
+        out.say(format!("valid from {} until {}", report.issued, report.expires));
+        for removed in &report.removed_images {
+            out.say(format!("removed stale {removed}"));
+        }
+    }
+    Ok(0)
+}
+
+/// `8M`, `64K`, `1G` or plain bytes, within the allowed chunk sizes.
+fn parse_size(text: &str) -> Result<u64> {
+    let bad = || Error::input(format!("invalid size {text:?}: use e.g. 64K, 8M, 1G"));
+    let (digits, scale) = match text.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&text[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&text[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&text[..i], 1 << 30),
+        _ => (text, 1),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let size = n.checked_mul(scale).ok_or_else(bad)?;
+    if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&size) {
+        return Err(Error::input(format!(
+            "chunk size {text} is outside {MIN_CHUNK_SIZE}..={MAX_CHUNK_SIZE} bytes"
+        )));
+    }
+    Ok(size)
+}

@@ -1,0 +1,99 @@
+//! `vmic verify`: check a published catalog and its images against a key.
+
+use std::path::PathBuf;
+
+use vmic::error::Result;
+use vmic::hashing::Engine;
+use vmic::source::{self, DEFAULT_MAX_CATALOG_BYTES};
+use vmic::verify::{VerifyOptions, verify};
+
+use super::Output;
+use super::password::load_public_key;
+
+/// Verify the signature, format, expiry and every image of a catalog.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Published directory, its catalog.json, or a file:// URL.
+    source: String,
+    /// The endorser's minisign public key.
+    #[arg(long, value_name = "FILE")]
+    pubkey: PathBuf,
+    /// Check only the signed catalog, not the images.
+    #[arg(long)]
+    catalog_only: bool,
+    /// Accept an expired catalog (a loud warning is printed). For air-gapped use.
+    #[arg(long)]
+    allow_expired: bool,
+    /// Hashing workers (default: one per core).
+    #[arg(long, short = 'j', value_name = "N")]
+    jobs: Option<usize>,
+    /// Refuse catalogs larger than this many bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_CATALOG_BYTES)]
+    max_catalog_size: u64,
+    /// Print one JSON document with the full result.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args, quiet: bool) -> Result<i32> {
+    let out = Output { quiet, json: args.json };
+    let engine = Engine::new(args.jobs)?;
+    let key = load_public_key(&args.pubkey)?;
+    let opts = VerifyOptions {
+        key: &key,
+        catalog_only: args.catalog_only,
+        allow_expired: args.allow_expired,
+        max_catalog_bytes: args.max_catalog_size,
+        now: None,
+    };
+    let result = source::open(&args.source).and_then(|src| {
+        let progress = super::progress::for_terminal(out.show_progress(), "verifying");
+        verify(src.as_ref(), &opts, &engine, progress.as_ref())
+    });
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            if args.json {
+                super::print_json(&serde_json::json!({
+                    "ok": false,
+                    "source": args.source,
+                    "error": e.message(),
+                    "exit_code": e.kind().exit_code(),
+                }));
+            }
+            return Ok(super::report_error(&e));
+        }
+    };
+    for w in &report.warnings {
+        out.warn(w);
+    }
+    if args.json {
+        super::print_json(&report);
+    } else {
+        out.say(format!(
+            "signature ok: {} serial {} by {} (key {}), valid until {}",
+            report.source, report.serial, report.endorser, report.key_id, report.expires
+        ));
+        if !report.catalog_only {
+            for image in &report.images {
+                if image.ok {
+                    out.say(format!("ok      {}@{}  {}", image.id, image.version, image.path));
+                }
+            }
+        }
+        for image in report.images.iter().filter(|i| !i.ok) {
+            for p in &image.problems {
+                eprintln!("FAILED  {}@{}  {}: {}", image.id, image.version, image.path, p.describe());
+            }
+        }
+        let failed = report.images.iter().filter(|i| !i.ok).count();
+        if report.catalog_only {
+            out.say(format!("catalog ok ({} images listed, not checked)", report.images.len()));
+        } else if failed == 0 {
+            out.say(format!("all {} images verified", report.images.len()));
+        } else {
+            eprintln!("vmic: {failed} of {} images FAILED verification", report.images.len());
+        }
+    }
+    Ok(report.failure_kind().map_or(0, |k| k.exit_code()))
+}
