@@ -77,10 +77,32 @@ struct Candidate {
 
 pub fn build(opts: &BuildOptions, engine: &Engine, progress: &dyn Progress) -> Result<BuildReport> {
     let images_dir = canonical_images_dir(&opts.images_dir)?;
-    let out_dir = prepare_out_dir(&opts.out_dir, &images_dir)?;
-    let _lock = DirLock::acquire(&out_dir, LOCK_FILE, "build")?;
+    check_out_dir(&opts.out_dir, &images_dir)?;
+    // Every input is read and checked before OUT_DIR is touched.
     let settings = meta::load_catalog_toml(&images_dir)?;
     let candidates = discover(&images_dir)?;
+    let created = std::fs::symlink_metadata(&opts.out_dir).is_err();
+    std::fs::create_dir_all(&opts.out_dir).map_err(|e| Error::io("create output directory", &opts.out_dir, e))?;
+    let out_dir = opts.out_dir.canonicalize().map_err(|e| Error::io("resolve", &opts.out_dir, e))?;
+    let result = build_into(opts, engine, progress, &images_dir, &out_dir, &settings, &candidates);
+    if result.is_err() && created {
+        // A failed first build leaves no directory behind, not a half publication.
+        let _ = std::fs::remove_dir_all(&out_dir);
+    }
+    result
+}
+
+fn build_into(
+    opts: &BuildOptions,
+    engine: &Engine,
+    progress: &dyn Progress,
+    images_dir: &Path,
+    out_dir: &Path,
+    settings: &CatalogToml,
+    candidates: &[Candidate],
+) -> Result<BuildReport> {
+    let (images_dir, out_dir) = (images_dir.to_path_buf(), out_dir.to_path_buf());
+    let _lock = DirLock::acquire(&out_dir, LOCK_FILE, "build")?;
     let previous = load_previous(&out_dir)?;
     let mut warnings = Vec::new();
 
@@ -90,7 +112,7 @@ pub fn build(opts: &BuildOptions, engine: &Engine, progress: &dyn Progress) -> R
         DigestCache::load(&out_dir, &images_dir)
     };
     warnings.extend(warning);
-    let digests = hash_candidates(&candidates, &cache, opts.chunk_size, engine, progress)?;
+    let digests = hash_candidates(candidates, &cache, opts.chunk_size, engine, progress)?;
 
     let now = opts.now.unwrap_or_else(Timestamp::now);
     let issued = Timestamp::from_second(now.as_second()).unwrap_or(now);
@@ -112,20 +134,24 @@ pub fn build(opts: &BuildOptions, engine: &Engine, progress: &dyn Progress) -> R
     images.sort_by(|a, b| (&a.id, &a.version).cmp(&(&b.id, &b.version)));
     let catalog = Catalog {
         format: catalog::FORMAT.into(),
-        endorser: endorser(&settings, opts.key, &images_dir),
+        endorser: endorser(settings, opts.key, &images_dir),
         serial: previous.as_ref().map_or(1, |p| p.catalog.serial + 1),
         issued,
         expires,
         previous_sha256: previous.as_ref().map(|p| p.sha256),
         images,
-        revoked: revocations(&settings, previous.as_ref().map(|p| &p.catalog), issued),
+        revoked: revocations(settings, previous.as_ref().map(|p| &p.catalog), issued),
     };
-    catalog
-        .validate()
-        .map_err(|e| Error::input(format!("{} (check the sidecars and catalog.toml in {})", e.message(), images_dir.display())))?;
+    catalog.validate().map_err(|e| {
+        let why = e.message().trim_start_matches("catalog.json is invalid: ");
+        Error::input(format!(
+            "cannot build a valid catalog: {why} (check the sidecars and catalog.toml in {})",
+            images_dir.display()
+        ))
+    })?;
 
     if opts.copy_images {
-        for c in &candidates {
+        for c in candidates {
             fsutil::link_or_copy(&c.abs, &c.rel.prefixed(IMAGES_SUBDIR)?.join_to(&out_dir))?;
         }
     }
@@ -172,7 +198,7 @@ fn canonical_images_dir(dir: &Path) -> Result<PathBuf> {
     dir.canonicalize().map_err(|e| Error::io("resolve", dir, e))
 }
 
-fn prepare_out_dir(out: &Path, images_dir: &Path) -> Result<PathBuf> {
+fn check_out_dir(out: &Path, images_dir: &Path) -> Result<()> {
     // Check containment before creating anything, on the lexically absolute path.
     let absolute = std::path::absolute(out).map_err(|e| Error::io("resolve", out, e))?;
     let resolved = resolve_existing_prefix(&absolute);
@@ -190,8 +216,7 @@ fn prepare_out_dir(out: &Path, images_dir: &Path) -> Result<PathBuf> {
             out.display()
         )));
     }
-    std::fs::create_dir_all(out).map_err(|e| Error::io("create output directory", out, e))?;
-    out.canonicalize().map_err(|e| Error::io("resolve", out, e))
+    Ok(())
 }
 
 /// Canonicalise the longest existing ancestor, keeping the rest as written.
@@ -268,7 +293,7 @@ fn discover(dir: &Path) -> Result<Vec<Candidate>> {
     for (abs, rel, meta) in files {
         let sidecar_path = meta::sidecar_path(&abs);
         let sidecar = if sidecars.remove(&sidecar_path) {
-            meta::load_toml::<Sidecar>(&sidecar_path)?
+            meta::load_sidecar(&sidecar_path)?
         } else {
             Sidecar::default()
         };

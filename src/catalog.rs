@@ -359,7 +359,8 @@ mod tests {
 
     #[test]
     fn hostile_catalogs_are_refused() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Catalog)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut Catalog)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("'..'", Box::new(|c| c.images[0].path = "../x".into())),
             ("is absolute", Box::new(|c| c.images[0].path = "/etc/passwd".into())),
             ("backslash", Box::new(|c| c.images[0].path = "a\\b".into())),

@@ -108,3 +108,14 @@ pub fn sidecar_path(image: &Path) -> PathBuf {
     name.push(SIDECAR_SUFFIX);
     PathBuf::from(name)
 }
+
+/// Load a sidecar, checking `id` and `version` here so errors name the file.
+pub fn load_sidecar(path: &Path) -> Result<Sidecar> {
+    let sidecar: Sidecar = load_toml(path)?;
+    for (what, value) in [("id", &sidecar.id), ("version", &sidecar.version)] {
+        if let Some(v) = value {
+            crate::catalog::check_token(what, v).map_err(|m| Error::input(format!("{}: {m}", path.display())))?;
+        }
+    }
+    Ok(sidecar)
+}

@@ -188,7 +188,7 @@ impl SecretKey {
         let key_id = KeyId(keynum_sk[0..8].try_into().expect("8 bytes"));
         if checksum(&key_id, &keynum_sk[8..72]) != keynum_sk[72..] {
             return Err(if encrypted {
-                Error::verification("wrong password for the secret key (checksum mismatch)")
+                Error::input("wrong password for the secret key (checksum mismatch)")
             } else {
                 Error::input("secret key is corrupt (checksum mismatch)")
             });

@@ -1,0 +1,343 @@
+//! `vmic build` end to end on the shipped fixtures and on generated trees.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn build_fixtures(out: &std::path::Path) -> std::process::Output {
+    vmic([
+        "build",
+        path_str(&fixtures().join("images")),
+        "--key",
+        path_str(&demo_key()),
+        "--out",
+        path_str(out),
+        "--base-url",
+        "https://images.example.org/demo",
+    ])
+}
+
+#[test]
+fn fixtures_build_into_a_complete_publication() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("pub");
+    expect_ok(&build_fixtures(&out));
+    for f in ["catalog.json", "catalog.json.minisig", "index.html", "SHA256SUMS", "style.css"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let cat = read_json(&out.join("catalog.json"));
+    assert_eq!(cat["format"], "vmic.catalog/1");
+    assert_eq!(cat["serial"], 1);
+    assert_eq!(cat["endorser"]["name"], "vmic demo endorser");
+    assert_eq!(cat["endorser"]["vo"], "demo.vo.example.org");
+    let images = cat["images"].as_array().unwrap();
+    let by_id = |id: &str| images.iter().find(|i| i["id"] == id).unwrap_or_else(|| panic!("{id}"));
+    // Formats come from magic bytes, not names.
+    assert_eq!(by_id("centos-stream-9")["format"], "qcow2");
+    assert_eq!(by_id("debian-12")["format"], "vmdk");
+    assert_eq!(by_id("rescue")["format"], "iso");
+    assert_eq!(by_id("scratch")["format"], "raw");
+    assert_eq!(by_id("tools-firmware")["path"], "images/tools/firmware.bin");
+    let centos = by_id("centos-stream-9");
+    assert_eq!(centos["version"], "20261101.0");
+    assert_eq!(centos["min_memory_mb"], 1024);
+    assert_eq!(centos["os"], "centos");
+    assert_eq!(centos["tags"], serde_json::json!(["cloud-init", "minimal"]));
+    assert_eq!(
+        centos["urls"][0],
+        "https://images.example.org/demo/images/centos-stream-9.qcow2"
+    );
+    // Without a sidecar the version is derived from the content.
+    let scratch = by_id("scratch");
+    assert_eq!(scratch["version"].as_str().unwrap(), &scratch["sha256"].as_str().unwrap()[..12]);
+    assert_eq!(cat["revoked"][0]["id"], "centos-7");
+    assert!(cat["revoked"][0]["reason"].as_str().unwrap().contains("end of life"));
+    // Images are present in the publication with the declared bytes.
+    expect_ok(&verify(&out, &[]));
+}
+
+#[test]
+fn sha256sum_and_stock_minisign_accept_the_output() {
+    require_tool("minisign");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("pub");
+    expect_ok(&build_fixtures(&out));
+    let sums = Command::new("sha256sum").args(["-c", "SHA256SUMS"]).current_dir(&out).output().unwrap();
+    assert!(sums.status.success(), "{}", String::from_utf8_lossy(&sums.stdout));
+    let mv = Command::new("minisign")
+        .args(["-V", "-m", "catalog.json", "-p", path_str(&demo_pub())])
+        .current_dir(&out)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&mv.stdout);
+    assert!(mv.status.success(), "{text}{}", String::from_utf8_lossy(&mv.stderr));
+    assert!(text.contains("serial:1"), "{text}");
+}
+
+#[test]
+fn index_html_shows_catalog_and_escapes_markup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("pub");
+    expect_ok(&build_fixtures(&out));
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(!html.contains("<script>alert"), "title markup was not escaped");
+    assert!(html.contains("&lt;script&gt;alert"), "escaped title missing");
+    let cat = read_json(&out.join("catalog.json"));
+    assert!(html.contains(cat["endorser"]["key_id"].as_str().unwrap()));
+    for image in cat["images"].as_array().unwrap() {
+        assert!(html.contains(image["sha256"].as_str().unwrap()));
+    }
+    assert!(html.contains("minisign -Vm catalog.json"));
+    assert!(html.contains("end of life"));
+    for external in ["http://", "https://"] {
+        for attr in ["src=\"", "href=\""] {
+            let bad = format!("{attr}{external}");
+            // Only image mirror URLs may be absolute links; nothing is loaded from outside.
+            if attr == "src=\"" {
+                assert!(!html.contains(&bad), "external resource {bad}");
+            }
+        }
+    }
+    assert!(!html.contains("<link rel=\"stylesheet\" href=\"http"));
+}
+
+#[test]
+fn rebuild_increments_serial_and_chains_previous_hash() {
+    let tmp = image_tree(&[("a.raw", 4096), ("b.img", 70_000)]);
+    expect_ok(&build(tmp.path(), &[]));
+    let first = std::fs::read(tmp.path().join("out/catalog.json")).unwrap();
+    expect_ok(&build(tmp.path(), &[]));
+    let second = read_json(&tmp.path().join("out/catalog.json"));
+    assert_eq!(second["serial"], 2);
+    assert_eq!(
+        second["previous_sha256"].as_str().unwrap(),
+        vmic::digest::Sha256Digest::of(&first).to_hex()
+    );
+    expect_ok(&verify(&tmp.path().join("out"), &[]));
+}
+
+#[test]
+fn unchanged_rebuild_rehashes_nothing_and_changed_file_is_rehashed() {
+    let tmp = image_tree(&[("a.raw", 4096), ("b.img", 70_000), ("c.img", 10)]);
+    let first = build(tmp.path(), &["--json"]);
+    expect_ok(&first);
+    let report: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(report["hashed"], 3);
+    let again: serde_json::Value = serde_json::from_slice(&build(tmp.path(), &["--json"]).stdout).unwrap();
+    assert_eq!(again["hashed"], 0, "{again}");
+    assert_eq!(again["reused_from_cache"], 3);
+    std::fs::write(tmp.path().join("images/c.img"), b"changed!").unwrap();
+    let third: serde_json::Value = serde_json::from_slice(&build(tmp.path(), &["--json"]).stdout).unwrap();
+    assert_eq!(third["hashed"], 1, "{third}");
+    let forced: serde_json::Value = serde_json::from_slice(&build(tmp.path(), &["--json", "--rehash"]).stdout).unwrap();
+    assert_eq!(forced["hashed"], 3);
+    expect_ok(&verify(&tmp.path().join("out"), &[]));
+}
+
+#[test]
+fn corrupt_digest_cache_is_ignored_with_a_warning() {
+    let tmp = image_tree(&[("a.raw", 4096), ("b.img", 20_000)]);
+    expect_ok(&build(tmp.path(), &[]));
+    std::fs::write(tmp.path().join("out/.vmic-cache.json"), b"{not json").unwrap();
+    let o = build(tmp.path(), &["--json"]);
+    expect_ok(&o);
+    assert!(stderr(&o).contains("digest cache"), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["hashed"], 2);
+    expect_ok(&verify(&tmp.path().join("out"), &[]));
+}
+
+#[test]
+fn removed_image_disappears_from_publication() {
+    let tmp = image_tree(&[("a.raw", 4096), ("b.img", 20_000)]);
+    expect_ok(&build(tmp.path(), &[]));
+    std::fs::remove_file(tmp.path().join("images/b.img")).unwrap();
+    expect_ok(&build(tmp.path(), &[]));
+    assert!(!tmp.path().join("out/images/b.img").exists());
+    let cat = read_json(&tmp.path().join("out/catalog.json"));
+    assert_eq!(cat["images"].as_array().unwrap().len(), 1);
+    expect_ok(&verify(&tmp.path().join("out"), &[]));
+}
+
+#[test]
+fn no_images_publishes_only_metadata() {
+    let tmp = image_tree(&[("a.raw", 4096)]);
+    expect_ok(&build(tmp.path(), &["--no-images"]));
+    assert!(!tmp.path().join("out/images").exists());
+    expect_ok(&verify(&tmp.path().join("out"), &["--catalog-only"]));
+    expect_fail(&verify(&tmp.path().join("out"), &[]), 1, &["missing"]);
+}
+
+#[test]
+fn expires_option_sets_validity() {
+    let tmp = image_tree(&[("a.raw", 4096)]);
+    expect_ok(&build(tmp.path(), &["--expires", "12h"]));
+    let cat = read_json(&tmp.path().join("out/catalog.json"));
+    let issued: jiff::Timestamp = cat["issued"].as_str().unwrap().parse().unwrap();
+    let expires: jiff::Timestamp = cat["expires"].as_str().unwrap().parse().unwrap();
+    assert_eq!(expires.as_second() - issued.as_second(), 12 * 3600);
+    expect_fail(&build(tmp.path(), &["--expires", "12 hours"]), 2, &["invalid duration"]);
+}
+
+// ---- bad input: message, exit code, nothing half-written ----
+
+fn build_bad(case: &str) -> (tempfile::TempDir, std::process::Output) {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = vmic([
+        "build",
+        path_str(&fixtures().join("bad").join(case)),
+        "--key",
+        path_str(&demo_key()),
+        "--out",
+        path_str(&tmp.path().join("out")),
+    ]);
+    (tmp, o)
+}
+
+#[test]
+fn malformed_inputs_are_refused_naming_file_and_line() {
+    let cases: &[(&str, &[&str])] = &[
+        ("empty", &["no images found"]),
+        ("catalog-toml-syntax", &["catalog.toml", "line 3"]),
+        ("catalog-toml-unknown-key", &["catalog.toml", "line 5", "expire"]),
+        ("sidecar-unknown-key", &["disk.img.toml", "line 3", "min_memroy_mb"]),
+        ("sidecar-wrong-type", &["disk.img.toml", "line 2"]),
+        ("sidecar-orphan", &["other.img.toml", "has no image"]),
+        ("duplicate-id", &["same@1", "listed twice"]),
+        ("bad-id", &["disk.img.toml", "../../etc/passwd"]),
+        ("revoke-published", &["both published and revoked"]),
+    ];
+    for (case, needles) in cases {
+        let (tmp, o) = build_bad(case);
+        expect_fail(&o, 2, needles);
+        assert!(!tmp.path().join("out").exists(), "{case}: output directory was left behind");
+    }
+}
+
+#[test]
+fn failed_rebuild_keeps_the_previous_publication() {
+    let tmp = image_tree(&[("a.raw", 4096)]);
+    expect_ok(&build(tmp.path(), &[]));
+    let before = std::fs::read(tmp.path().join("out/catalog.json")).unwrap();
+    std::fs::write(tmp.path().join("images/a.raw.toml"), "idd = \"x\"\n").unwrap();
+    expect_fail(&build(tmp.path(), &[]), 2, &["a.raw.toml", "idd"]);
+    assert_eq!(std::fs::read(tmp.path().join("out/catalog.json")).unwrap(), before);
+    expect_ok(&verify(&tmp.path().join("out"), &[]));
+}
+
+#[test]
+fn missing_images_dir_and_nested_out_dir_are_refused() {
+    let tmp = image_tree(&[("a.raw", 4096)]);
+    let o = vmic([
+        "build",
+        path_str(&tmp.path().join("nope")),
+        "--key",
+        path_str(&demo_key()),
+        "--out",
+        path_str(&tmp.path().join("out")),
+    ]);
+    expect_fail(&o, 2, &["nope"]);
+    let inside = tmp.path().join("images/sub/out");
+    let o = vmic([
+        "build",
+        path_str(&tmp.path().join("images")),
+        "--key",
+        path_str(&demo_key()),
+        "--out",
+        path_str(&inside),
+    ]);
+    expect_fail(&o, 2, &["inside the images directory"]);
+    assert!(!inside.exists() && !tmp.path().join("images/sub").exists());
+    // The reverse nesting would make the stale-image cleanup delete sources.
+    let o = vmic([
+        "build",
+        path_str(&tmp.path().join("images")),
+        "--key",
+        path_str(&demo_key()),
+        "--out",
+        path_str(tmp.path()),
+    ]);
+    expect_fail(&o, 2, &["inside the output directory"]);
+    assert!(tmp.path().join("images/a.raw").exists());
+}
+
+#[test]
+fn unreadable_and_special_files_are_refused() {
+    let tmp = image_tree(&[("a.raw", 4096)]);
+    std::os::unix::fs::symlink("/nonexistent/target", tmp.path().join("images/dangling.img")).unwrap();
+    expect_fail(&build(tmp.path(), &[]), 2, &["dangling.img"]);
+    std::fs::remove_file(tmp.path().join("images/dangling.img")).unwrap();
+    let fifo = tmp.path().join("images/pipe.img");
+    let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success());
+    expect_fail(&build(tmp.path(), &[]), 2, &["pipe.img", "not a regular file"]);
+    std::fs::remove_file(&fifo).unwrap();
+    // Permission bits do not stop root, so only check them as another user.
+    if unsafe { libc::geteuid() } != 0 {
+        let p = tmp.path().join("images/a.raw");
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+        expect_fail(&build(tmp.path(), &[]), 2, &["a.raw", "ermission denied"]);
+    }
+    assert!(!tmp.path().join("out").exists());
+}
+
+#[test]
+fn wrong_or_missing_key_is_refused() {
+    let tmp = image_tree(&[("a.raw", 4096)]);
+    let truncated = tmp.path().join("trunc.key");
+    let text = std::fs::read_to_string(demo_key()).unwrap();
+    std::fs::write(&truncated, &text[..text.len() - 40]).unwrap();
+    let o = vmic([
+        "build",
+        path_str(&tmp.path().join("images")),
+        "--key",
+        path_str(&truncated),
+        "--out",
+        path_str(&tmp.path().join("out")),
+    ]);
+    expect_fail(&o, 2, &["trunc.key", "corrupt or truncated"]);
+    let garbage = tmp.path().join("garbage.key");
+    std::fs::write(&garbage, "untrusted comment: x\nnot base64 at all!\n").unwrap();
+    let o = vmic([
+        "build",
+        path_str(&tmp.path().join("images")),
+        "--key",
+        path_str(&garbage),
+        "--out",
+        path_str(&tmp.path().join("out")),
+    ]);
+    expect_fail(&o, 2, &["garbage.key"]);
+    // A key whose checksum no longer matches (one flipped byte in the secret).
+    let mut bytes = base64_decode(text.lines().nth(1).unwrap());
+    bytes[100] ^= 1;
+    let flipped = tmp.path().join("flipped.key");
+    std::fs::write(&flipped, format!("untrusted comment: x\n{}\n", base64_encode(&bytes))).unwrap();
+    let o = vmic([
+        "build",
+        path_str(&tmp.path().join("images")),
+        "--key",
+        path_str(&flipped),
+        "--out",
+        path_str(&tmp.path().join("out")),
+    ]);
+    expect_fail(&o, 2, &["flipped.key", "corrupt"]);
+    assert!(!tmp.path().join("out").exists());
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+#[test]
+fn jobs_zero_is_a_usage_error() {
+    let tmp = image_tree(&[("a.raw", 4096)]);
+    expect_fail(&build(tmp.path(), &["--jobs", "0"]), 2, &["--jobs"]);
+}

@@ -1,0 +1,159 @@
+//! Helpers shared by the integration tests: run the real binary, make image
+//! trees, sign hand-made catalogs with the demo key.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const VMIC: &str = env!("CARGO_BIN_EXE_vmic");
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixtures() -> PathBuf {
+    repo().join("fixtures")
+}
+
+pub fn demo_key() -> PathBuf {
+    fixtures().join("demo-key/demo.key")
+}
+
+pub fn demo_pub() -> PathBuf {
+    fixtures().join("demo-key/demo.key.pub")
+}
+
+/// Run vmic with args; no terminal, no password in the environment.
+pub fn vmic<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    Command::new(VMIC)
+        .args(args)
+        .env_remove("VMIC_PASSWORD")
+        .output()
+        .expect("run vmic")
+}
+
+pub fn vmic_env<I, S>(args: I, env: &[(&str, &str)]) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut cmd = Command::new(VMIC);
+    cmd.args(args).env_remove("VMIC_PASSWORD");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run vmic")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Assert the exit code and that stderr mentions every needle.
+#[track_caller]
+pub fn expect_fail(o: &Output, code: i32, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(code), "stdout: {}\nstderr: {err}", stdout(o));
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks {n:?}:\n{err}");
+    }
+}
+
+#[track_caller]
+pub fn expect_ok(o: &Output) {
+    assert_eq!(o.status.code(), Some(0), "stdout: {}\nstderr: {}", stdout(o), stderr(o));
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A temp dir with `images/` holding a few images of given sizes.
+pub fn image_tree(sizes: &[(&str, usize)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    for (i, (name, size)) in sizes.iter().enumerate() {
+        let p = images.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, pattern(*size, i as u64 + 1)).unwrap();
+    }
+    dir
+}
+
+/// `vmic build <dir>/images --key demo --out <dir>/out` plus extra args.
+pub fn build(dir: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "build".to_string(),
+        dir.join("images").display().to_string(),
+        "--key".into(),
+        demo_key().display().to_string(),
+        "--out".into(),
+        dir.join("out").display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    vmic(args)
+}
+
+pub fn verify(target: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "verify".to_string(),
+        target.display().to_string(),
+        "--pubkey".into(),
+        demo_pub().display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    vmic(args)
+}
+
+pub fn demo_secret() -> vmic::minisign::SecretKey {
+    let text = std::fs::read_to_string(demo_key()).unwrap();
+    vmic::minisign::SecretKey::parse(&text, None).unwrap()
+}
+
+/// Write `bytes` as OUT/catalog.json with a valid demo-key signature.
+pub fn write_signed(out: &Path, bytes: &[u8], trusted_comment: &str) {
+    let sig = demo_secret().sign(bytes, trusted_comment, "test signature");
+    std::fs::write(out.join("catalog.json"), bytes).unwrap();
+    std::fs::write(out.join("catalog.json.minisig"), sig.to_file_string()).unwrap();
+}
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+pub fn has_tool(name: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Tests that drive a real peer tool need it installed; .ci/run installs them,
+/// so on CI a missing tool is a failure, not a skip.
+#[track_caller]
+pub fn require_tool(name: &str) {
+    assert!(has_tool(name), "{name} is required for this test (apt-get install {name}; .ci/run does this)");
+}
