@@ -82,9 +82,21 @@ pub fn build(opts: &BuildOptions, engine: &Engine, progress: &dyn Progress) -> R
     let settings = meta::load_catalog_toml(&images_dir)?;
     let candidates = discover(&images_dir)?;
     let created = std::fs::symlink_metadata(&opts.out_dir).is_err();
-    std::fs::create_dir_all(&opts.out_dir).map_err(|e| Error::io("create output directory", &opts.out_dir, e))?;
-    let out_dir = opts.out_dir.canonicalize().map_err(|e| Error::io("resolve", &opts.out_dir, e))?;
-    let result = build_into(opts, engine, progress, &images_dir, &out_dir, &settings, &candidates);
+    std::fs::create_dir_all(&opts.out_dir)
+        .map_err(|e| Error::io("create output directory", &opts.out_dir, e))?;
+    let out_dir = opts
+        .out_dir
+        .canonicalize()
+        .map_err(|e| Error::io("resolve", &opts.out_dir, e))?;
+    let result = build_into(
+        opts,
+        engine,
+        progress,
+        &images_dir,
+        &out_dir,
+        &settings,
+        &candidates,
+    );
     if result.is_err() && created {
         // A failed first build leaves no directory behind, not a half publication.
         let _ = std::fs::remove_dir_all(&out_dir);
@@ -159,13 +171,21 @@ fn build_into(
         atomic_write(&out_dir.join(name), bytes)?;
     }
     publish_catalog(&out_dir, &catalog, opts.key)?;
-    let removed = if opts.copy_images { remove_stale_images(&out_dir, &catalog)? } else { Vec::new() };
+    let removed = if opts.copy_images {
+        remove_stale_images(&out_dir, &catalog)?
+    } else {
+        Vec::new()
+    };
 
     // Linking changes the source's ctime; record the post-link stamp when
     // nothing else (size, mtime, inode) moved, so the next build can reuse it.
     for (c, d) in candidates.iter().zip(&digests.digests) {
-        let stamp = std::fs::metadata(&c.abs).map(|m| FileStamp::of(&m)).unwrap_or(c.stamp);
-        let same_content = stamp.size == d.stamp.size && stamp.mtime_ns == d.stamp.mtime_ns && stamp.inode == d.stamp.inode;
+        let stamp = std::fs::metadata(&c.abs)
+            .map(|m| FileStamp::of(&m))
+            .unwrap_or(c.stamp);
+        let same_content = stamp.size == d.stamp.size
+            && stamp.mtime_ns == d.stamp.mtime_ns
+            && stamp.inode == d.stamp.inode;
         if same_content {
             cache.insert(c.rel.as_str(), d, stamp);
         }
@@ -193,7 +213,10 @@ fn build_into(
 fn canonical_images_dir(dir: &Path) -> Result<PathBuf> {
     let meta = std::fs::metadata(dir).map_err(|e| Error::io("open images directory", dir, e))?;
     if !meta.is_dir() {
-        return Err(Error::input(format!("{} is not a directory", dir.display())));
+        return Err(Error::input(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
     }
     dir.canonicalize().map_err(|e| Error::io("resolve", dir, e))
 }
@@ -224,7 +247,10 @@ fn resolve_existing_prefix(path: &Path) -> PathBuf {
     let mut existing = path.to_path_buf();
     let mut rest = Vec::new();
     while !existing.exists() {
-        match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
+        match (
+            existing.file_name().map(|n| n.to_os_string()),
+            existing.parent(),
+        ) {
             (Some(name), Some(parent)) => {
                 rest.push(name);
                 existing = parent.to_path_buf();
@@ -249,7 +275,10 @@ fn discover(dir: &Path) -> Result<Vec<Candidate>> {
         .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
     for entry in walker {
         let entry = entry.map_err(|e| {
-            let path = e.path().map(Path::to_path_buf).unwrap_or_else(|| dir.to_path_buf());
+            let path = e
+                .path()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| dir.to_path_buf());
             match e.into_io_error() {
                 Some(io) => Error::io("read", &path, io),
                 None => Error::input(format!("filesystem loop at {}", path.display())),
@@ -270,7 +299,10 @@ fn discover(dir: &Path) -> Result<Vec<Candidate>> {
             continue;
         }
         if !meta.is_file() {
-            return Err(Error::input(format!("{} is not a regular file", path.display())));
+            return Err(Error::input(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
         }
         let rel = path.strip_prefix(dir).unwrap_or(path);
         let name = rel.to_string_lossy();
@@ -299,7 +331,12 @@ fn discover(dir: &Path) -> Result<Vec<Candidate>> {
         };
         // Readability is checked now so the error names the file, not a worker.
         std::fs::File::open(&abs).map_err(|e| Error::io("open image", &abs, e))?;
-        candidates.push(Candidate { rel, abs, stamp: FileStamp::of(&meta), sidecar });
+        candidates.push(Candidate {
+            rel,
+            abs,
+            stamp: FileStamp::of(&meta),
+            sidecar,
+        });
     }
     if let Some(orphan) = sidecars.into_iter().next() {
         return Err(Error::input(format!(
@@ -332,7 +369,10 @@ fn load_previous(out_dir: &Path) -> Result<Option<Previous>> {
             e.message()
         ))
     })?;
-    Ok(Some(Previous { catalog, sha256: Sha256Digest::of(&bytes) }))
+    Ok(Some(Previous {
+        catalog,
+        sha256: Sha256Digest::of(&bytes),
+    }))
 }
 
 struct Digests {
@@ -352,8 +392,13 @@ fn hash_candidates(
         .iter()
         .map(|c| cache.lookup(c.rel.as_str(), &c.stamp, chunk_size))
         .collect();
-    let todo: Vec<usize> = (0..candidates.len()).filter(|&i| digests[i].is_none()).collect();
-    let files: Vec<(PathBuf, u64)> = todo.iter().map(|&i| (candidates[i].abs.clone(), candidates[i].stamp.size)).collect();
+    let todo: Vec<usize> = (0..candidates.len())
+        .filter(|&i| digests[i].is_none())
+        .collect();
+    let files: Vec<(PathBuf, u64)> = todo
+        .iter()
+        .map(|&i| (candidates[i].abs.clone(), candidates[i].stamp.size))
+        .collect();
     let (results, stats) = engine.digest_files(&files, chunk_size, progress);
     for (&i, result) in todo.iter().zip(results) {
         digests[i] = Some(result?);
@@ -372,7 +417,10 @@ fn describe(c: &Candidate, d: &FileDigest, base_url: Option<&str>) -> Result<Ima
         Some(id) => id.clone(),
         None => id_from_file_name(&c.rel),
     };
-    let version = s.version.clone().unwrap_or_else(|| d.sha256.to_hex()[..12].to_string());
+    let version = s
+        .version
+        .clone()
+        .unwrap_or_else(|| d.sha256.to_hex()[..12].to_string());
     let format = format::detect(&c.abs)?;
     let urls = base_url
         .map(|b| vec![format!("{}/{}", b.trim_end_matches('/'), path)])
@@ -410,7 +458,13 @@ fn id_from_file_name(rel: &SafeRelPath) -> String {
     };
     let mut id: String = stem
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+') { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+') {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     id = id.trim_start_matches(['.', '-']).to_string();
     id.truncate(128);
@@ -432,12 +486,20 @@ fn endorser(settings: &CatalogToml, key: &SecretKey, images_dir: &Path) -> Endor
 
 /// Revocations come from catalog.toml; a revocation already published keeps
 /// its original date.
-fn revocations(settings: &CatalogToml, previous: Option<&Catalog>, now: Timestamp) -> Vec<Revocation> {
+fn revocations(
+    settings: &CatalogToml,
+    previous: Option<&Catalog>,
+    now: Timestamp,
+) -> Vec<Revocation> {
     settings
         .revoke
         .iter()
         .map(|r| {
-            let earlier = previous.and_then(|p| p.revoked.iter().find(|old| old.id == r.id && old.version == r.version));
+            let earlier = previous.and_then(|p| {
+                p.revoked
+                    .iter()
+                    .find(|old| old.id == r.id && old.version == r.version)
+            });
             Revocation {
                 id: r.id.clone(),
                 version: r.version.clone(),
@@ -453,7 +515,10 @@ fn publish_catalog(out_dir: &Path, catalog: &Catalog, key: &SecretKey) -> Result
     let bytes = catalog.to_bytes()?;
     let trusted = trusted_comment(catalog);
     let signature = key.sign(&bytes, &trusted, "signature from vmic secret key");
-    atomic_write(&out_dir.join(SIGNATURE_FILE), signature.to_file_string().as_bytes())?;
+    atomic_write(
+        &out_dir.join(SIGNATURE_FILE),
+        signature.to_file_string().as_bytes(),
+    )?;
     atomic_write(&out_dir.join(CATALOG_FILE), &bytes)?;
     let html = crate::render::render_index(catalog, &key.public_key().to_file_string())?;
     atomic_write(&out_dir.join(INDEX_FILE), html.as_bytes())?;
@@ -486,14 +551,17 @@ fn remove_stale_images(out_dir: &Path, catalog: &Catalog) -> Result<Vec<String>>
     let listed: BTreeSet<&str> = catalog.images.iter().map(|i| i.path.as_str()).collect();
     let mut removed = Vec::new();
     for entry in walkdir::WalkDir::new(&images_root).follow_links(false) {
-        let entry = entry.map_err(|e| Error::io_failure(format!("cannot walk {}: {e}", images_root.display())))?;
+        let entry = entry.map_err(|e| {
+            Error::io_failure(format!("cannot walk {}: {e}", images_root.display()))
+        })?;
         if entry.file_type().is_dir() {
             continue;
         }
         let rel = entry.path().strip_prefix(out_dir).unwrap_or(entry.path());
         let rel_text = rel.to_string_lossy();
         if !listed.contains(rel_text.as_ref()) {
-            std::fs::remove_file(entry.path()).map_err(|e| Error::io("remove stale image", entry.path(), e))?;
+            std::fs::remove_file(entry.path())
+                .map_err(|e| Error::io("remove stale image", entry.path(), e))?;
             removed.push(rel_text.into_owned());
         }
     }

@@ -48,16 +48,25 @@ impl DigestCache {
         let path = out_dir.join(CACHE_FILE);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (Self::empty(images_dir), None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return (Self::empty(images_dir), None);
+            }
             Err(e) => {
                 return (
                     Self::empty(images_dir),
-                    Some(format!("digest cache {} unreadable ({e}); re-hashing everything", path.display())),
+                    Some(format!(
+                        "digest cache {} unreadable ({e}); re-hashing everything",
+                        path.display()
+                    )),
                 );
             }
         };
         match serde_json::from_slice::<DigestCache>(&bytes) {
-            Ok(c) if c.format == CACHE_FORMAT && c.images_dir == images_dir.display().to_string() => (c, None),
+            Ok(c)
+                if c.format == CACHE_FORMAT && c.images_dir == images_dir.display().to_string() =>
+            {
+                (c, None)
+            }
             Ok(_) => (
                 Self::empty(images_dir),
                 Some(format!(
@@ -67,7 +76,10 @@ impl DigestCache {
             ),
             Err(e) => (
                 Self::empty(images_dir),
-                Some(format!("digest cache {} is corrupt ({e}); re-hashing everything", path.display())),
+                Some(format!(
+                    "digest cache {} is corrupt ({e}); re-hashing everything",
+                    path.display()
+                )),
             ),
         }
     }
@@ -75,7 +87,8 @@ impl DigestCache {
     /// A cached digest, only if the file looks exactly as it did when hashed.
     pub fn lookup(&self, rel: &str, stamp: &FileStamp, chunk_size: u64) -> Option<FileDigest> {
         let e = self.entries.get(rel)?;
-        let consistent = e.chunks.len() as u64 == crate::hashing::chunk_count(stamp.size, chunk_size);
+        let consistent =
+            e.chunks.len() as u64 == crate::hashing::chunk_count(stamp.size, chunk_size);
         (e.stamp == *stamp && e.chunk_size == chunk_size && consistent).then(|| FileDigest {
             size: stamp.size,
             sha256: e.sha256,

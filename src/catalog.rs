@@ -121,7 +121,8 @@ impl Revocation {
 impl Catalog {
     /// Parse and validate catalog bytes. Call only on signature-checked bytes.
     pub fn parse(bytes: &[u8]) -> Result<Catalog> {
-        let invalid = |e: serde_json::Error| Error::verification(format!("catalog.json is invalid: {e}"));
+        let invalid =
+            |e: serde_json::Error| Error::verification(format!("catalog.json is invalid: {e}"));
         #[derive(Deserialize)]
         struct Header {
             format: String,
@@ -164,7 +165,10 @@ impl Catalog {
             return Err(bad("endorser name is empty".into()));
         }
         if self.images.len() > MAX_IMAGES {
-            return Err(bad(format!("{} images is more than the {MAX_IMAGES} allowed", self.images.len())));
+            return Err(bad(format!(
+                "{} images is more than the {MAX_IMAGES} allowed",
+                self.images.len()
+            )));
         }
         let mut labels = HashSet::new();
         let mut paths = HashSet::new();
@@ -174,7 +178,11 @@ impl Catalog {
                 return Err(bad(format!("image {} is listed twice", image.label())));
             }
             if !paths.insert(image.path.as_str()) {
-                return Err(bad(format!("image {}: path {:?} is used by another image", image.label(), image.path)));
+                return Err(bad(format!(
+                    "image {}: path {:?} is used by another image",
+                    image.label(),
+                    image.path
+                )));
             }
         }
         for r in &self.revoked {
@@ -184,7 +192,10 @@ impl Catalog {
             }
             check_text("revocation reason", &r.reason).map_err(bad)?;
             if let Some(image) = self.images.iter().find(|i| r.covers(i)) {
-                return Err(bad(format!("image {} is both published and revoked", image.label())));
+                return Err(bad(format!(
+                    "image {} is both published and revoked",
+                    image.label()
+                )));
             }
         }
         Ok(())
@@ -239,7 +250,9 @@ fn validate_image(image: &Image) -> std::result::Result<(), String> {
         return Err("sha256 disagrees with its only chunk digest".into());
     }
     for url in &image.urls {
-        if !(url.starts_with("https://") || url.starts_with("http://")) || url.chars().any(char::is_whitespace) {
+        if !(url.starts_with("https://") || url.starts_with("http://"))
+            || url.chars().any(char::is_whitespace)
+        {
             return Err(format!("url {url:?} is not an http(s) URL"));
         }
     }
@@ -270,7 +283,9 @@ fn validate_image(image: &Image) -> std::result::Result<(), String> {
 pub fn check_token(what: &str, value: &str) -> std::result::Result<(), String> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+');
     if value.is_empty() || value.len() > MAX_TOKEN {
-        return Err(format!("{what} {value:?} must be 1 to {MAX_TOKEN} characters"));
+        return Err(format!(
+            "{what} {value:?} must be 1 to {MAX_TOKEN} characters"
+        ));
     }
     if !value.chars().all(ok_char) || value.starts_with(['.', '-']) {
         return Err(format!(
@@ -316,7 +331,12 @@ mod tests {
         let d = Sha256Digest::of(data);
         Catalog {
             format: FORMAT.into(),
-            endorser: Endorser { name: "Test".into(), contact: None, vo: None, key_id: "0000000000000001".into() },
+            endorser: Endorser {
+                name: "Test".into(),
+                contact: None,
+                vo: None,
+                key_id: "0000000000000001".into(),
+            },
             serial: 1,
             issued: "2026-01-01T00:00:00Z".parse().unwrap(),
             expires: "2026-02-01T00:00:00Z".parse().unwrap(),
@@ -362,20 +382,37 @@ mod tests {
         type Mutation = Box<dyn Fn(&mut Catalog)>;
         let cases: Vec<(&str, Mutation)> = vec![
             ("'..'", Box::new(|c| c.images[0].path = "../x".into())),
-            ("is absolute", Box::new(|c| c.images[0].path = "/etc/passwd".into())),
+            (
+                "is absolute",
+                Box::new(|c| c.images[0].path = "/etc/passwd".into()),
+            ),
             ("backslash", Box::new(|c| c.images[0].path = "a\\b".into())),
             ("NUL", Box::new(|c| c.images[0].path = "a\0b".into())),
             ("absurd", Box::new(|c| c.images[0].size = u64::MAX)),
-            ("listed twice", Box::new(|c| {
-                let mut dup = c.images[0].clone();
-                dup.path = "images/b.raw".into();
-                c.images.push(dup);
-            })),
-            ("may contain only", Box::new(|c| c.images[0].id = "../../etc".into())),
+            (
+                "listed twice",
+                Box::new(|c| {
+                    let mut dup = c.images[0].clone();
+                    dup.path = "images/b.raw".into();
+                    c.images.push(dup);
+                }),
+            ),
+            (
+                "may contain only",
+                Box::new(|c| c.images[0].id = "../../etc".into()),
+            ),
             ("chunk digests", Box::new(|c| c.images[0].size = 20 << 20)),
-            ("both published and revoked", Box::new(|c| c.revoked.push(Revocation {
-                id: "a".into(), version: None, reason: "x".into(), revoked_at: c.issued,
-            }))),
+            (
+                "both published and revoked",
+                Box::new(|c| {
+                    c.revoked.push(Revocation {
+                        id: "a".into(),
+                        version: None,
+                        reason: "x".into(),
+                        revoked_at: c.issued,
+                    })
+                }),
+            ),
         ];
         for (needle, mutate) in cases {
             let mut c = sample();

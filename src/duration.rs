@@ -40,7 +40,16 @@ mod tests {
         assert_eq!(parse_seconds("90s").unwrap(), 90);
         assert_eq!(parse_seconds("12h").unwrap(), 43_200);
         assert_eq!(parse_seconds("30d").unwrap(), 2_592_000);
-        for bad in ["", "d", "30", "3.5d", "-1d", "30 days", "0s", "99999999999w"] {
+        for bad in [
+            "",
+            "d",
+            "30",
+            "3.5d",
+            "-1d",
+            "30 days",
+            "0s",
+            "99999999999w",
+        ] {
             assert!(parse_seconds(bad).is_err(), "{bad}");
         }
     }

@@ -98,7 +98,10 @@ mod tests {
 
     #[test]
     fn magic_wins_over_everything() {
-        assert_eq!(classify(b"QFI\xfb\0\0\0\x03", None, 1000), ImageFormat::Qcow2);
+        assert_eq!(
+            classify(b"QFI\xfb\0\0\0\x03", None, 1000),
+            ImageFormat::Qcow2
+        );
         assert_eq!(classify(b"KDMV\x01", None, 1000), ImageFormat::Vmdk);
         assert_eq!(classify(b"vhdxfile", None, 1000), ImageFormat::Vhdx);
         let mut footer = vec![0u8; 512];

@@ -98,13 +98,26 @@ pub struct CheckItem {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "problem", rename_all = "snake_case")]
 pub enum Problem {
-    Missing { path: String },
-    Unreadable { path: String, error: String },
-    NotAFile { path: String },
+    Missing {
+        path: String,
+    },
+    Unreadable {
+        path: String,
+        error: String,
+    },
+    NotAFile {
+        path: String,
+    },
     /// The catalog names a path that resolves outside the source (a planted
     /// symlink); it was not read.
-    OutsideSource { path: String, error: String },
-    SizeMismatch { expected: u64, actual: u64 },
+    OutsideSource {
+        path: String,
+        error: String,
+    },
+    SizeMismatch {
+        expected: u64,
+        actual: u64,
+    },
     ChunkMismatch {
         index: u64,
         start: u64,
@@ -112,7 +125,12 @@ pub enum Problem {
         expected: Sha256Digest,
         actual: Sha256Digest,
     },
-    ChunkShort { index: u64, start: u64, end: u64, read: u64 },
+    ChunkShort {
+        index: u64,
+        start: u64,
+        end: u64,
+        read: u64,
+    },
 }
 
 impl Problem {
@@ -125,10 +143,21 @@ impl Problem {
             Problem::SizeMismatch { expected, actual } => {
                 format!("size is {actual} bytes, expected {expected}")
             }
-            Problem::ChunkMismatch { index, start, end, expected, actual } => format!(
+            Problem::ChunkMismatch {
+                index,
+                start,
+                end,
+                expected,
+                actual,
+            } => format!(
                 "chunk {index} (bytes {start}..{end}) has sha256 {actual}, expected {expected}"
             ),
-            Problem::ChunkShort { index, start, end, read } => format!(
+            Problem::ChunkShort {
+                index,
+                start,
+                end,
+                read,
+            } => format!(
                 "chunk {index} (bytes {start}..{end}) is truncated: only {read} bytes could be read"
             ),
         }
@@ -201,7 +230,8 @@ impl Engine {
                         let Some(&index) = order.get(slot) else { break };
                         let (path, _) = &files[index];
                         progress.working_on(&path.display().to_string());
-                        let outcome = digest_one(path, chunk_size, &budget, &buffers, &threads, progress);
+                        let outcome =
+                            digest_one(path, chunk_size, &budget, &buffers, &threads, progress);
                         *lock(&results[index]) = Some(outcome);
                     }
                 });
@@ -212,17 +242,28 @@ impl Engine {
             .map(|m| {
                 m.into_inner()
                     .unwrap_or_else(|p| p.into_inner())
-                    .unwrap_or_else(|| Err(Error::io_failure("internal error: file was not hashed")))
+                    .unwrap_or_else(|| {
+                        Err(Error::io_failure("internal error: file was not hashed"))
+                    })
             })
             .collect::<Vec<_>>();
-        let bytes_hashed = results.iter().filter_map(|r| r.as_ref().ok()).map(|d| d.size).sum();
+        let bytes_hashed = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|d| d.size)
+            .sum();
         (results, threads.stats(self.jobs, bytes_hashed))
     }
 
     /// Check files against declared sizes and chunk digests, every chunk of
     /// every file being one task on the pool.
-    pub fn check_files(&self, items: &[CheckItem], progress: &dyn Progress) -> (Vec<CheckOutcome>, EngineStats) {
-        let opened: Vec<std::result::Result<File, Problem>> = items.iter().map(open_for_check).collect();
+    pub fn check_files(
+        &self,
+        items: &[CheckItem],
+        progress: &dyn Progress,
+    ) -> (Vec<CheckOutcome>, EngineStats) {
+        let opened: Vec<std::result::Result<File, Problem>> =
+            items.iter().map(open_for_check).collect();
         let mut problems: Vec<Mutex<Vec<Problem>>> = Vec::with_capacity(items.len());
         let mut tasks: Vec<(usize, u64)> = Vec::new();
         for (i, (item, file)) in items.iter().zip(&opened).enumerate() {
@@ -232,7 +273,10 @@ impl Engine {
                 Ok(file) => {
                     let actual = file.metadata().map(|m| m.len()).unwrap_or(0);
                     if actual != item.size {
-                        found.push(Problem::SizeMismatch { expected: item.size, actual });
+                        found.push(Problem::SizeMismatch {
+                            expected: item.size,
+                            actual,
+                        });
                     }
                     tasks.extend((0..item.chunks.len() as u64).map(|k| (i, k)));
                 }
@@ -283,12 +327,22 @@ fn chunk_len(item: &CheckItem, k: u64) -> u64 {
 fn open_for_check(item: &CheckItem) -> std::result::Result<File, Problem> {
     let path = item.path.display().to_string();
     match std::fs::metadata(&item.path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Problem::Missing { path }),
-        Err(e) => return Err(Problem::Unreadable { path, error: e.to_string() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Problem::Missing { path });
+        }
+        Err(e) => {
+            return Err(Problem::Unreadable {
+                path,
+                error: e.to_string(),
+            });
+        }
         Ok(m) if !m.is_file() => return Err(Problem::NotAFile { path }),
         Ok(_) => {}
     }
-    let file = File::open(&item.path).map_err(|e| Problem::Unreadable { path, error: e.to_string() })?;
+    let file = File::open(&item.path).map_err(|e| Problem::Unreadable {
+        path,
+        error: e.to_string(),
+    })?;
     advise_sequential(&file);
     Ok(file)
 }
@@ -314,11 +368,22 @@ fn check_chunk(file: &File, item: &CheckItem, k: u64, buf: &mut [u8]) -> Option<
         }
     }
     if done < len {
-        return Some(Problem::ChunkShort { index: k, start, end, read: done });
+        return Some(Problem::ChunkShort {
+            index: k,
+            start,
+            end,
+            read: done,
+        });
     }
     let actual = Sha256Digest(hasher.finalize().into());
     let expected = item.chunks[k as usize];
-    (actual != expected).then_some(Problem::ChunkMismatch { index: k, start, end, expected, actual })
+    (actual != expected).then_some(Problem::ChunkMismatch {
+        index: k,
+        start,
+        end,
+        expected,
+        actual,
+    })
 }
 
 /// Digest one file: the calling worker reads sequentially and feeds the
@@ -337,7 +402,10 @@ fn digest_one(
     let mut file = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let before = FileStamp::of(&file.metadata().map_err(|e| Error::io("stat", path, e))?);
     if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
-        return Err(Error::input(format!("{} is not a regular file", path.display())));
+        return Err(Error::input(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
     }
     advise_sequential(&file);
     let size = before.size;
@@ -406,9 +474,20 @@ fn digest_one(
             .into_iter()
             .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| Error::io_failure(format!("internal error: a chunk of {} was not hashed", path.display())))?
+            .ok_or_else(|| {
+                Error::io_failure(format!(
+                    "internal error: a chunk of {} was not hashed",
+                    path.display()
+                ))
+            })?
     };
-    Ok(FileDigest { size, sha256, chunk_size, chunks, stamp: before })
+    Ok(FileDigest {
+        size,
+        sha256,
+        chunk_size,
+        chunks,
+        stamp: before,
+    })
 }
 
 fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -444,7 +523,9 @@ struct Budget {
 
 impl Budget {
     fn new(n: usize) -> Budget {
-        Budget { available: AtomicUsize::new(n) }
+        Budget {
+            available: AtomicUsize::new(n),
+        }
     }
 
     fn try_acquire(&self) -> bool {
@@ -467,11 +548,16 @@ struct BufferPool {
 
 impl BufferPool {
     fn new(size: usize) -> BufferPool {
-        BufferPool { size, free: Mutex::new(Vec::new()) }
+        BufferPool {
+            size,
+            free: Mutex::new(Vec::new()),
+        }
     }
 
     fn take(&self) -> Vec<u8> {
-        lock(&self.free).pop().unwrap_or_else(|| vec![0u8; self.size])
+        lock(&self.free)
+            .pop()
+            .unwrap_or_else(|| vec![0u8; self.size])
     }
 
     fn give(&self, buf: Vec<u8>) {
@@ -491,7 +577,11 @@ impl ThreadTracker {
     }
 
     fn stats(&self, jobs: usize, bytes_hashed: u64) -> EngineStats {
-        EngineStats { jobs, threads_used: lock(&self.seen).len(), bytes_hashed }
+        EngineStats {
+            jobs,
+            threads_used: lock(&self.seen).len(),
+            bytes_hashed,
+        }
     }
 }
 
@@ -507,7 +597,9 @@ mod tests {
     }
 
     fn pattern(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut x = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (0..len)
             .map(|_| {
                 x ^= x << 13;
@@ -519,7 +611,11 @@ mod tests {
     }
 
     fn reference(data: &[u8], chunk: usize) -> (Sha256Digest, Vec<Sha256Digest>) {
-        let chunks = if data.is_empty() { vec![] } else { data.chunks(chunk).map(Sha256Digest::of).collect() };
+        let chunks = if data.is_empty() {
+            vec![]
+        } else {
+            data.chunks(chunk).map(Sha256Digest::of).collect()
+        };
         (Sha256Digest::of(data), chunks)
     }
 
@@ -550,11 +646,19 @@ mod tests {
         let d = res.into_iter().next().unwrap().unwrap();
         data[3 * 4096 + 100] ^= 1;
         write_file(dir.path(), "img", &data);
-        let item = CheckItem { name: "img".into(), path: p, size: d.size, chunk_size: chunk, chunks: d.chunks };
+        let item = CheckItem {
+            name: "img".into(),
+            path: p,
+            size: d.size,
+            chunk_size: chunk,
+            chunks: d.chunks,
+        };
         let (out, _) = engine.check_files(&[item], &NoProgress);
         assert_eq!(out[0].problems.len(), 1);
         match &out[0].problems[0] {
-            Problem::ChunkMismatch { index, start, end, .. } => {
+            Problem::ChunkMismatch {
+                index, start, end, ..
+            } => {
                 assert_eq!((*index, *start, *end), (3, 3 * 4096, 4 * 4096));
             }
             other => panic!("unexpected {other:?}"),
@@ -563,7 +667,10 @@ mod tests {
 
     #[test]
     fn zero_jobs_is_a_usage_error() {
-        assert_eq!(Engine::new(Some(0)).err().unwrap().kind(), crate::error::ErrorKind::Input);
+        assert_eq!(
+            Engine::new(Some(0)).err().unwrap().kind(),
+            crate::error::ErrorKind::Input
+        );
     }
 
     proptest::proptest! {

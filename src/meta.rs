@@ -114,7 +114,8 @@ pub fn load_sidecar(path: &Path) -> Result<Sidecar> {
     let sidecar: Sidecar = load_toml(path)?;
     for (what, value) in [("id", &sidecar.id), ("version", &sidecar.version)] {
         if let Some(v) = value {
-            crate::catalog::check_token(what, v).map_err(|m| Error::input(format!("{}: {m}", path.display())))?;
+            crate::catalog::check_token(what, v)
+                .map_err(|m| Error::input(format!("{}: {m}", path.display())))?;
         }
     }
     Ok(sidecar)

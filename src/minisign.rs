@@ -17,7 +17,7 @@ use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use blake2::{Blake2b512, Blake2b, Digest, digest::consts::U32};
+use blake2::{Blake2b, Blake2b512, Digest, digest::consts::U32};
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 
 use crate::error::{Error, Result};
@@ -154,7 +154,10 @@ impl SecretKey {
         bytes.extend_from_slice(&DEFAULT_MEMLIMIT.to_le_bytes());
         bytes.extend_from_slice(&keynum_sk);
         let comment = single_line(comment);
-        Ok(format!("{UNTRUSTED_PREFIX}{comment}\n{}\n", B64.encode(bytes)))
+        Ok(format!(
+            "{UNTRUSTED_PREFIX}{comment}\n{}\n",
+            B64.encode(bytes)
+        ))
     }
 
     /// Whether a secret key file needs a password to open.
@@ -169,16 +172,19 @@ impl SecretKey {
         let encrypted = match bytes[2..4].try_into().expect("2 bytes") {
             KDF_NONE => false,
             KDF_ALG => true,
-            _ => return Err(Error::input("secret key: unsupported key derivation function")),
+            _ => {
+                return Err(Error::input(
+                    "secret key: unsupported key derivation function",
+                ));
+            }
         };
         if bytes[4..6] != CHK_ALG {
             return Err(Error::input("secret key: unsupported checksum algorithm"));
         }
         let mut keynum_sk: [u8; KEYNUM_SK_LEN] = bytes[54..].try_into().expect("104 bytes");
         if encrypted {
-            let password = password.ok_or_else(|| {
-                Error::input("secret key is encrypted and no password was given")
-            })?;
+            let password = password
+                .ok_or_else(|| Error::input("secret key is encrypted and no password was given"))?;
             let salt = &bytes[6..38];
             let opslimit = u64::from_le_bytes(bytes[38..46].try_into().expect("8 bytes"));
             let memlimit = u64::from_le_bytes(bytes[46..54].try_into().expect("8 bytes"));
@@ -186,7 +192,10 @@ impl SecretKey {
             xor_in_place(&mut keynum_sk, &stream);
         }
         let key_id = KeyId(keynum_sk[0..8].try_into().expect("8 bytes"));
-        if checksum(&key_id, &keynum_sk[8..72]) != keynum_sk[72..] {
+        // minisign 0.11 leaves the checksum of unencrypted (-W) keys zeroed;
+        // for those, the key-pair consistency check below is the integrity check.
+        let unchecked = !encrypted && keynum_sk[72..].iter().all(|&b| b == 0);
+        if !unchecked && checksum(&key_id, &keynum_sk[8..72]) != keynum_sk[72..] {
             return Err(if encrypted {
                 Error::input("wrong password for the secret key (checksum mismatch)")
             } else {
@@ -194,18 +203,29 @@ impl SecretKey {
             });
         }
         let keypair: [u8; 64] = keynum_sk[8..72].try_into().expect("64 bytes");
-        let signing = SigningKey::from_keypair_bytes(&keypair)
-            .map_err(|_| Error::input(format!("secret key {key_id} is corrupt (inconsistent key pair)")))?;
+        let signing = SigningKey::from_keypair_bytes(&keypair).map_err(|_| {
+            Error::input(format!(
+                "secret key {key_id} is corrupt (inconsistent key pair)"
+            ))
+        })?;
         Ok(SecretKey { key_id, signing })
     }
 
     /// Sign `message` the way `minisign -S` does by default (prehashed with
     /// BLAKE2b-512), with a trusted comment covered by the global signature.
-    pub fn sign(&self, message: &[u8], trusted_comment: &str, untrusted_comment: &str) -> Signature {
+    pub fn sign(
+        &self,
+        message: &[u8],
+        trusted_comment: &str,
+        untrusted_comment: &str,
+    ) -> Signature {
         let prehash = Blake2b512::digest(message);
         let signature = self.signing.sign(&prehash).to_bytes();
         let trusted_comment = single_line(trusted_comment);
-        let global = self.signing.sign(&global_message(&signature, &trusted_comment)).to_bytes();
+        let global = self
+            .signing
+            .sign(&global_message(&signature, &trusted_comment))
+            .to_bytes();
         Signature {
             prehashed: true,
             key_id: self.key_id,
@@ -235,7 +255,9 @@ impl Signature {
         let untrusted = lines
             .next()
             .and_then(|l| l.strip_prefix(UNTRUSTED_PREFIX))
-            .ok_or_else(|| Error::verification("signature: first line is not an untrusted comment"))?;
+            .ok_or_else(|| {
+                Error::verification("signature: first line is not an untrusted comment")
+            })?;
         let sig_line = lines
             .next()
             .ok_or_else(|| Error::verification("signature is truncated (no signature line)"))?;
@@ -267,7 +289,11 @@ impl Signature {
 
     pub fn to_file_string(&self) -> String {
         let mut bytes = Vec::with_capacity(SIGNATURE_LEN);
-        bytes.extend_from_slice(if self.prehashed { &SIG_ALG_PREHASHED } else { &SIG_ALG });
+        bytes.extend_from_slice(if self.prehashed {
+            &SIG_ALG_PREHASHED
+        } else {
+            &SIG_ALG
+        });
         bytes.extend_from_slice(&self.key_id.0);
         bytes.extend_from_slice(&self.signature);
         format!(
@@ -338,15 +364,19 @@ fn decode_secret(text: &str) -> Result<Vec<u8>> {
         .ok_or_else(|| Error::input("secret key file holds no key"))?;
     let bytes = decode_exact(line, SECRET_KEY_LEN, "secret key")?;
     if bytes[0..2] != SIG_ALG {
-        return Err(Error::input("secret key: unsupported signature algorithm (expected Ed25519)"));
+        return Err(Error::input(
+            "secret key: unsupported signature algorithm (expected Ed25519)",
+        ));
     }
     Ok(bytes)
 }
 
 fn decode_exact(line: &str, len: usize, what: &str) -> Result<Vec<u8>> {
-    let bytes = B64
-        .decode(line)
-        .map_err(|e| Error::input(format!("{what} is not valid base64 ({e}); the file is corrupt or truncated")))?;
+    let bytes = B64.decode(line).map_err(|e| {
+        Error::input(format!(
+            "{what} is not valid base64 ({e}); the file is corrupt or truncated"
+        ))
+    })?;
     if bytes.len() != len {
         return Err(Error::input(format!(
             "{what} has {} bytes, expected {len}; the file is corrupt or truncated",
@@ -378,7 +408,12 @@ fn scrypt_params(opslimit: u64, memlimit: u64) -> (u32, u32, u32) {
     }
 }
 
-fn kdf_stream(password: &[u8], salt: &[u8], opslimit: u64, memlimit: u64) -> Result<[u8; KEYNUM_SK_LEN]> {
+fn kdf_stream(
+    password: &[u8],
+    salt: &[u8],
+    opslimit: u64,
+    memlimit: u64,
+) -> Result<[u8; KEYNUM_SK_LEN]> {
     let (log_n, r, p) = scrypt_params(opslimit, memlimit);
     if log_n > MAX_SCRYPT_LOG_N || p == 0 || p > 16 {
         return Err(Error::input(format!(
@@ -416,7 +451,10 @@ mod tests {
 
     #[test]
     fn sensitive_limits_map_to_minisign_parameters() {
-        assert_eq!(scrypt_params(DEFAULT_OPSLIMIT, DEFAULT_MEMLIMIT), (20, 8, 1));
+        assert_eq!(
+            scrypt_params(DEFAULT_OPSLIMIT, DEFAULT_MEMLIMIT),
+            (20, 8, 1)
+        );
     }
 
     #[test]

@@ -52,9 +52,9 @@ impl SafeRelPath {
 
     /// Build from a path relative to a walked root, e.g. `images/a.qcow2`.
     pub fn from_path(path: &Path) -> Result<SafeRelPath> {
-        let text = path.to_str().ok_or_else(|| {
-            Error::input(format!("path {} is not valid UTF-8", path.display()))
-        })?;
+        let text = path
+            .to_str()
+            .ok_or_else(|| Error::input(format!("path {} is not valid UTF-8", path.display())))?;
         SafeRelPath::parse(text).map_err(|e| Error::input(e.message()))
     }
 
@@ -98,8 +98,18 @@ mod tests {
     #[test]
     fn refuses_escapes() {
         for bad in [
-            "", "/etc/passwd", "../x", "a/../../x", "a/./b", "a//b", "a/", "a\\b", "a\0b",
-            "..", ".", "a\nb",
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a/./b",
+            "a//b",
+            "a/",
+            "a\\b",
+            "a\0b",
+            "..",
+            ".",
+            "a\nb",
         ] {
             assert!(SafeRelPath::parse(bad).is_err(), "{bad:?}");
         }
@@ -108,6 +118,9 @@ mod tests {
     #[test]
     fn join_stays_under_root() {
         let p = SafeRelPath::parse("images/a.raw").unwrap();
-        assert_eq!(p.join_to(Path::new("/srv/out")), PathBuf::from("/srv/out/images/a.raw"));
+        assert_eq!(
+            p.join_to(Path::new("/srv/out")),
+            PathBuf::from("/srv/out/images/a.raw")
+        );
     }
 }

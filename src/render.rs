@@ -3,9 +3,9 @@
 //!
 //! Both are compiled into the binary so that `vmic` stays a single file.
 
-use minijinja::{Environment, context};
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
+use minijinja::{Environment, context};
 
 const INDEX_TEMPLATE: &str = include_str!("../templates/index.html");
 

@@ -79,8 +79,12 @@ impl Source for DirSource {
                 e
             }
         })?;
-        String::from_utf8(bytes)
-            .map_err(|_| Error::verification(format!("{} is not text; it is not a minisign signature", path.display())))
+        String::from_utf8(bytes).map_err(|_| {
+            Error::verification(format!(
+                "{} is not text; it is not a minisign signature",
+                path.display()
+            ))
+        })
     }
 
     fn local_image(&self, rel: &SafeRelPath) -> Result<Option<PathBuf>> {
@@ -89,7 +93,8 @@ impl Source for DirSource {
 }
 
 fn read_capped(path: &Path, max: u64, what: &str) -> Result<Vec<u8>> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(&format!("open {what}"), path, e))?;
+    let file =
+        std::fs::File::open(path).map_err(|e| Error::io(&format!("open {what}"), path, e))?;
     let mut bytes = Vec::new();
     file.take(max + 1)
         .read_to_end(&mut bytes)
@@ -109,7 +114,9 @@ pub fn open(spec: &str) -> Result<Box<dyn Source>> {
     if let Some(rest) = spec.strip_prefix("file://") {
         let path = rest.strip_prefix("localhost").unwrap_or(rest);
         if !path.starts_with('/') {
-            return Err(Error::input(format!("{spec:?}: a file:// URL needs an absolute path")));
+            return Err(Error::input(format!(
+                "{spec:?}: a file:// URL needs an absolute path"
+            )));
         }
         return Ok(Box::new(DirSource::new(Path::new(&percent_decode(path)?))?));
     }

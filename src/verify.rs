@@ -61,16 +61,25 @@ impl VerifyReport {
             .iter()
             .flat_map(|i| &i.problems)
             .all(|p| matches!(p, Problem::Unreadable { .. }));
-        Some(if only_io { ErrorKind::Io } else { ErrorKind::Verification })
+        Some(if only_io {
+            ErrorKind::Io
+        } else {
+            ErrorKind::Verification
+        })
     }
 }
 
 /// Fetch and authenticate a catalog: signature first, then parsing and
 /// validation, then the cross-checks between signature and content.
-pub fn authenticate(source: &dyn Source, key: &PublicKey, max_catalog_bytes: u64) -> Result<(Catalog, Signature)> {
+pub fn authenticate(
+    source: &dyn Source,
+    key: &PublicKey,
+    max_catalog_bytes: u64,
+) -> Result<(Catalog, Signature)> {
     let bytes = source.read_catalog(max_catalog_bytes)?;
     let sig_text = source.read_signature()?;
-    let signature = Signature::parse(&sig_text).map_err(|e| e.context(format!("{}.minisig", source.describe())))?;
+    let signature = Signature::parse(&sig_text)
+        .map_err(|e| e.context(format!("{}.minisig", source.describe())))?;
     minisign::verify(key, &bytes, &signature).map_err(|e| e.context(source.describe()))?;
     let catalog = Catalog::parse(&bytes).map_err(|e| e.context(source.describe()))?;
     cross_check(&catalog, &signature, key)?;

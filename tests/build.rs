@@ -24,7 +24,13 @@ fn fixtures_build_into_a_complete_publication() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("pub");
     expect_ok(&build_fixtures(&out));
-    for f in ["catalog.json", "catalog.json.minisig", "index.html", "SHA256SUMS", "style.css"] {
+    for f in [
+        "catalog.json",
+        "catalog.json.minisig",
+        "index.html",
+        "SHA256SUMS",
+        "style.css",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     let cat = read_json(&out.join("catalog.json"));
@@ -33,7 +39,12 @@ fn fixtures_build_into_a_complete_publication() {
     assert_eq!(cat["endorser"]["name"], "vmic demo endorser");
     assert_eq!(cat["endorser"]["vo"], "demo.vo.example.org");
     let images = cat["images"].as_array().unwrap();
-    let by_id = |id: &str| images.iter().find(|i| i["id"] == id).unwrap_or_else(|| panic!("{id}"));
+    let by_id = |id: &str| {
+        images
+            .iter()
+            .find(|i| i["id"] == id)
+            .unwrap_or_else(|| panic!("{id}"))
+    };
     // Formats come from magic bytes, not names.
     assert_eq!(by_id("centos-stream-9")["format"], "qcow2");
     assert_eq!(by_id("debian-12")["format"], "vmdk");
@@ -51,9 +62,17 @@ fn fixtures_build_into_a_complete_publication() {
     );
     // Without a sidecar the version is derived from the content.
     let scratch = by_id("scratch");
-    assert_eq!(scratch["version"].as_str().unwrap(), &scratch["sha256"].as_str().unwrap()[..12]);
+    assert_eq!(
+        scratch["version"].as_str().unwrap(),
+        &scratch["sha256"].as_str().unwrap()[..12]
+    );
     assert_eq!(cat["revoked"][0]["id"], "centos-7");
-    assert!(cat["revoked"][0]["reason"].as_str().unwrap().contains("end of life"));
+    assert!(
+        cat["revoked"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("end of life")
+    );
     // Images are present in the publication with the declared bytes.
     expect_ok(&verify(&out, &[]));
 }
@@ -64,15 +83,27 @@ fn sha256sum_and_stock_minisign_accept_the_output() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("pub");
     expect_ok(&build_fixtures(&out));
-    let sums = Command::new("sha256sum").args(["-c", "SHA256SUMS"]).current_dir(&out).output().unwrap();
-    assert!(sums.status.success(), "{}", String::from_utf8_lossy(&sums.stdout));
+    let sums = Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(&out)
+        .output()
+        .unwrap();
+    assert!(
+        sums.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sums.stdout)
+    );
     let mv = Command::new("minisign")
         .args(["-V", "-m", "catalog.json", "-p", path_str(&demo_pub())])
         .current_dir(&out)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&mv.stdout);
-    assert!(mv.status.success(), "{text}{}", String::from_utf8_lossy(&mv.stderr));
+    assert!(
+        mv.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&mv.stderr)
+    );
     assert!(text.contains("serial:1"), "{text}");
 }
 
@@ -82,8 +113,14 @@ fn index_html_shows_catalog_and_escapes_markup() {
     let out = tmp.path().join("pub");
     expect_ok(&build_fixtures(&out));
     let html = std::fs::read_to_string(out.join("index.html")).unwrap();
-    assert!(!html.contains("<script>alert"), "title markup was not escaped");
-    assert!(html.contains("&lt;script&gt;alert"), "escaped title missing");
+    assert!(
+        !html.contains("<script>alert"),
+        "title markup was not escaped"
+    );
+    assert!(
+        html.contains("&lt;script&gt;alert"),
+        "escaped title missing"
+    );
     let cat = read_json(&out.join("catalog.json"));
     assert!(html.contains(cat["endorser"]["key_id"].as_str().unwrap()));
     for image in cat["images"].as_array().unwrap() {
@@ -125,13 +162,16 @@ fn unchanged_rebuild_rehashes_nothing_and_changed_file_is_rehashed() {
     expect_ok(&first);
     let report: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
     assert_eq!(report["hashed"], 3);
-    let again: serde_json::Value = serde_json::from_slice(&build(tmp.path(), &["--json"]).stdout).unwrap();
+    let again: serde_json::Value =
+        serde_json::from_slice(&build(tmp.path(), &["--json"]).stdout).unwrap();
     assert_eq!(again["hashed"], 0, "{again}");
     assert_eq!(again["reused_from_cache"], 3);
     std::fs::write(tmp.path().join("images/c.img"), b"changed!").unwrap();
-    let third: serde_json::Value = serde_json::from_slice(&build(tmp.path(), &["--json"]).stdout).unwrap();
+    let third: serde_json::Value =
+        serde_json::from_slice(&build(tmp.path(), &["--json"]).stdout).unwrap();
     assert_eq!(third["hashed"], 1, "{third}");
-    let forced: serde_json::Value = serde_json::from_slice(&build(tmp.path(), &["--json", "--rehash"]).stdout).unwrap();
+    let forced: serde_json::Value =
+        serde_json::from_slice(&build(tmp.path(), &["--json", "--rehash"]).stdout).unwrap();
     assert_eq!(forced["hashed"], 3);
     expect_ok(&verify(&tmp.path().join("out"), &[]));
 }
@@ -178,7 +218,11 @@ fn expires_option_sets_validity() {
     let issued: jiff::Timestamp = cat["issued"].as_str().unwrap().parse().unwrap();
     let expires: jiff::Timestamp = cat["expires"].as_str().unwrap().parse().unwrap();
     assert_eq!(expires.as_second() - issued.as_second(), 12 * 3600);
-    expect_fail(&build(tmp.path(), &["--expires", "12 hours"]), 2, &["invalid duration"]);
+    expect_fail(
+        &build(tmp.path(), &["--expires", "12 hours"]),
+        2,
+        &["invalid duration"],
+    );
 }
 
 // ---- bad input: message, exit code, nothing half-written ----
@@ -201,8 +245,14 @@ fn malformed_inputs_are_refused_naming_file_and_line() {
     let cases: &[(&str, &[&str])] = &[
         ("empty", &["no images found"]),
         ("catalog-toml-syntax", &["catalog.toml", "line 3"]),
-        ("catalog-toml-unknown-key", &["catalog.toml", "line 5", "expire"]),
-        ("sidecar-unknown-key", &["disk.img.toml", "line 3", "min_memroy_mb"]),
+        (
+            "catalog-toml-unknown-key",
+            &["catalog.toml", "line 5", "expire"],
+        ),
+        (
+            "sidecar-unknown-key",
+            &["disk.img.toml", "line 3", "min_memroy_mb"],
+        ),
         ("sidecar-wrong-type", &["disk.img.toml", "line 2"]),
         ("sidecar-orphan", &["other.img.toml", "has no image"]),
         ("duplicate-id", &["same@1", "listed twice"]),
@@ -212,7 +262,10 @@ fn malformed_inputs_are_refused_naming_file_and_line() {
     for (case, needles) in cases {
         let (tmp, o) = build_bad(case);
         expect_fail(&o, 2, needles);
-        assert!(!tmp.path().join("out").exists(), "{case}: output directory was left behind");
+        assert!(
+            !tmp.path().join("out").exists(),
+            "{case}: output directory was left behind"
+        );
     }
 }
 
@@ -223,7 +276,10 @@ fn failed_rebuild_keeps_the_previous_publication() {
     let before = std::fs::read(tmp.path().join("out/catalog.json")).unwrap();
     std::fs::write(tmp.path().join("images/a.raw.toml"), "idd = \"x\"\n").unwrap();
     expect_fail(&build(tmp.path(), &[]), 2, &["a.raw.toml", "idd"]);
-    assert_eq!(std::fs::read(tmp.path().join("out/catalog.json")).unwrap(), before);
+    assert_eq!(
+        std::fs::read(tmp.path().join("out/catalog.json")).unwrap(),
+        before
+    );
     expect_ok(&verify(&tmp.path().join("out"), &[]));
 }
 
@@ -266,13 +322,21 @@ fn missing_images_dir_and_nested_out_dir_are_refused() {
 #[test]
 fn unreadable_and_special_files_are_refused() {
     let tmp = image_tree(&[("a.raw", 4096)]);
-    std::os::unix::fs::symlink("/nonexistent/target", tmp.path().join("images/dangling.img")).unwrap();
+    std::os::unix::fs::symlink(
+        "/nonexistent/target",
+        tmp.path().join("images/dangling.img"),
+    )
+    .unwrap();
     expect_fail(&build(tmp.path(), &[]), 2, &["dangling.img"]);
     std::fs::remove_file(tmp.path().join("images/dangling.img")).unwrap();
     let fifo = tmp.path().join("images/pipe.img");
     let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(status.success());
-    expect_fail(&build(tmp.path(), &[]), 2, &["pipe.img", "not a regular file"]);
+    expect_fail(
+        &build(tmp.path(), &[]),
+        2,
+        &["pipe.img", "not a regular file"],
+    );
     std::fs::remove_file(&fifo).unwrap();
     // Permission bits do not stop root, so only check them as another user.
     if unsafe { libc::geteuid() } != 0 {
@@ -313,7 +377,11 @@ fn wrong_or_missing_key_is_refused() {
     let mut bytes = base64_decode(text.lines().nth(1).unwrap());
     bytes[100] ^= 1;
     let flipped = tmp.path().join("flipped.key");
-    std::fs::write(&flipped, format!("untrusted comment: x\n{}\n", base64_encode(&bytes))).unwrap();
+    std::fs::write(
+        &flipped,
+        format!("untrusted comment: x\n{}\n", base64_encode(&bytes)),
+    )
+    .unwrap();
     let o = vmic([
         "build",
         path_str(&tmp.path().join("images")),

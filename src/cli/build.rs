@@ -46,8 +46,15 @@ pub struct Args {
 }
 
 pub fn run(args: Args, quiet: bool) -> Result<i32> {
-    let out = Output { quiet, json: args.json };
-    let expires_secs = args.expires.as_deref().map(vmic::duration::parse_seconds).transpose()?;
+    let out = Output {
+        quiet,
+        json: args.json,
+    };
+    let expires_secs = args
+        .expires
+        .as_deref()
+        .map(vmic::duration::parse_seconds)
+        .transpose()?;
     let chunk_size = match &args.chunk_size {
         Some(text) => parse_size(text)?,
         None => BuildOptions::default_chunk_size(),
@@ -55,7 +62,9 @@ pub fn run(args: Args, quiet: bool) -> Result<i32> {
     if let Some(url) = &args.base_url
         && !(url.starts_with("https://") || url.starts_with("http://"))
     {
-        return Err(Error::input(format!("--base-url {url:?} must be an http(s) URL")));
+        return Err(Error::input(format!(
+            "--base-url {url:?} must be an http(s) URL"
+        )));
     }
     let engine = Engine::new(args.jobs)?;
     let key = load_secret_key(&args.key, &args.password)?;
@@ -87,7 +96,10 @@ pub fn run(args: Args, quiet: bool) -> Result<i32> {
             "hashed {} image(s), {} bytes; {} reused from the digest cache",
             report.hashed, report.bytes_hashed, report.reused_from_cache
         ));
-        out.say(format!("valid from {} until {}", report.issued, report.expires));
+        out.say(format!(
+            "valid from {} until {}",
+            report.issued, report.expires
+        ));
         for removed in &report.removed_images {
             out.say(format!("removed stale {removed}"));
         }

@@ -22,7 +22,11 @@ pub struct Args {
     #[arg(long)]
     force: bool,
     /// Untrusted comment written into the secret key file.
-    #[arg(long, value_name = "TEXT", default_value = "minisign encrypted secret key")]
+    #[arg(
+        long,
+        value_name = "TEXT",
+        default_value = "minisign encrypted secret key"
+    )]
     comment: String,
     #[command(flatten)]
     password: PasswordArgs,
@@ -32,7 +36,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args, quiet: bool) -> Result<i32> {
-    let out = Output { quiet, json: args.json };
+    let out = Output {
+        quiet,
+        json: args.json,
+    };
     let pub_path = pub_path(&args.out);
     refuse_existing(&args.out, args.force)?;
     refuse_existing(&pub_path, args.force)?;
@@ -57,7 +64,11 @@ pub fn run(args: Args, quiet: bool) -> Result<i32> {
         out.say(format!(
             "secret key: {} (mode 0600, {})",
             args.out.display(),
-            if password.is_some() { "scrypt-encrypted" } else { "UNENCRYPTED" }
+            if password.is_some() {
+                "scrypt-encrypted"
+            } else {
+                "UNENCRYPTED"
+            }
         ));
         out.say(format!("public key: {}", pub_path.display()));
     }

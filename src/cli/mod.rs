@@ -62,7 +62,11 @@ pub fn run() -> i32 {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ErrorKind::Input.exit_code() } else { 0 };
+            return if e.use_stderr() {
+                ErrorKind::Input.exit_code()
+            } else {
+                0
+            };
         }
     };
     let quiet = cli.quiet;

@@ -28,7 +28,9 @@ impl PasswordArgs {
         if confirm {
             let again = prompt("Password (again): ")?;
             if again.as_bytes() != first.as_slice() {
-                return Err(Error::input("the two passwords differ; nothing was written"));
+                return Err(Error::input(
+                    "the two passwords differ; nothing was written",
+                ));
             }
         }
         Ok(first)
@@ -76,5 +78,6 @@ pub fn load_secret_key(path: &Path, password: &PasswordArgs) -> Result<vmic::min
 /// Read a minisign public key file.
 pub fn load_public_key(path: &Path) -> Result<vmic::minisign::PublicKey> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io("read public key", path, e))?;
-    vmic::minisign::PublicKey::parse(&text).map_err(|e| e.context(format!("public key {}", path.display())))
+    vmic::minisign::PublicKey::parse(&text)
+        .map_err(|e| e.context(format!("public key {}", path.display())))
 }

@@ -28,15 +28,27 @@ pub fn run(args: Args, quiet: bool) -> Result<i32> {
     let out = Output { quiet, json: false };
     let bytes = std::fs::read(&args.file).map_err(|e| Error::io("read", &args.file, e))?;
     let key = load_secret_key(&args.key, &args.password)?;
-    let name = args.file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let trusted = args
-        .trusted_comment
-        .unwrap_or_else(|| format!("timestamp:{}\tfile:{name}", jiff::Timestamp::now().as_second()));
+    let name = args
+        .file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let trusted = args.trusted_comment.unwrap_or_else(|| {
+        format!(
+            "timestamp:{}\tfile:{name}",
+            jiff::Timestamp::now().as_second()
+        )
+    });
     let sig = key.sign(&bytes, &trusted, "signature from vmic secret key");
     let mut sig_path = args.file.as_os_str().to_owned();
     sig_path.push(".minisig");
     let sig_path = PathBuf::from(sig_path);
     atomic_write(&sig_path, sig.to_file_string().as_bytes())?;
-    out.say(format!("signed {} with key {} -> {}", args.file.display(), key.key_id, sig_path.display()));
+    out.say(format!(
+        "signed {} with key {} -> {}",
+        args.file.display(),
+        key.key_id,
+        sig_path.display()
+    ));
     Ok(0)
 }

@@ -36,7 +36,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args, quiet: bool) -> Result<i32> {
-    let out = Output { quiet, json: args.json };
+    let out = Output {
+        quiet,
+        json: args.json,
+    };
     let engine = Engine::new(args.jobs)?;
     let key = load_public_key(&args.pubkey)?;
     let opts = VerifyOptions {
@@ -77,22 +80,37 @@ pub fn run(args: Args, quiet: bool) -> Result<i32> {
         if !report.catalog_only {
             for image in &report.images {
                 if image.ok {
-                    out.say(format!("ok      {}@{}  {}", image.id, image.version, image.path));
+                    out.say(format!(
+                        "ok      {}@{}  {}",
+                        image.id, image.version, image.path
+                    ));
                 }
             }
         }
         for image in report.images.iter().filter(|i| !i.ok) {
             for p in &image.problems {
-                eprintln!("FAILED  {}@{}  {}: {}", image.id, image.version, image.path, p.describe());
+                eprintln!(
+                    "FAILED  {}@{}  {}: {}",
+                    image.id,
+                    image.version,
+                    image.path,
+                    p.describe()
+                );
             }
         }
         let failed = report.images.iter().filter(|i| !i.ok).count();
         if report.catalog_only {
-            out.say(format!("catalog ok ({} images listed, not checked)", report.images.len()));
+            out.say(format!(
+                "catalog ok ({} images listed, not checked)",
+                report.images.len()
+            ));
         } else if failed == 0 {
             out.say(format!("all {} images verified", report.images.len()));
         } else {
-            eprintln!("vmic: {failed} of {} images FAILED verification", report.images.len());
+            eprintln!(
+                "vmic: {failed} of {} images FAILED verification",
+                report.images.len()
+            );
         }
     }
     Ok(report.failure_kind().map_or(0, |k| k.exit_code()))

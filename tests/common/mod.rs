@@ -61,7 +61,12 @@ pub fn stderr(o: &Output) -> String {
 #[track_caller]
 pub fn expect_fail(o: &Output, code: i32, needles: &[&str]) {
     let err = stderr(o);
-    assert_eq!(o.status.code(), Some(code), "stdout: {}\nstderr: {err}", stdout(o));
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {err}",
+        stdout(o)
+    );
     for n in needles {
         assert!(err.contains(n), "stderr lacks {n:?}:\n{err}");
     }
@@ -69,7 +74,13 @@ pub fn expect_fail(o: &Output, code: i32, needles: &[&str]) {
 
 #[track_caller]
 pub fn expect_ok(o: &Output) {
-    assert_eq!(o.status.code(), Some(0), "stdout: {}\nstderr: {}", stdout(o), stderr(o));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        stdout(o),
+        stderr(o)
+    );
 }
 
 pub fn path_str(p: &Path) -> &str {
@@ -155,5 +166,8 @@ pub fn has_tool(name: &str) -> bool {
 /// so on CI a missing tool is a failure, not a skip.
 #[track_caller]
 pub fn require_tool(name: &str) {
-    assert!(has_tool(name), "{name} is required for this test (apt-get install {name}; .ci/run does this)");
+    assert!(
+        has_tool(name),
+        "{name} is required for this test (apt-get install {name}; .ci/run does this)"
+    );
 }
