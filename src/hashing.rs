@@ -204,7 +204,9 @@ impl Engine {
         self.jobs
     }
 
-    /// Digest files (whole file + chunks) in one read each. Results come back
+    /// Digest files (whole file + chunks) in one read each; each file comes
+    /// with the size it had when listed, and a file that no longer has it is
+    /// reported as changed rather than hashed. Results come back
     /// in input order. Largest files start first so that a huge file at the
     /// end of the list never leaves the other workers idle at the end.
     pub fn digest_files(
@@ -228,10 +230,10 @@ impl Engine {
                     loop {
                         let slot = next.fetch_add(1, Ordering::Relaxed);
                         let Some(&index) = order.get(slot) else { break };
-                        let (path, _) = &files[index];
+                        let (path, listed_size) = &files[index];
                         progress.working_on(&path.display().to_string());
-                        let outcome =
-                            digest_one(path, chunk_size, &budget, &buffers, &threads, progress);
+                        let sizes = (*listed_size, chunk_size);
+                        let outcome = digest_one(path, sizes, &budget, &buffers, &threads, progress);
                         *lock(&results[index]) = Some(outcome);
                     }
                 });
@@ -392,7 +394,7 @@ fn check_chunk(file: &File, item: &CheckItem, k: u64, buf: &mut [u8]) -> Option<
 /// (which bounds memory without ever blocking a worker).
 fn digest_one(
     path: &Path,
-    chunk_size: u64,
+    (listed_size, chunk_size): (u64, u64),
     budget: &Budget,
     buffers: &BufferPool,
     threads: &ThreadTracker,
@@ -409,6 +411,12 @@ fn digest_one(
     }
     advise_sequential(&file);
     let size = before.size;
+    if size != listed_size {
+        return Err(Error::io_failure(format!(
+            "{} changed between listing and hashing ({listed_size} bytes, now {size}); finish writing it, then run again",
+            path.display()
+        )));
+    }
     let count = chunk_count(size, chunk_size);
     let chunks: Vec<Mutex<Option<Sha256Digest>>> = (0..count).map(|_| Mutex::new(None)).collect();
     let mut whole = Sha256::new();
@@ -663,6 +671,44 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    /// Appends to the file the first time a chunk has been read.
+    struct Grower<'a> {
+        path: &'a Path,
+        done: std::sync::atomic::AtomicBool,
+    }
+
+    impl Progress for Grower<'_> {
+        fn advance(&self, _bytes: u64) {
+            if !self.done.swap(true, Ordering::SeqCst) {
+                let mut f = std::fs::OpenOptions::new().append(true).open(self.path).unwrap();
+                f.write_all(b"more bytes").unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn file_growing_while_hashed_is_reported_not_digested() {
+        let dir = tempfile::tempdir().unwrap();
+        for size in [100usize, 3 * 4096 + 7] {
+            let p = write_file(dir.path(), "growing", &pattern(size, 3));
+            let grower = Grower { path: &p, done: false.into() };
+            let engine = Engine::new(Some(2)).unwrap();
+            let (res, _) = engine.digest_files(&[(p.clone(), size as u64)], 4096, &grower);
+            let err = res.into_iter().next().unwrap().unwrap_err();
+            assert!(err.message().contains("changed while it was being hashed"), "{err}");
+        }
+    }
+
+    #[test]
+    fn file_changed_since_listing_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write_file(dir.path(), "f", &pattern(5000, 1));
+        let engine = Engine::new(Some(1)).unwrap();
+        let (res, _) = engine.digest_files(&[(p, 4000)], 4096, &NoProgress);
+        let err = res.into_iter().next().unwrap().unwrap_err();
+        assert!(err.message().contains("changed between listing and hashing"), "{err}");
     }
 
     #[test]

@@ -409,3 +409,27 @@ fn jobs_zero_is_a_usage_error() {
     let tmp = image_tree(&[("a.raw", 4096)]);
     expect_fail(&build(tmp.path(), &["--jobs", "0"]), 2, &["--jobs"]);
 }
+
+#[test]
+fn image_changing_while_hashed_fails_with_retryable_error() {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let tmp = image_tree(&[("growing.raw", 32 << 20)]);
+    let path = tmp.path().join("images/growing.raw");
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let path = path.clone();
+        std::thread::spawn(move || {
+            let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                f.write_all(b"x").unwrap();
+            }
+        })
+    };
+    let o = build(tmp.path(), &[]);
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    expect_fail(&o, 3, &["growing.raw", "changed"]);
+    assert!(!tmp.path().join("out").exists());
+}
