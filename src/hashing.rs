@@ -233,7 +233,8 @@ impl Engine {
                         let (path, listed_size) = &files[index];
                         progress.working_on(&path.display().to_string());
                         let sizes = (*listed_size, chunk_size);
-                        let outcome = digest_one(path, sizes, &budget, &buffers, &threads, progress);
+                        let outcome =
+                            digest_one(path, sizes, &budget, &buffers, &threads, progress);
                         *lock(&results[index]) = Some(outcome);
                     }
                 });
@@ -264,16 +265,15 @@ impl Engine {
         items: &[CheckItem],
         progress: &dyn Progress,
     ) -> (Vec<CheckOutcome>, EngineStats) {
-        let opened: Vec<std::result::Result<File, Problem>> =
-            items.iter().map(open_for_check).collect();
+        // Files are only stat-ed here and opened by each chunk task, so a
+        // catalog of 100,000 images never holds 100,000 descriptors.
         let mut problems: Vec<Mutex<Vec<Problem>>> = Vec::with_capacity(items.len());
         let mut tasks: Vec<(usize, u64)> = Vec::new();
-        for (i, (item, file)) in items.iter().zip(&opened).enumerate() {
+        for (i, item) in items.iter().enumerate() {
             let mut found = Vec::new();
-            match file {
-                Err(problem) => found.push(problem.clone()),
-                Ok(file) => {
-                    let actual = file.metadata().map(|m| m.len()).unwrap_or(0);
+            match stat_for_check(item) {
+                Err(problem) => found.push(problem),
+                Ok(actual) => {
                     if actual != item.size {
                         found.push(Problem::SizeMismatch {
                             expected: item.size,
@@ -293,9 +293,18 @@ impl Engine {
                 |buf, &(i, k)| {
                     threads.record();
                     let item = &items[i];
-                    let Ok(file) = &opened[i] else { return };
-                    if let Some(problem) = check_chunk(file, item, k, buf) {
-                        lock(&problems[i]).push(problem);
+                    let found = match File::open(&item.path) {
+                        Ok(file) => check_chunk(&file, item, k, buf),
+                        Err(e) => Some(Problem::Unreadable {
+                            path: item.path.display().to_string(),
+                            error: e.to_string(),
+                        }),
+                    };
+                    if let Some(problem) = found {
+                        let mut list = lock(&problems[i]);
+                        if !list.contains(&problem) {
+                            list.push(problem);
+                        }
                     }
                     progress.advance(chunk_len(item, k));
                 },
@@ -326,27 +335,18 @@ fn chunk_len(item: &CheckItem, k: u64) -> u64 {
     item.size.saturating_sub(start).min(item.chunk_size)
 }
 
-fn open_for_check(item: &CheckItem) -> std::result::Result<File, Problem> {
+/// The size of a file to check, or why it cannot be checked.
+fn stat_for_check(item: &CheckItem) -> std::result::Result<u64, Problem> {
     let path = item.path.display().to_string();
     match std::fs::metadata(&item.path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Problem::Missing { path });
-        }
-        Err(e) => {
-            return Err(Problem::Unreadable {
-                path,
-                error: e.to_string(),
-            });
-        }
-        Ok(m) if !m.is_file() => return Err(Problem::NotAFile { path }),
-        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Problem::Missing { path }),
+        Err(e) => Err(Problem::Unreadable {
+            path,
+            error: e.to_string(),
+        }),
+        Ok(m) if !m.is_file() => Err(Problem::NotAFile { path }),
+        Ok(m) => Ok(m.len()),
     }
-    let file = File::open(&item.path).map_err(|e| Problem::Unreadable {
-        path,
-        error: e.to_string(),
-    })?;
-    advise_sequential(&file);
-    Ok(file)
 }
 
 /// Hash chunk `k` of `item` from `file` with positional reads (no shared
@@ -682,7 +682,10 @@ mod tests {
     impl Progress for Grower<'_> {
         fn advance(&self, _bytes: u64) {
             if !self.done.swap(true, Ordering::SeqCst) {
-                let mut f = std::fs::OpenOptions::new().append(true).open(self.path).unwrap();
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(self.path)
+                    .unwrap();
                 f.write_all(b"more bytes").unwrap();
             }
         }
@@ -693,11 +696,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for size in [100usize, 3 * 4096 + 7] {
             let p = write_file(dir.path(), "growing", &pattern(size, 3));
-            let grower = Grower { path: &p, done: false.into() };
+            let grower = Grower {
+                path: &p,
+                done: false.into(),
+            };
             let engine = Engine::new(Some(2)).unwrap();
             let (res, _) = engine.digest_files(&[(p.clone(), size as u64)], 4096, &grower);
             let err = res.into_iter().next().unwrap().unwrap_err();
-            assert!(err.message().contains("changed while it was being hashed"), "{err}");
+            assert!(
+                err.message().contains("changed while it was being hashed"),
+                "{err}"
+            );
         }
     }
 
@@ -708,7 +717,11 @@ mod tests {
         let engine = Engine::new(Some(1)).unwrap();
         let (res, _) = engine.digest_files(&[(p, 4000)], 4096, &NoProgress);
         let err = res.into_iter().next().unwrap().unwrap_err();
-        assert!(err.message().contains("changed between listing and hashing"), "{err}");
+        assert!(
+            err.message()
+                .contains("changed between listing and hashing"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -88,7 +88,17 @@ pub fn run(args: Args, quiet: bool) -> Result<i32> {
             }
         }
         for image in report.images.iter().filter(|i| !i.ok) {
-            for p in &image.problems {
+            const SHOWN: usize = 20;
+            if image.problems.len() > SHOWN {
+                eprintln!(
+                    "FAILED  {}@{}  {}: {} problems, the first {SHOWN} follow (--json lists all)",
+                    image.id,
+                    image.version,
+                    image.path,
+                    image.problems.len()
+                );
+            }
+            for p in image.problems.iter().take(SHOWN) {
                 eprintln!(
                     "FAILED  {}@{}  {}: {}",
                     image.id,
