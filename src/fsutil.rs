@@ -163,12 +163,22 @@ impl DirLock {
         // SAFETY: flock on a file descriptor we own; no memory is involved.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
+            let holder = fs::read_to_string(&path).unwrap_or_default();
+            let holder = holder.trim();
+            let who = if holder.is_empty() {
+                String::new()
+            } else {
+                format!(" by process {holder}")
+            };
             return Err(Error::io_failure(format!(
-                "another vmic {what} is running on {} (lock {} is held); try again when it has finished",
+                "another vmic {what} is running on {} (lock {} is held{who}); try again when it has finished",
                 dir.display(),
                 path.display()
             )));
         }
+        // Record who holds the lock, for the message a second process prints.
+        let _ = file.set_len(0);
+        let _ = (&file).write_all(std::process::id().to_string().as_bytes());
         Ok(DirLock { _file: file })
     }
 }

@@ -6,17 +6,26 @@
 pub mod build;
 pub mod cache;
 pub mod catalog;
+pub mod config;
 pub mod digest;
 pub mod duration;
 pub mod error;
+pub mod fetch;
 pub mod format;
 pub mod fsutil;
 pub mod hashing;
+pub mod hooks;
 pub mod meta;
 pub mod minisign;
 pub mod relpath;
 pub mod render;
+pub mod review;
+pub mod site;
 pub mod source;
+pub mod state;
+pub mod store;
+pub mod sync;
+pub mod trust;
 pub mod verify;
 
 pub use error::{Error, ErrorKind, Result};

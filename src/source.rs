@@ -7,7 +7,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::build::CATALOG_FILE;
+use crate::catalog::Image;
 use crate::error::{Error, Result};
+use crate::fetch::{DownloadEvent, HttpClient, Sink};
 use crate::fsutil::resolve_inside;
 use crate::relpath::SafeRelPath;
 
@@ -27,6 +29,10 @@ pub trait Source {
     /// A local path for an image named by the catalog, guaranteed inside the
     /// source directory, or `None` when the source is remote.
     fn local_image(&self, rel: &SafeRelPath) -> Result<Option<PathBuf>>;
+    /// Bring `image` into `dest` (resuming what `dest` holds where the
+    /// transport can), feeding every byte of the final file to `sink` in
+    /// order; never more than the declared size.
+    fn fetch_image(&self, image: &Image, dest: &Path, sink: &mut Sink<'_>) -> Result<()>;
 }
 
 /// A published directory on a local filesystem (or removable medium).
@@ -90,6 +96,125 @@ impl Source for DirSource {
     fn local_image(&self, rel: &SafeRelPath) -> Result<Option<PathBuf>> {
         resolve_inside(&self.root, rel).map(Some)
     }
+
+    fn fetch_image(&self, image: &Image, dest: &Path, sink: &mut Sink<'_>) -> Result<()> {
+        let src = resolve_inside(&self.root, &image.safe_path()?)?;
+        copy_local(&src, dest, image.size, sink)
+    }
+}
+
+/// A local copy with the same guarantees as a download: every byte goes to
+/// the sink once, and nothing past the declared size is written.
+fn copy_local(src: &Path, dest: &Path, expected: u64, sink: &mut Sink<'_>) -> Result<()> {
+    use std::io::Write;
+    let mut input = std::fs::File::open(src).map_err(|e| Error::io("open image", src, e))?;
+    let mut out = std::fs::File::create(dest).map_err(|e| Error::io("create", dest, e))?;
+    sink(DownloadEvent::Restart)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("read image", src, e)),
+        };
+        if offset + n as u64 > expected {
+            return Err(Error::verification(format!(
+                "{} is larger than the declared {expected} bytes",
+                src.display()
+            )));
+        }
+        out.write_all(&buf[..n])
+            .map_err(|e| Error::io("write", dest, e))?;
+        sink(DownloadEvent::Data {
+            offset,
+            bytes: &buf[..n],
+        })?;
+        offset += n as u64;
+    }
+    out.sync_all().map_err(|e| Error::io("sync", dest, e))
+}
+
+/// A published directory served over HTTP(S): the catalog next to the
+/// images, and optional absolute mirror URLs per image as fallbacks.
+pub struct HttpSource {
+    base: String,
+    client: HttpClient,
+}
+
+impl HttpSource {
+    /// `url` is the directory URL or the URL of its catalog.json.
+    pub fn new(url: &str, client: HttpClient) -> HttpSource {
+        let base = match url.rsplit_once('/') {
+            Some((dir, last)) if last.ends_with(".json") => format!("{dir}/"),
+            _ => format!("{}/", url.trim_end_matches('/')),
+        };
+        HttpSource { base, client }
+    }
+
+    fn url_of(&self, rel: &str) -> String {
+        format!("{}{}", self.base, percent_encode_path(rel))
+    }
+}
+
+impl Source for HttpSource {
+    fn describe(&self) -> String {
+        self.url_of(CATALOG_FILE)
+    }
+
+    fn read_catalog(&self, max: u64) -> Result<Vec<u8>> {
+        self.client.get_capped(&self.url_of(CATALOG_FILE), max)
+    }
+
+    fn read_signature(&self) -> Result<String> {
+        let url = self.url_of(&format!("{CATALOG_FILE}.minisig"));
+        let bytes = self.client.get_capped(&url, MAX_SIGNATURE_BYTES)?;
+        String::from_utf8(bytes).map_err(|_| {
+            Error::verification(format!("{url} is not text; it is not a minisign signature"))
+        })
+    }
+
+    fn local_image(&self, _rel: &SafeRelPath) -> Result<Option<PathBuf>> {
+        Ok(None)
+    }
+
+    fn fetch_image(&self, image: &Image, dest: &Path, sink: &mut Sink<'_>) -> Result<()> {
+        let mut urls = vec![self.url_of(image.safe_path()?.as_str())];
+        urls.extend(image.urls.iter().cloned());
+        let mut last = None;
+        for url in &urls {
+            match self.client.download(url, dest, image.size, sink) {
+                Ok(()) => return Ok(()),
+                // Too many bytes is an attack, not an outage: no fallback.
+                Err(e) if e.kind() == crate::error::ErrorKind::Verification => return Err(e),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::io_failure(format!("no URL to fetch {}", image.label()))))
+    }
+}
+
+/// Encode a validated relative path for a URL, keeping `/` separators.
+fn percent_encode_path(rel: &str) -> String {
+    let mut out = String::with_capacity(rel.len());
+    for b in rel.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Open a trusted endorser's source for `sync`: http(s) URLs through the
+/// HTTP client, `file://` URLs and plain paths as directories.
+pub fn open_remote(url: &str, client: &HttpClient) -> Result<Box<dyn Source>> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        return Ok(Box::new(HttpSource::new(url, client.clone())));
+    }
+    open(url)
 }
 
 fn read_capped(path: &Path, max: u64, what: &str) -> Result<Vec<u8>> {

@@ -69,13 +69,21 @@ impl VerifyReport {
     }
 }
 
+/// A catalog whose signature, format and content checked out.
+pub struct Authenticated {
+    pub catalog: Catalog,
+    pub signature: Signature,
+    /// SHA-256 of the exact catalog bytes (rollback memory, history chain).
+    pub sha256: crate::digest::Sha256Digest,
+}
+
 /// Fetch and authenticate a catalog: signature first, then parsing and
 /// validation, then the cross-checks between signature and content.
 pub fn authenticate(
     source: &dyn Source,
     key: &PublicKey,
     max_catalog_bytes: u64,
-) -> Result<(Catalog, Signature)> {
+) -> Result<Authenticated> {
     let bytes = source.read_catalog(max_catalog_bytes)?;
     let sig_text = source.read_signature()?;
     let signature = Signature::parse(&sig_text)
@@ -83,7 +91,11 @@ pub fn authenticate(
     minisign::verify(key, &bytes, &signature).map_err(|e| e.context(source.describe()))?;
     let catalog = Catalog::parse(&bytes).map_err(|e| e.context(source.describe()))?;
     cross_check(&catalog, &signature, key)?;
-    Ok((catalog, signature))
+    Ok(Authenticated {
+        catalog,
+        signature,
+        sha256: crate::digest::Sha256Digest::of(&bytes),
+    })
 }
 
 /// The signed trusted comment and the signed catalog must tell the same story;
@@ -120,7 +132,9 @@ pub fn verify(
     engine: &Engine,
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
-    let (catalog, signature) = authenticate(source, opts.key, opts.max_catalog_bytes)?;
+    let Authenticated {
+        catalog, signature, ..
+    } = authenticate(source, opts.key, opts.max_catalog_bytes)?;
     let now = opts.now.unwrap_or_else(Timestamp::now);
     let expired = catalog.is_expired_at(now);
     let mut warnings = Vec::new();

@@ -1,11 +1,18 @@
 //! Argument parsing and dispatch. One file per subcommand; everything here
 //! only translates between the command line and the library.
 
+mod approve;
 mod build;
+mod images;
 mod keygen;
+mod log;
 mod password;
 mod progress;
+mod reverify;
 mod sign;
+mod site;
+mod sync;
+mod trust;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +28,9 @@ struct Cli {
     /// Print nothing but errors (and --json output).
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Site directory for site commands (default: $XDG_DATA_HOME/vmic/site).
+    #[arg(long, global = true, env = "VMIC_SITE", value_name = "DIR")]
+    site: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,6 +41,34 @@ enum Command {
     Build(build::Args),
     Verify(verify::Args),
     Sign(sign::Args),
+    /// Site setup.
+    #[command(subcommand)]
+    Site(site::Command),
+    /// Manage trusted endorsers.
+    #[command(subcommand)]
+    Trust(trust::Command),
+    Sync(sync::Args),
+    /// List every image the site knows, with its state.
+    Images {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve an image (ID or ID@VERSION) for import.
+    Approve(approve::Args),
+    /// Reject an image (ID or ID@VERSION); imported copies are withdrawn.
+    Reject(approve::Args),
+    /// Re-hash every imported image; tampering at rest is quarantined.
+    Reverify {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, short = 'j', value_name = "N")]
+        jobs: Option<usize>,
+    },
+    /// Show the audit log.
+    Log {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Shared output settings.
@@ -75,6 +113,14 @@ pub fn run() -> i32 {
         Command::Build(args) => build::run(args, quiet),
         Command::Verify(args) => verify::run(args, quiet),
         Command::Sign(args) => sign::run(args, quiet),
+        Command::Site(cmd) => site::run(cmd, &cli.site, Output { quiet, json: false }),
+        Command::Trust(cmd) => trust::run(cmd, &cli.site, quiet),
+        Command::Sync(args) => sync::run(args, &cli.site, quiet),
+        Command::Images { json } => images::run(json, &cli.site, quiet),
+        Command::Approve(args) => approve::run(args, true, &cli.site, quiet),
+        Command::Reject(args) => approve::run(args, false, &cli.site, quiet),
+        Command::Reverify { json, jobs } => reverify::run(json, jobs, &cli.site, quiet),
+        Command::Log { json } => log::run(json, &cli.site, quiet),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,31 @@
+//! `vmic reverify`: re-hash the store against the signed digests.
+
+use std::path::PathBuf;
+
+use vmic::error::Result;
+use vmic::hashing::Engine;
+
+use super::Output;
+
+pub fn run(json: bool, jobs: Option<usize>, site: &Option<PathBuf>, quiet: bool) -> Result<i32> {
+    let out = Output { quiet, json };
+    let engine = Engine::new(jobs)?;
+    let mut site = super::site::open(site)?;
+    let progress = super::progress::for_terminal(out.show_progress(), "reverifying");
+    let report = vmic::review::reverify(&mut site, &engine, progress.as_ref())?;
+    drop(progress);
+    if json {
+        super::print_json(&report);
+    } else {
+        for q in &report.quarantined {
+            eprintln!("vmic: QUARANTINED {q}");
+        }
+        out.say(format!(
+            "{} imported image(s) checked, {} ok, {} quarantined",
+            report.checked,
+            report.ok.len(),
+            report.quarantined.len()
+        ));
+    }
+    Ok(if report.quarantined.is_empty() { 0 } else { 1 })
+}

@@ -1,0 +1,95 @@
+//! `vmic sync`: poll trusted endorsers, import verified approved images,
+//! withdraw what is revoked.
+
+use std::path::PathBuf;
+
+use vmic::error::Result;
+use vmic::hashing::Engine;
+use vmic::sync::{SyncOptions, sync};
+
+use super::Output;
+
+/// Fetch, verify and apply the catalogs of trusted endorsers.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Endorsers to sync (default: all).
+    names: Vec<String>,
+    /// Show what would change, change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Use expired catalogs (loudly); older serials are still refused.
+    #[arg(long)]
+    allow_expired: bool,
+    /// Hashing workers (default: one per core).
+    #[arg(long, short = 'j', value_name = "N")]
+    jobs: Option<usize>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args, site: &Option<PathBuf>, quiet: bool) -> Result<i32> {
+    let out = Output {
+        quiet,
+        json: args.json,
+    };
+    let engine = Engine::new(args.jobs)?;
+    let mut site = super::site::open(site)?;
+    let opts = SyncOptions {
+        endorsers: args.names,
+        dry_run: args.dry_run,
+        allow_expired: args.allow_expired,
+        now: None,
+    };
+    let report = sync(&mut site, &opts, &engine)?;
+    if args.json {
+        super::print_json(&report);
+        return Ok(report.exit_code);
+    }
+    for note in &report.reconciled {
+        out.warn(note);
+    }
+    for e in &report.endorsers {
+        for w in &e.warnings {
+            out.warn(format!("{}: {w}", e.name));
+        }
+        let serial = e.serial.map(|s| format!(" serial {s}")).unwrap_or_default();
+        if report.dry_run {
+            out.say(format!("{}{serial}: plan", e.name));
+            for p in &e.plan {
+                let sign = match p.action.as_str() {
+                    "import" => "+",
+                    "withdraw" => "-",
+                    "keep" => "=",
+                    _ => "?",
+                };
+                out.say(format!(
+                    "  {sign} {:8} {} ({} bytes): {}",
+                    p.action, p.image, p.size, p.reason
+                ));
+            }
+        }
+        for i in &e.imported {
+            out.say(format!("{}: imported {i}", e.name));
+        }
+        for w in &e.withdrawn {
+            out.say(format!("{}: withdrawn {w}", e.name));
+        }
+        for q in &e.quarantined {
+            eprintln!("vmic: {}: QUARANTINED {q}", e.name);
+        }
+        for f in &e.failed {
+            eprintln!(
+                "vmic: {}: fetch failed (will resume next time): {f}",
+                e.name
+            );
+        }
+        match &e.error {
+            Some(err) => eprintln!("vmic: error: {}: {err}", e.name),
+            None => out.say(format!("{}{serial}: ok", e.name)),
+        }
+    }
+    for err in &report.hooks.errors {
+        out.warn(format!("hook failed (will be re-sent next sync): {err}"));
+    }
+    Ok(report.exit_code)
+}

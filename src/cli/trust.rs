@@ -1,0 +1,110 @@
+//! `vmic trust add|list|remove`.
+
+use std::path::PathBuf;
+
+use vmic::config::ApproveMode;
+use vmic::error::{Error, Result};
+use vmic::trust::{self, TrustAdd};
+
+use super::Output;
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Trust an endorser: its public key and where its catalog is published.
+    Add {
+        /// Short name for the endorser (letters, digits, . _ - +).
+        name: String,
+        /// The endorser's minisign public key file.
+        #[arg(long, value_name = "FILE")]
+        pubkey: PathBuf,
+        /// http(s) URL, file:// URL or directory of the published catalog.
+        #[arg(long, value_name = "SOURCE")]
+        url: String,
+        /// Extra PEM CA certificates for this source.
+        #[arg(long, value_name = "PEM")]
+        ca_file: Option<PathBuf>,
+        /// auto: import verified images at once; manual: wait for `vmic approve`.
+        #[arg(long, value_name = "MODE")]
+        approve: Option<String>,
+    },
+    /// List trusted endorsers.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop trusting an endorser; all its images are withdrawn.
+    Remove { name: String },
+}
+
+pub fn run(cmd: Command, site: &Option<PathBuf>, quiet: bool) -> Result<i32> {
+    let mut site = super::site::open(site)?;
+    match cmd {
+        Command::Add {
+            name,
+            pubkey,
+            url,
+            ca_file,
+            approve,
+        } => {
+            let out = Output { quiet, json: false };
+            let pubkey_text = std::fs::read_to_string(&pubkey)
+                .map_err(|e| Error::io("read public key", &pubkey, e))?;
+            let approve = approve.as_deref().map(ApproveMode::parse).transpose()?;
+            let row = trust::add(
+                &mut site,
+                TrustAdd {
+                    name,
+                    pubkey_text,
+                    url,
+                    ca_file,
+                    approve,
+                },
+            )
+            .map_err(|e| {
+                if e.message().starts_with("public key") {
+                    e.context(pubkey.display())
+                } else {
+                    e
+                }
+            })?;
+            out.say(format!(
+                "trusting {} (key {}) at {}, approval {}",
+                row.name, row.key_id, row.url, row.approve
+            ));
+        }
+        Command::List { json } => {
+            let out = Output { quiet, json };
+            let rows = site.state.endorsers()?;
+            if json {
+                super::print_json(&rows);
+            } else if rows.is_empty() {
+                out.say("no trusted endorsers (add one with `vmic trust add`)");
+            } else {
+                for e in rows {
+                    let status = match (&e.last_sync, &e.last_error) {
+                        (None, _) => "never synced".to_string(),
+                        (Some(t), None) => format!("last sync {t} ok"),
+                        (Some(t), Some(err)) => format!("last sync {t} FAILED: {err}"),
+                    };
+                    out.say(format!(
+                        "{}  key {}  {}  approve={}  {status}",
+                        e.name, e.key_id, e.url, e.approve
+                    ));
+                }
+            }
+        }
+        Command::Remove { name } => {
+            let out = Output { quiet, json: false };
+            let removal = trust::remove(&mut site, &name)?;
+            out.say(format!(
+                "{} is no longer trusted; {} image(s) withdrawn",
+                removal.name,
+                removal.withdrawn.len()
+            ));
+            for w in removal.withdrawn {
+                out.say(format!("withdrawn {w}"));
+            }
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,267 @@
+//! Site configuration (`site.toml`): approval policy, deny rules, hooks and
+//! HTTP settings. Strict like every vmic TOML file: unknown keys are errors
+//! naming the file and line.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::catalog::Image;
+use crate::error::{Error, Result};
+
+pub const DEFAULT_SITE_TOML: &str = r#"# vmic site configuration. See docs/SITE.md.
+
+[policy]
+# Default approval for newly trusted endorsers: "auto" imports verified
+# images at once; "manual" waits for `vmic approve`.
+approve = "auto"
+# What happens to imported images when their catalog expires and no fresh
+# one can be had: "withdraw" (remove from the store) or "keep".
+on_expired = "withdraw"
+# Largest catalog.json accepted, in bytes.
+max_catalog_size = 268435456
+
+# Deny rules: an image matching every key given in one rule is rejected.
+# [[policy.deny]]
+# os = "windows"
+# [[policy.deny]]
+# arch = "i686"
+# [[policy.deny]]
+# max_size = 107374182400   # anything larger than 100 GB
+
+[hooks]
+# Command run for every import, revoke, expire, quarantine and reject event,
+# with the image's metadata in VMIC_* environment variables.
+# command = "/usr/local/bin/vmic-event"
+timeout = "60s"
+
+[http]
+timeout = "30s"
+connect_timeout = "10s"
+retries = 3
+"#;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    #[serde(default)]
+    pub policy: Policy,
+    #[serde(default)]
+    pub hooks: Hooks,
+    #[serde(default)]
+    pub http: Http,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    #[serde(default = "default_approve")]
+    pub approve: ApproveMode,
+    #[serde(default)]
+    pub on_expired: OnExpired,
+    #[serde(default = "default_max_catalog")]
+    pub max_catalog_size: u64,
+    #[serde(default)]
+    pub deny: Vec<DenyRule>,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            approve: default_approve(),
+            on_expired: OnExpired::default(),
+            max_catalog_size: default_max_catalog(),
+            deny: Vec::new(),
+        }
+    }
+}
+
+fn default_approve() -> ApproveMode {
+    ApproveMode::Auto
+}
+
+fn default_max_catalog() -> u64 {
+    crate::source::DEFAULT_MAX_CATALOG_BYTES
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApproveMode {
+    Auto,
+    Manual,
+}
+
+impl ApproveMode {
+    pub fn parse(text: &str) -> Result<ApproveMode> {
+        match text {
+            "auto" => Ok(ApproveMode::Auto),
+            "manual" => Ok(ApproveMode::Manual),
+            other => Err(Error::input(format!(
+                "approval mode {other:?} must be \"auto\" or \"manual\""
+            ))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApproveMode::Auto => "auto",
+            ApproveMode::Manual => "manual",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExpired {
+    #[default]
+    Withdraw,
+    Keep,
+}
+
+/// One deny rule; every key present must match for the rule to apply.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenyRule {
+    pub os: Option<String>,
+    pub os_family: Option<String>,
+    pub arch: Option<String>,
+    pub format: Option<String>,
+    pub tag: Option<String>,
+    pub max_size: Option<u64>,
+}
+
+impl DenyRule {
+    /// Why this rule rejects `image`, or `None` when it does not apply.
+    pub fn rejects(&self, image: &Image) -> Option<String> {
+        let mut why = Vec::new();
+        let eq = |want: &Option<String>,
+                  have: &Option<String>,
+                  what: &str,
+                  why: &mut Vec<String>| match want {
+            None => true,
+            Some(w) if have.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(w)) => {
+                why.push(format!("{what} = {w}"));
+                true
+            }
+            Some(_) => false,
+        };
+        if !eq(&self.os, &image.os, "os", &mut why)
+            || !eq(&self.os_family, &image.os_family, "os_family", &mut why)
+            || !eq(&self.arch, &image.arch, "arch", &mut why)
+            || !eq(
+                &self.format,
+                &Some(image.format.clone()),
+                "format",
+                &mut why,
+            )
+        {
+            return None;
+        }
+        if let Some(tag) = &self.tag {
+            if !image.tags.iter().any(|t| t.eq_ignore_ascii_case(tag)) {
+                return None;
+            }
+            why.push(format!("tag = {tag}"));
+        }
+        if let Some(max) = self.max_size {
+            if image.size <= max {
+                return None;
+            }
+            why.push(format!("size {} > {max}", image.size));
+        }
+        if why.is_empty() {
+            return None; // an empty rule denies nothing
+        }
+        Some(format!("denied by site policy ({})", why.join(", ")))
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hooks {
+    pub command: Option<String>,
+    #[serde(default = "default_hook_timeout")]
+    pub timeout: String,
+}
+
+impl Default for Hooks {
+    fn default() -> Hooks {
+        Hooks {
+            command: None,
+            timeout: default_hook_timeout(),
+        }
+    }
+}
+
+fn default_hook_timeout() -> String {
+    "60s".into()
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    #[serde(default = "default_http_timeout")]
+    pub timeout: String,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: String,
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+}
+
+impl Default for Http {
+    fn default() -> Http {
+        Http {
+            timeout: default_http_timeout(),
+            connect_timeout: default_connect_timeout(),
+            retries: default_retries(),
+        }
+    }
+}
+
+fn default_http_timeout() -> String {
+    "30s".into()
+}
+
+fn default_connect_timeout() -> String {
+    "10s".into()
+}
+
+fn default_retries() -> u32 {
+    3
+}
+
+impl SiteConfig {
+    pub fn load(path: &Path) -> Result<SiteConfig> {
+        let config: SiteConfig = crate::meta::load_toml(path)?;
+        // Parse durations now so a typo fails at load time, naming the file.
+        for (what, text) in [
+            ("hooks.timeout", &config.hooks.timeout),
+            ("http.timeout", &config.http.timeout),
+            ("http.connect_timeout", &config.http.connect_timeout),
+        ] {
+            crate::duration::parse_seconds(text)
+                .map_err(|e| e.context(format!("{}: {what}", path.display())))?;
+        }
+        Ok(config)
+    }
+
+    pub fn hook_timeout(&self) -> Duration {
+        Duration::from_secs(crate::duration::parse_seconds(&self.hooks.timeout).unwrap_or(60))
+    }
+
+    pub fn http_timeout(&self) -> Duration {
+        Duration::from_secs(crate::duration::parse_seconds(&self.http.timeout).unwrap_or(30))
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(
+            crate::duration::parse_seconds(&self.http.connect_timeout).unwrap_or(10),
+        )
+    }
+
+    /// The first deny rule that rejects `image`.
+    pub fn denial(&self, image: &Image) -> Option<String> {
+        self.policy.deny.iter().find_map(|rule| rule.rejects(image))
+    }
+}

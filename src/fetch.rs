@@ -1,0 +1,620 @@
+//! Fetching catalogs and images over HTTP(S) and `file://`, for `vmic sync`.
+//!
+//! Everything a mirror sends is untrusted until its signature or digest has
+//! been checked, so this module never lets the server decide how much we
+//! read: small documents are capped ([`HttpClient::get_capped`]) and images
+//! are limited to the size the signed catalog declares
+//! ([`HttpClient::download`]). That is the "endless data" defence of TUF: a
+//! malicious or broken mirror cannot fill the disk or memory by simply never
+//! ending its response.
+//!
+//! Images are large and links are flaky, so downloads resume: whatever an
+//! interrupted run left on disk is kept, replayed to the caller's hasher
+//! (digests need every byte, in order) and completed with a `Range` request.
+//! Transient failures (connection errors, timeouts, 5xx) are retried with
+//! exponential backoff; answers that will not change (4xx, size violations)
+//! are not.
+//!
+//! `file://` URLs go through the same functions with the same limits, so the
+//! caller treats local mirrors and remote ones alike.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ureq::http::{HeaderMap, StatusCode};
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+
+use crate::error::{Error, Result};
+
+/// Bytes read (and handed to the sink) per step: big enough that per-call
+/// overhead vanishes next to hashing, small enough to stay cache-friendly.
+const BLOCK: usize = 1 << 20;
+/// First retry delay; doubled for every further retry.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// No single wait longer than this, however many retries are configured.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Enough for http→https and a mirror hop or two; more suggests a loop.
+const MAX_REDIRECTS: u32 = 5;
+
+/// How the HTTP client behaves.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Longest silence tolerated while sending the request or waiting for
+    /// any part of the answer. Not a limit on a whole download, which may
+    /// legitimately take hours.
+    pub timeout: Duration,
+    /// Longest time to resolve the host and establish the connection
+    /// (including a proxy and the TLS handshake).
+    pub connect_timeout: Duration,
+    /// Extra attempts after a transient failure.
+    pub retries: u32,
+    /// PEM certificates trusted in addition to the system roots, for
+    /// mirrors behind a private CA.
+    pub ca_file: Option<PathBuf>,
+    pub user_agent: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            retries: 3,
+            ca_file: None,
+            user_agent: concat!("vmic/", env!("CARGO_PKG_VERSION")).to_string(),
+        }
+    }
+}
+
+/// What [`HttpClient::download`] tells the caller about the file's content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DownloadEvent<'a> {
+    /// Everything sent so far is void (the server ignored our range
+    /// request): start hashing again from offset 0.
+    Restart,
+    /// The next bytes of the file; `offset` always equals the number of
+    /// bytes sent since the start or the last `Restart`.
+    Data { offset: u64, bytes: &'a [u8] },
+}
+
+/// The sink [`HttpClient::download`] feeds.
+pub type Sink<'s> = dyn FnMut(DownloadEvent<'_>) -> Result<()> + 's;
+
+/// An HTTP(S) and `file://` client; cheap to clone, connections are shared.
+#[derive(Clone)]
+pub struct HttpClient {
+    agent: ureq::Agent,
+    retries: u32,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("retries", &self.retries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpClient {
+    pub fn new(config: &HttpConfig) -> Result<HttpClient> {
+        let roots = root_certs(config.ca_file.as_deref())?;
+        let agent = ureq::Agent::config_builder()
+            // Status codes decide retrying, so we want to see them.
+            .http_status_as_error(false)
+            .max_redirects(MAX_REDIRECTS)
+            .user_agent(config.user_agent.as_str())
+            // Images must arrive byte for byte as hashed; never negotiate
+            // a content encoding (ureq has no decoder compiled in anyway).
+            .accept_encoding("")
+            .proxy(ureq::Proxy::try_from_env())
+            .tls_config(TlsConfig::builder().root_certs(roots).build())
+            .timeout_resolve(Some(config.connect_timeout))
+            .timeout_connect(Some(config.connect_timeout))
+            .timeout_send_request(Some(config.timeout))
+            .timeout_recv_response(Some(config.timeout))
+            .timeout_per_read(Some(config.timeout))
+            .timeout_per_write(Some(config.timeout))
+            .build()
+            .new_agent();
+        Ok(HttpClient {
+            agent,
+            retries: config.retries,
+        })
+    }
+
+    /// The whole body of `url`, refusing anything larger than `max` bytes.
+    pub fn get_capped(&self, url: &str, max: u64) -> Result<Vec<u8>> {
+        match Target::parse(url)? {
+            Target::File(path) => read_file_capped(url, &path, max),
+            Target::Http => self.retrying(|| self.get_attempt(url, max)),
+        }
+    }
+
+    /// Stream `url` into `dest`, feeding every byte of the final file to
+    /// `sink` in order, resuming from what `dest` already holds, and never
+    /// writing more than `expected_size` bytes.
+    pub fn download(
+        &self,
+        url: &str,
+        dest: &Path,
+        expected_size: u64,
+        sink: &mut Sink<'_>,
+    ) -> Result<()> {
+        let target = Target::parse(url)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dest)
+            .map_err(|e| Error::io("open", dest, e))?;
+        let mut have = file
+            .metadata()
+            .map_err(|e| Error::io("inspect", dest, e))?
+            .len();
+        if have > expected_size {
+            // Not a prefix of what we want; nothing to salvage.
+            file.set_len(0)
+                .map_err(|e| Error::io("truncate", dest, e))?;
+            have = 0;
+        }
+        let mut buf = vec![0u8; BLOCK];
+        replay(&mut file, dest, have, sink, &mut buf)?;
+        if have < expected_size {
+            let mut job = Job {
+                url,
+                dest,
+                file: &mut file,
+                have: &mut have,
+                expected: expected_size,
+                sink,
+                buf: &mut buf,
+            };
+            match target {
+                Target::File(path) => job.fetch_file(&path).map_err(|f| f.error)?,
+                Target::Http => self.retrying(|| job.fetch_http(&self.agent))?,
+            }
+        }
+        file.sync_all().map_err(|e| Error::io("sync", dest, e))
+    }
+
+    /// Run `attempt` until it succeeds, fails for good, or the retries are
+    /// used up; each retry waits twice as long as the one before.
+    fn retrying<T>(&self, mut attempt: impl FnMut() -> Result<T, Failure>) -> Result<T> {
+        let mut retried = 0u32;
+        loop {
+            match attempt() {
+                Ok(value) => return Ok(value),
+                Err(failure) if failure.transient && retried < self.retries => {
+                    std::thread::sleep(backoff(retried));
+                    retried += 1;
+                }
+                Err(failure) if retried > 0 => {
+                    return Err(failure
+                        .error
+                        .context(format!("gave up after {} attempts", retried + 1)));
+                }
+                Err(failure) => return Err(failure.error),
+            }
+        }
+    }
+
+    fn get_attempt(&self, url: &str, max: u64) -> Result<Vec<u8>, Failure> {
+        let response = self
+            .agent
+            .get(url)
+            .call()
+            .map_err(|e| network_failure(url, e))?;
+        check_status(url, response.status())?;
+        let declared = response.body().content_length();
+        if declared.is_some_and(|len| len > max) {
+            return Err(Failure::fatal(too_large(url, max)));
+        }
+        // The declared length is only a hint: a liar must not make us
+        // reserve gigabytes up front.
+        let capacity = declared.unwrap_or(0).min(max).min(16 << 20);
+        let mut bytes = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
+        let read = response
+            .into_body()
+            .into_reader()
+            .take(max.saturating_add(1))
+            .read_to_end(&mut bytes);
+        let got = bytes.len() as u64;
+        match (read, declared) {
+            (Err(e), Some(len)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                Err(Failure::transient(ended_early(url, got, len)))
+            }
+            (Err(e), _) => Err(read_failure(url, e)),
+            (Ok(_), _) if got > max => Err(Failure::fatal(too_large(url, max))),
+            (Ok(_), Some(len)) if got < len => Err(Failure::transient(ended_early(url, got, len))),
+            (Ok(_), _) => Ok(bytes),
+        }
+    }
+}
+
+/// One download in progress. Invariant between steps: `dest` holds exactly
+/// `have` bytes and the sink has seen exactly those bytes since its last
+/// `Restart`, so a retry can continue with a range request and no replay.
+struct Job<'j, 's> {
+    url: &'j str,
+    dest: &'j Path,
+    file: &'j mut File,
+    have: &'j mut u64,
+    expected: u64,
+    sink: &'j mut Sink<'s>,
+    buf: &'j mut [u8],
+}
+
+impl Job<'_, '_> {
+    fn fetch_http(&mut self, agent: &ureq::Agent) -> Result<(), Failure> {
+        let url = self.url;
+        let mut request = agent.get(url);
+        if *self.have > 0 {
+            request = request.header("Range", format!("bytes={}-", *self.have));
+        }
+        let response = request.call().map_err(|e| network_failure(url, e))?;
+        let status = response.status();
+        if status == StatusCode::PARTIAL_CONTENT {
+            if content_range_start(response.headers()) != Some(*self.have) {
+                // We cannot tell where these bytes belong; a fresh full
+                // download on the next attempt is the safe way out.
+                self.restart()?;
+                return Err(Failure::transient(Error::io_failure(format!(
+                    "{url} answered a range request with an unusable Content-Range"
+                ))));
+            }
+        } else if status == StatusCode::RANGE_NOT_SATISFIABLE && *self.have > 0 {
+            // The server's file is not longer than our partial copy, so the
+            // copy is not a prefix of it; start over without a range.
+            self.restart()?;
+            return Err(Failure::transient(Error::io_failure(format!(
+                "{url} refused to resume at byte {}",
+                *self.have
+            ))));
+        } else {
+            check_status(url, status)?;
+            if *self.have > 0 {
+                // Range ignored: the body starts at byte 0.
+                self.restart()?;
+            }
+        }
+        let remaining = self.expected - *self.have;
+        if response
+            .body()
+            .content_length()
+            .is_some_and(|len| len > remaining)
+        {
+            return Err(Failure::fatal(too_much(url, self.expected)));
+        }
+        let mut body = response.into_body().into_reader();
+        self.stream(&mut body, |e| read_failure(url, e))
+    }
+
+    fn fetch_file(&mut self, path: &Path) -> Result<(), Failure> {
+        let url = self.url;
+        let mut source =
+            File::open(path).map_err(|e| Failure::fatal(Error::io("open", Path::new(url), e)))?;
+        let len = source
+            .metadata()
+            .map_err(|e| Failure::fatal(Error::io("inspect", Path::new(url), e)))?
+            .len();
+        if len > self.expected {
+            return Err(Failure::fatal(too_much(url, self.expected)));
+        }
+        source
+            .seek(SeekFrom::Start(*self.have))
+            .map_err(|e| Failure::fatal(Error::io("read", Path::new(url), e)))?;
+        self.stream(&mut source, |e| {
+            Failure::fatal(Error::io("read", Path::new(url), e))
+        })
+    }
+
+    /// Copy `body` to the end of `dest` and to the sink until it ends.
+    fn stream(
+        &mut self,
+        body: &mut dyn Read,
+        read_error: impl Fn(io::Error) -> Failure,
+    ) -> Result<(), Failure> {
+        let url = self.url;
+        self.file
+            .seek(SeekFrom::Start(*self.have))
+            .map_err(|e| Failure::fatal(Error::io("seek in", self.dest, e)))?;
+        loop {
+            let n = match body.read(self.buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Err(Failure::transient(ended_early(
+                        url,
+                        *self.have,
+                        self.expected,
+                    )));
+                }
+                Err(e) => return Err(read_error(e)),
+            };
+            if *self.have + n as u64 > self.expected {
+                // Not even the fitting part is written: the next run then
+                // asks this server again rather than trusting it.
+                return Err(Failure::fatal(too_much(url, self.expected)));
+            }
+            let bytes = &self.buf[..n];
+            if let Err(e) = self.file.write_all(bytes) {
+                // Best effort to keep the file equal to what the sink saw.
+                let _ = self.file.set_len(*self.have);
+                return Err(Failure::fatal(Error::io("write", self.dest, e)));
+            }
+            (self.sink)(DownloadEvent::Data {
+                offset: *self.have,
+                bytes,
+            })
+            .map_err(Failure::fatal)?;
+            *self.have += n as u64;
+        }
+        if *self.have < self.expected {
+            return Err(Failure::transient(ended_early(
+                url,
+                *self.have,
+                self.expected,
+            )));
+        }
+        Ok(())
+    }
+
+    fn restart(&mut self) -> Result<(), Failure> {
+        self.file
+            .set_len(0)
+            .map_err(|e| Failure::fatal(Error::io("truncate", self.dest, e)))?;
+        *self.have = 0;
+        (self.sink)(DownloadEvent::Restart).map_err(Failure::fatal)
+    }
+}
+
+/// Hand the first `len` bytes already in `file` to the sink, so its digest
+/// covers the part downloaded by an earlier run.
+fn replay(
+    file: &mut File,
+    dest: &Path,
+    len: u64,
+    sink: &mut Sink<'_>,
+    buf: &mut [u8],
+) -> Result<()> {
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| Error::io("read", dest, e))?;
+    let mut offset = 0u64;
+    while offset < len {
+        let step = (buf.len() as u64).min(len - offset) as usize;
+        let block = &mut buf[..step];
+        file.read_exact(block)
+            .map_err(|e| Error::io("read back", dest, e))?;
+        sink(DownloadEvent::Data {
+            offset,
+            bytes: block,
+        })?;
+        offset += step as u64;
+    }
+    Ok(())
+}
+
+/// An attempt's error, and whether trying again could change the outcome.
+struct Failure {
+    error: Error,
+    transient: bool,
+}
+
+impl Failure {
+    fn fatal(error: Error) -> Failure {
+        Failure {
+            error,
+            transient: false,
+        }
+    }
+
+    fn transient(error: Error) -> Failure {
+        Failure {
+            error,
+            transient: true,
+        }
+    }
+}
+
+fn backoff(retried: u32) -> Duration {
+    FIRST_BACKOFF
+        .checked_mul(1u32.checked_shl(retried).unwrap_or(u32::MAX))
+        .map_or(MAX_BACKOFF, |d| d.min(MAX_BACKOFF))
+}
+
+fn too_large(url: &str, max: u64) -> Error {
+    Error::verification(format!("{url} is larger than the {max}-byte limit"))
+}
+
+fn too_much(url: &str, expected: u64) -> Error {
+    Error::verification(format!(
+        "{url} sent more than the declared {expected} bytes"
+    ))
+}
+
+fn ended_early(url: &str, got: u64, expected: u64) -> Error {
+    Error::io_failure(format!(
+        "{url} ended after {got} of the expected {expected} bytes"
+    ))
+}
+
+/// 5xx is the server's trouble and may pass; other non-2xx answers won't.
+fn check_status(url: &str, status: StatusCode) -> Result<(), Failure> {
+    if status.is_success() {
+        return Ok(());
+    }
+    let reason = status
+        .canonical_reason()
+        .map(|r| format!(" {r}"))
+        .unwrap_or_default();
+    let error = Error::io_failure(format!(
+        "{url}: the server answered HTTP {}{reason}",
+        status.as_u16()
+    ));
+    if status.is_server_error() {
+        Err(Failure::transient(error))
+    } else {
+        Err(Failure::fatal(error))
+    }
+}
+
+fn network_failure(url: &str, err: ureq::Error) -> Failure {
+    ureq_failure(url, "fetch", err)
+}
+
+/// An error while reading a body; ureq wraps its own errors in io::Error.
+fn read_failure(url: &str, err: io::Error) -> Failure {
+    ureq_failure(url, "read", ureq::Error::from(err))
+}
+
+fn ureq_failure(url: &str, verb: &str, err: ureq::Error) -> Failure {
+    use ureq::Error as U;
+    let io_failure = || Error::io_failure(format!("cannot {verb} {url}: {err}"));
+    match &err {
+        U::BadUri(_) | U::Http(_) | U::RequireHttpsOnly(_) | U::InvalidProxyUrl => {
+            Failure::fatal(Error::input(format!("{url}: {err}")))
+        }
+        U::Io(e) => Failure {
+            // Bad data (a TLS alert, say) will be just as bad next time.
+            transient: !matches!(
+                e.kind(),
+                io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput
+            ),
+            error: io_failure(),
+        },
+        U::Timeout(_)
+        | U::HostNotFound
+        | U::ConnectionFailed
+        | U::Protocol(_)
+        | U::ConnectProxyFailed(_) => Failure::transient(io_failure()),
+        _ => Failure::fatal(io_failure()),
+    }
+}
+
+/// The first byte position of a `Content-Range: bytes START-END/TOTAL`.
+fn content_range_start(headers: &HeaderMap) -> Option<u64> {
+    let value = headers.get("content-range")?.to_str().ok()?;
+    let range = value.trim().strip_prefix("bytes")?.trim_start();
+    let (start, _) = range.split_once('-')?;
+    start.trim().parse().ok()
+}
+
+/// The system's roots (honouring SSL_CERT_FILE/SSL_CERT_DIR), or Mozilla's
+/// bundled list where the system has none, plus the user's own CA file.
+fn root_certs(ca_file: Option<&Path>) -> Result<RootCerts> {
+    let native = rustls_native_certs::load_native_certs();
+    let mut certs: Vec<Certificate<'static>> = native
+        .certs
+        .iter()
+        .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+        .collect();
+    if certs.is_empty() {
+        certs.extend(
+            webpki_root_certs::TLS_SERVER_ROOT_CERTS
+                .iter()
+                .map(|c| Certificate::from_der(c.as_ref()).to_owned()),
+        );
+    }
+    if let Some(path) = ca_file {
+        certs.extend(read_ca_file(path)?);
+    }
+    Ok(RootCerts::Specific(Arc::new(certs)))
+}
+
+fn read_ca_file(path: &Path) -> Result<Vec<Certificate<'static>>> {
+    let pem = std::fs::read(path)
+        .map_err(|e| Error::input(format!("cannot read CA file {}: {e}", path.display())))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(PemItem::Certificate(cert)) => certs.push(cert),
+            Ok(_) => {}
+            Err(e) => {
+                return Err(Error::input(format!(
+                    "CA file {} is not valid PEM: {e}",
+                    path.display()
+                )));
+            }
+        }
+    }
+    if certs.is_empty() {
+        return Err(Error::input(format!(
+            "CA file {} holds no PEM certificate",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+enum Target {
+    File(PathBuf),
+    Http,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Target> {
+        let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("http" | "https") => Ok(Target::Http),
+            Some("file") => file_url_path(url).map(Target::File),
+            _ => Err(Error::input(format!(
+                "{url}: only http://, https:// and file:// URLs are supported"
+            ))),
+        }
+    }
+}
+
+fn file_url_path(url: &str) -> Result<PathBuf> {
+    let rest = &url["file://".len()..];
+    let path = rest.strip_prefix("localhost").unwrap_or(rest);
+    if !path.starts_with('/') {
+        return Err(Error::input(format!(
+            "{url}: a file:// URL needs an absolute path"
+        )));
+    }
+    percent_decode(path)
+        .map(PathBuf::from)
+        .ok_or_else(|| Error::input(format!("{url}: bad percent-escape or non-UTF-8 path")))
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn read_file_capped(url: &str, path: &Path, max: u64) -> Result<Vec<u8>> {
+    let file = File::open(path).map_err(|e| Error::io("open", Path::new(url), e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("inspect", Path::new(url), e))?
+        .len();
+    if len > max {
+        return Err(too_large(url, max));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    // The file may grow while we read it; the cap holds regardless.
+    file.take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io("read", Path::new(url), e))?;
+    if bytes.len() as u64 > max {
+        return Err(too_large(url, max));
+    }
+    Ok(bytes)
+}

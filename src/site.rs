@@ -1,0 +1,104 @@
+//! A site's directory: configuration, state database, store, quarantine and
+//! temporary space, all on one filesystem so moves into the store are renames.
+//!
+//! ```text
+//! SITE/
+//!   site.toml          configuration (policy, hooks, http)
+//!   state.db           SQLite state (endorsers, serials, images, audit, outbox)
+//!   store/ENDORSER/ID@VERSION.FORMAT      verified images only
+//!   quarantine/ENDORSER/ID@VERSION.TIME   bytes that failed verification
+//!   tmp/ENDORSER/ID@VERSION.part          downloads in progress (resumable)
+//!   .lock              exclusive lock held by every command that writes
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{DEFAULT_SITE_TOML, SiteConfig};
+use crate::error::{Error, Result};
+use crate::fsutil::{DirLock, atomic_write};
+use crate::state::State;
+
+pub const SITE_ENV: &str = "VMIC_SITE";
+
+pub struct Site {
+    pub root: PathBuf,
+    pub config: SiteConfig,
+    pub state: State,
+    _lock: DirLock,
+}
+
+/// The default site directory: `$XDG_DATA_HOME/vmic/site`, else
+/// `~/.local/share/vmic/site`.
+pub fn default_root() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir).join("vmic/site"));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| {
+            Error::input(format!(
+                "no site directory: give --site DIR or set {SITE_ENV}"
+            ))
+        })?;
+    Ok(PathBuf::from(home).join(".local/share/vmic/site"))
+}
+
+impl Site {
+    pub fn config_path(root: &Path) -> PathBuf {
+        root.join("site.toml")
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.root.join("store")
+    }
+
+    pub fn quarantine(&self) -> PathBuf {
+        self.root.join("quarantine")
+    }
+
+    pub fn tmp(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Create a new site. Refuses to touch an existing one.
+    pub fn init(root: &Path) -> Result<Site> {
+        if Site::config_path(root).exists() || root.join("state.db").exists() {
+            return Err(Error::input(format!(
+                "{} is already a vmic site",
+                root.display()
+            )));
+        }
+        std::fs::create_dir_all(root).map_err(|e| Error::io("create site directory", root, e))?;
+        let lock = DirLock::acquire(root, ".lock", "command")?;
+        for sub in ["store", "quarantine", "tmp"] {
+            let dir = root.join(sub);
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+        }
+        State::open(&root.join("state.db"), true)?;
+        atomic_write(&Site::config_path(root), DEFAULT_SITE_TOML.as_bytes())?;
+        drop(lock);
+        Site::open(root)
+    }
+
+    /// Open an existing site, taking its exclusive lock.
+    pub fn open(root: &Path) -> Result<Site> {
+        if !Site::config_path(root).exists() {
+            return Err(Error::input(format!(
+                "{} is not a vmic site (no site.toml); run `vmic site init` first",
+                root.display()
+            )));
+        }
+        let lock = DirLock::acquire(root, ".lock", "command")?;
+        let config = SiteConfig::load(&Site::config_path(root))?;
+        let state = State::open(&root.join("state.db"), false)?;
+        let root = root
+            .canonicalize()
+            .map_err(|e| Error::io("resolve", root, e))?;
+        Ok(Site {
+            root,
+            config,
+            state,
+            _lock: lock,
+        })
+    }
+}

@@ -1,0 +1,525 @@
+//! The site's persistent state in SQLite (`state.db`, WAL mode): trusted
+//! endorsers, the rollback memory, every image the site knows with its state,
+//! the append-only audit log, and the hook outbox.
+//!
+//! Every state change and the audit/outbox rows describing it are written in
+//! one transaction, so a crash never leaves an action without its record or a
+//! hook event lost.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+const SCHEMA_VERSION: i64 = 1;
+
+/// Migrations, applied in order; index + 1 is the schema version reached.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE endorsers (
+    name TEXT PRIMARY KEY,
+    pubkey TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    ca_file TEXT,
+    approve TEXT NOT NULL,
+    added_at TEXT NOT NULL,
+    last_sync TEXT,
+    last_error TEXT
+);
+-- Rollback memory, per signing key: survives `trust remove` so re-adding a
+-- key cannot reopen the door to an old catalog.
+CREATE TABLE serials (
+    key_id TEXT PRIMARY KEY,
+    highest_serial INTEGER NOT NULL,
+    catalog_sha256 TEXT NOT NULL,
+    expires TEXT NOT NULL,
+    accepted_at TEXT NOT NULL
+);
+CREATE TABLE images (
+    endorser TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    decided_by TEXT NOT NULL DEFAULT 'policy',
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    format TEXT NOT NULL,
+    entry TEXT NOT NULL,
+    store_path TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (endorser, id, version)
+);
+CREATE TABLE audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    action TEXT NOT NULL,
+    endorser TEXT,
+    image TEXT,
+    detail TEXT NOT NULL
+);
+CREATE TRIGGER audit_append_only_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_append_only_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TABLE outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at TEXT NOT NULL,
+    event TEXT NOT NULL,
+    env TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+"#];
+
+/// Image states, as stored and shown.
+pub mod image_state {
+    pub const PENDING: &str = "pending";
+    pub const APPROVED: &str = "approved";
+    pub const IMPORTED: &str = "imported";
+    pub const REJECTED: &str = "rejected";
+    pub const QUARANTINED: &str = "quarantined";
+    pub const REVOKED: &str = "revoked";
+    pub const EXPIRED: &str = "expired";
+}
+
+pub struct State {
+    conn: Connection,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EndorserRow {
+    pub name: String,
+    pub pubkey: String,
+    pub key_id: String,
+    pub url: String,
+    pub ca_file: Option<String>,
+    pub approve: String,
+    pub added_at: String,
+    pub last_sync: Option<String>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SerialRow {
+    pub highest_serial: u64,
+    pub catalog_sha256: String,
+    pub expires: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ImageRow {
+    pub endorser: String,
+    pub id: String,
+    pub version: String,
+    pub state: String,
+    pub reason: String,
+    pub decided_by: String,
+    pub size: u64,
+    pub sha256: String,
+    pub format: String,
+    #[serde(skip)]
+    pub entry: String,
+    pub store_path: Option<String>,
+    pub updated_at: String,
+}
+
+impl ImageRow {
+    pub fn label(&self) -> String {
+        format!("{}@{}", self.id, self.version)
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AuditRow {
+    pub seq: i64,
+    pub at: String,
+    pub action: String,
+    pub endorser: Option<String>,
+    pub image: Option<String>,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct OutboxRow {
+    pub seq: i64,
+    pub event: String,
+    pub env: Vec<(String, String)>,
+    pub attempts: i64,
+}
+
+pub fn now() -> String {
+    let t = jiff::Timestamp::now();
+    jiff::Timestamp::from_second(t.as_second())
+        .unwrap_or(t)
+        .to_string()
+}
+
+fn db_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |e| Error::io_failure(format!("site database {}: {e}", path.display()))
+}
+
+fn sql(e: rusqlite::Error) -> Error {
+    Error::io_failure(format!("site database: {e}"))
+}
+
+impl State {
+    /// Open (creating if `create`) and migrate the database.
+    pub fn open(path: &Path, create: bool) -> Result<State> {
+        if !create && !path.exists() {
+            return Err(Error::input(format!(
+                "no site database at {}; run `vmic site init` first",
+                path.display()
+            )));
+        }
+        let conn = Connection::open(path).map_err(db_err(path))?;
+        conn.busy_timeout(Duration::from_secs(30))
+            .map_err(db_err(path))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db_err(path))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db_err(path))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(db_err(path))?;
+        let mut state = State { conn };
+        state.migrate(path)?;
+        Ok(state)
+    }
+
+    fn migrate(&mut self, path: &Path) -> Result<()> {
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(db_err(path))?;
+        if version > SCHEMA_VERSION {
+            return Err(Error::input(format!(
+                "site database {} has schema version {version}, newer than this vmic ({SCHEMA_VERSION}); upgrade vmic",
+                path.display()
+            )));
+        }
+        for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = self.conn.transaction().map_err(db_err(path))?;
+            tx.execute_batch(migration).map_err(db_err(path))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(db_err(path))?;
+            tx.commit().map_err(db_err(path))?;
+        }
+        Ok(())
+    }
+
+    pub fn transaction(&mut self) -> Result<Tx<'_>> {
+        Ok(Tx {
+            tx: self.conn.transaction().map_err(sql)?,
+        })
+    }
+
+    pub fn endorsers(&self) -> Result<Vec<EndorserRow>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, pubkey, key_id, url, ca_file, approve, added_at, last_sync, last_error FROM endorsers ORDER BY name")
+            .map_err(sql)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(EndorserRow {
+                    name: r.get(0)?,
+                    pubkey: r.get(1)?,
+                    key_id: r.get(2)?,
+                    url: r.get(3)?,
+                    ca_file: r.get(4)?,
+                    approve: r.get(5)?,
+                    added_at: r.get(6)?,
+                    last_sync: r.get(7)?,
+                    last_error: r.get(8)?,
+                })
+            })
+            .map_err(sql)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql)
+    }
+
+    pub fn endorser(&self, name: &str) -> Result<Option<EndorserRow>> {
+        Ok(self.endorsers()?.into_iter().find(|e| e.name == name))
+    }
+
+    pub fn serial(&self, key_id: &str) -> Result<Option<SerialRow>> {
+        self.conn
+            .query_row(
+                "SELECT highest_serial, catalog_sha256, expires FROM serials WHERE key_id = ?1",
+                params![key_id],
+                |r| {
+                    Ok(SerialRow {
+                        highest_serial: r.get::<_, i64>(0)? as u64,
+                        catalog_sha256: r.get(1)?,
+                        expires: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(sql)
+    }
+
+    pub fn images(&self) -> Result<Vec<ImageRow>> {
+        query_images(&self.conn, "1 = 1", params![])
+    }
+
+    pub fn images_of(&self, endorser: &str) -> Result<Vec<ImageRow>> {
+        query_images(&self.conn, "endorser = ?1", params![endorser])
+    }
+
+    pub fn audit(&self) -> Result<Vec<AuditRow>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, at, action, endorser, image, detail FROM audit ORDER BY seq")
+            .map_err(sql)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(AuditRow {
+                    seq: r.get(0)?,
+                    at: r.get(1)?,
+                    action: r.get(2)?,
+                    endorser: r.get(3)?,
+                    image: r.get(4)?,
+                    detail: r.get(5)?,
+                })
+            })
+            .map_err(sql)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql)
+    }
+
+    pub fn outbox(&self) -> Result<Vec<OutboxRow>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, event, env, attempts FROM outbox ORDER BY seq")
+            .map_err(sql)?;
+        let rows = stmt
+            .query_map([], |r| {
+                let env: String = r.get(2)?;
+                Ok((r.get(0)?, r.get(1)?, env, r.get(3)?))
+            })
+            .map_err(sql)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, event, env, attempts): (i64, String, String, i64) = row.map_err(sql)?;
+            let env: Vec<(String, String)> = serde_json::from_str(&env).map_err(|e| {
+                Error::io_failure(format!("site database: outbox entry {seq} is corrupt: {e}"))
+            })?;
+            out.push(OutboxRow {
+                seq,
+                event,
+                env,
+                attempts,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A hook ran successfully: forget the event (and log it).
+    pub fn outbox_done(&mut self, seq: i64, event: &str, detail: &str) -> Result<()> {
+        let tx = self.transaction()?;
+        tx.tx
+            .execute("DELETE FROM outbox WHERE seq = ?1", params![seq])
+            .map_err(sql)?;
+        tx.audit("hook-ok", None, None, &format!("{event}: {detail}"))?;
+        tx.commit()
+    }
+
+    /// A hook failed: keep the event for the next sync (and log it).
+    pub fn outbox_failed(&mut self, seq: i64, event: &str, error: &str) -> Result<()> {
+        let tx = self.transaction()?;
+        tx.tx
+            .execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?2 WHERE seq = ?1",
+                params![seq, error],
+            )
+            .map_err(sql)?;
+        tx.audit("hook-failed", None, None, &format!("{event}: {error}"))?;
+        tx.commit()
+    }
+}
+
+fn query_images(
+    conn: &Connection,
+    filter: &str,
+    p: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<ImageRow>> {
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT endorser, id, version, state, reason, decided_by, size, sha256, format, entry, store_path, updated_at \
+             FROM images WHERE {filter} ORDER BY endorser, id, version"
+        ))
+        .map_err(sql)?;
+    let rows = stmt
+        .query_map(p, |r| {
+            Ok(ImageRow {
+                endorser: r.get(0)?,
+                id: r.get(1)?,
+                version: r.get(2)?,
+                state: r.get(3)?,
+                reason: r.get(4)?,
+                decided_by: r.get(5)?,
+                size: r.get::<_, i64>(6)? as u64,
+                sha256: r.get(7)?,
+                format: r.get(8)?,
+                entry: r.get(9)?,
+                store_path: r.get(10)?,
+                updated_at: r.get(11)?,
+            })
+        })
+        .map_err(sql)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql)
+}
+
+/// A write transaction with the operations sync and the CLI need.
+pub struct Tx<'a> {
+    tx: Transaction<'a>,
+}
+
+impl Tx<'_> {
+    pub fn commit(self) -> Result<()> {
+        self.tx.commit().map_err(sql)
+    }
+
+    pub fn audit(
+        &self,
+        action: &str,
+        endorser: Option<&str>,
+        image: Option<&str>,
+        detail: &str,
+    ) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO audit (at, action, endorser, image, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![now(), action, endorser, image, detail],
+            )
+            .map(|_| ())
+            .map_err(sql)
+    }
+
+    pub fn enqueue_hook(&self, event: &str, env: &[(String, String)]) -> Result<()> {
+        let env = serde_json::to_string(env).unwrap_or_else(|_| "[]".into());
+        self.tx
+            .execute(
+                "INSERT INTO outbox (created_at, event, env) VALUES (?1, ?2, ?3)",
+                params![now(), event, env],
+            )
+            .map(|_| ())
+            .map_err(sql)
+    }
+
+    pub fn add_endorser(&self, e: &EndorserRow) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO endorsers (name, pubkey, key_id, url, ca_file, approve, added_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![e.name, e.pubkey, e.key_id, e.url, e.ca_file, e.approve, e.added_at],
+            )
+            .map(|_| ())
+            .map_err(|err| match err {
+                rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+                    Error::input(format!("endorser {} is already trusted; remove it first to change it", e.name))
+                }
+                other => sql(other),
+            })
+    }
+
+    pub fn remove_endorser(&self, name: &str) -> Result<()> {
+        self.tx
+            .execute("DELETE FROM endorsers WHERE name = ?1", params![name])
+            .map(|_| ())
+            .map_err(sql)
+    }
+
+    pub fn record_sync(&self, name: &str, error: Option<&str>) -> Result<()> {
+        self.tx
+            .execute(
+                "UPDATE endorsers SET last_sync = ?2, last_error = ?3 WHERE name = ?1",
+                params![name, now(), error],
+            )
+            .map(|_| ())
+            .map_err(sql)
+    }
+
+    pub fn accept_serial(
+        &self,
+        key_id: &str,
+        serial: u64,
+        catalog_sha256: &str,
+        expires: &str,
+    ) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO serials (key_id, highest_serial, catalog_sha256, expires, accepted_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT(key_id) DO UPDATE SET highest_serial = excluded.highest_serial, \
+                 catalog_sha256 = excluded.catalog_sha256, expires = excluded.expires, accepted_at = excluded.accepted_at \
+                 WHERE excluded.highest_serial >= serials.highest_serial",
+                params![key_id, serial as i64, catalog_sha256, expires, now()],
+            )
+            .map(|_| ())
+            .map_err(sql)
+    }
+
+    pub fn image(&self, endorser: &str, id: &str, version: &str) -> Result<Option<ImageRow>> {
+        Ok(query_images(
+            &self.tx,
+            "endorser = ?1 AND id = ?2 AND version = ?3",
+            params![endorser, id, version],
+        )?
+        .into_iter()
+        .next())
+    }
+
+    pub fn images_of(&self, endorser: &str) -> Result<Vec<ImageRow>> {
+        query_images(&self.tx, "endorser = ?1", params![endorser])
+    }
+
+    pub fn all_images(&self) -> Result<Vec<ImageRow>> {
+        query_images(&self.tx, "1 = 1", params![])
+    }
+
+    /// Insert or replace the row for an image.
+    pub fn put_image(&self, row: &ImageRow) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO images (endorser, id, version, state, reason, decided_by, size, sha256, format, entry, store_path, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+                 ON CONFLICT(endorser, id, version) DO UPDATE SET state = excluded.state, reason = excluded.reason, \
+                 decided_by = excluded.decided_by, size = excluded.size, sha256 = excluded.sha256, format = excluded.format, \
+                 entry = excluded.entry, store_path = excluded.store_path, updated_at = excluded.updated_at",
+                params![
+                    row.endorser,
+                    row.id,
+                    row.version,
+                    row.state,
+                    row.reason,
+                    row.decided_by,
+                    row.size as i64,
+                    row.sha256,
+                    row.format,
+                    row.entry,
+                    row.store_path,
+                    now()
+                ],
+            )
+            .map(|_| ())
+            .map_err(sql)
+    }
+
+    pub fn set_state(
+        &self,
+        row: &ImageRow,
+        state: &str,
+        reason: &str,
+        decided_by: &str,
+        store_path: Option<&str>,
+    ) -> Result<()> {
+        self.tx
+            .execute(
+                "UPDATE images SET state = ?4, reason = ?5, decided_by = ?6, store_path = ?7, updated_at = ?8 \
+                 WHERE endorser = ?1 AND id = ?2 AND version = ?3",
+                params![row.endorser, row.id, row.version, state, reason, decided_by, store_path, now()],
+            )
+            .map(|_| ())
+            .map_err(sql)
+    }
+}

@@ -1,0 +1,120 @@
+//! Trusting and distrusting endorsers (VMIC use cases 1.x and 3.6).
+
+use serde::Serialize;
+
+use crate::config::ApproveMode;
+use crate::error::{Error, Result};
+use crate::minisign::PublicKey;
+use crate::site::Site;
+use crate::state::{EndorserRow, image_state as st, now};
+use crate::store;
+
+pub struct TrustAdd {
+    pub name: String,
+    pub pubkey_text: String,
+    pub url: String,
+    pub ca_file: Option<std::path::PathBuf>,
+    pub approve: Option<ApproveMode>,
+}
+
+/// Add an endorser: a validated name, its public key, where its catalog
+/// lives, and how its images are approved.
+pub fn add(site: &mut Site, req: TrustAdd) -> Result<EndorserRow> {
+    crate::catalog::check_token("endorser name", &req.name).map_err(Error::input)?;
+    let key = PublicKey::parse(&req.pubkey_text)?;
+    let url = normalise_source(&req.url)?;
+    let ca_file = match &req.ca_file {
+        Some(p) => {
+            let abs = p
+                .canonicalize()
+                .map_err(|e| Error::io("read CA file", p, e))?;
+            Some(abs.display().to_string())
+        }
+        None => None,
+    };
+    let row = EndorserRow {
+        name: req.name.clone(),
+        pubkey: key.to_file_string(),
+        key_id: key.key_id.to_string(),
+        url,
+        ca_file,
+        approve: req
+            .approve
+            .unwrap_or(site.config.policy.approve)
+            .as_str()
+            .into(),
+        added_at: now(),
+        last_sync: None,
+        last_error: None,
+    };
+    let tx = site.state.transaction()?;
+    tx.add_endorser(&row)?;
+    tx.audit(
+        "trust-added",
+        Some(&row.name),
+        None,
+        &format!(
+            "key {} at {} (approve {})",
+            row.key_id, row.url, row.approve
+        ),
+    )?;
+    tx.commit()?;
+    Ok(row)
+}
+
+/// A source given to `trust add`: http(s) and file:// URLs as they are, a
+/// plain directory made absolute (cron runs from anywhere).
+fn normalise_source(url: &str) -> Result<String> {
+    if url.starts_with("http://") || url.starts_with("https://") || url.starts_with("file://") {
+        return Ok(url.to_string());
+    }
+    if url.contains("://") {
+        return Err(Error::input(format!(
+            "{url}: only http://, https://, file:// URLs or a directory are supported"
+        )));
+    }
+    let path = std::path::Path::new(url);
+    let abs = path
+        .canonicalize()
+        .map_err(|e| Error::io("open source directory", path, e))?;
+    Ok(abs.display().to_string())
+}
+
+#[derive(Debug, Serialize)]
+pub struct Removal {
+    pub name: String,
+    pub withdrawn: Vec<String>,
+}
+
+/// Stop trusting an endorser: every image of it is withdrawn (hooks fire),
+/// its rows stay for the record, the endorser entry goes. The rollback memory
+/// of its key is kept.
+pub fn remove(site: &mut Site, name: &str) -> Result<Removal> {
+    if site.state.endorser(name)?.is_none() {
+        return Err(Error::input(format!(
+            "{name} is not a trusted endorser (see `vmic trust list`)"
+        )));
+    }
+    let reason = format!("endorser {name} is no longer trusted by this site");
+    let mut withdrawn = Vec::new();
+    for row in site.state.images_of(name)? {
+        if row.state != st::REVOKED {
+            store::withdraw(site, &row, st::REVOKED, &reason, "revoke", "site")?;
+            withdrawn.push(row.label());
+        }
+    }
+    let tx = site.state.transaction()?;
+    tx.remove_endorser(name)?;
+    tx.audit(
+        "trust-removed",
+        Some(name),
+        None,
+        &format!("{} image(s) withdrawn", withdrawn.len()),
+    )?;
+    tx.commit()?;
+    crate::hooks::flush_outbox(site)?;
+    Ok(Removal {
+        name: name.into(),
+        withdrawn,
+    })
+}
