@@ -1,0 +1,597 @@
+//! The site side driven as an operator would, from a plain directory (the
+//! air-gapped path): trust, sync, approve, withdraw, hooks, rollback, expiry.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::*;
+
+/// An endorser (images + publication) and a site with a recording hook.
+struct World {
+    tmp: tempfile::TempDir,
+}
+
+impl World {
+    fn new(images: &[(&str, usize)]) -> World {
+        let tmp = image_tree(images);
+        let w = World { tmp };
+        expect_ok(&w.site(&["site", "init"]));
+        let hook = w.path("hook.sh");
+        std::fs::write(
+            &hook,
+            format!(
+                "#!/bin/sh\nenv | grep ^VMIC_ | sort | tr '\\n' ' ' >> {log}\necho >> {log}\n",
+                log = w.path("hook.log").display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        w.set_config(
+            "# command = \"/usr/local/bin/vmic-event\"",
+            &format!("command = \"{}\"", hook.display()),
+        );
+        w
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+
+    fn set_config(&self, from: &str, to: &str) {
+        let p = self.path("site/site.toml");
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains(from), "site.toml lacks {from}");
+        std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
+    }
+
+    fn site(&self, args: &[&str]) -> Output {
+        let mut all = vec![
+            "--site".to_string(),
+            self.path("site").display().to_string(),
+        ];
+        all.extend(args.iter().map(|s| s.to_string()));
+        vmic(all)
+    }
+
+    fn publish(&self) {
+        expect_ok(&build(self.tmp.path(), &[]));
+    }
+
+    fn trust(&self, extra: &[&str]) {
+        let out = self.path("out").display().to_string();
+        let key = demo_pub();
+        let mut args = vec![
+            "trust",
+            "add",
+            "demo",
+            "--pubkey",
+            path_str(&key),
+            "--url",
+            &out,
+        ];
+        args.extend(extra);
+        expect_ok(&self.site(&args));
+    }
+
+    fn sync(&self) -> Output {
+        self.site(&["sync"])
+    }
+
+    fn images(&self) -> Vec<serde_json::Value> {
+        let o = self.site(&["images", "--json"]);
+        expect_ok(&o);
+        serde_json::from_slice::<serde_json::Value>(&o.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    fn state_of(&self, id: &str) -> Vec<(String, String)> {
+        self.images()
+            .iter()
+            .filter(|i| i["id"] == id)
+            .map(|i| {
+                (
+                    i["version"].as_str().unwrap().to_string(),
+                    i["state"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn store_files(&self) -> Vec<String> {
+        let store = self.path("site/store");
+        let mut files: Vec<String> = walkdir(&store)
+            .into_iter()
+            .map(|p| p.strip_prefix(&store).unwrap().display().to_string())
+            .collect();
+        files.sort();
+        files
+    }
+
+    fn hook_log(&self) -> String {
+        std::fs::read_to_string(self.path("hook.log")).unwrap_or_default()
+    }
+
+    fn sidecar(&self, image: &str, text: &str) {
+        std::fs::write(self.path(&format!("images/{image}.toml")), text).unwrap();
+    }
+
+    fn catalog_toml(&self, text: &str) {
+        std::fs::write(self.path("images/catalog.toml"), text).unwrap();
+    }
+}
+
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walkdir(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn first_sync_imports_and_fires_hooks_with_metadata() {
+    let w = World::new(&[("alma.qcow2", 70_000), ("tiny.img", 1000)]);
+    w.sidecar(
+        "alma.qcow2",
+        "id = \"alma\"\nversion = \"9.4\"\nos = \"almalinux\"\narch = \"x86_64\"\n",
+    );
+    w.publish();
+    w.trust(&[]);
+    let dry = w.site(&["sync", "--dry-run"]);
+    expect_ok(&dry);
+    assert!(
+        stdout(&dry).contains("+ import   alma@9.4"),
+        "{}",
+        stdout(&dry)
+    );
+    assert!(w.store_files().is_empty(), "dry run changed the store");
+    expect_ok(&w.sync());
+    assert_eq!(w.state_of("alma"), vec![("9.4".into(), "imported".into())]);
+    let files = w.store_files();
+    assert_eq!(files.len(), 2, "{files:?}");
+    let stored = std::fs::read(w.path("site/store").join(&files[0])).unwrap();
+    let original = std::fs::read(w.path("images/alma.qcow2")).unwrap();
+    assert_eq!(stored, original);
+    let log = w.hook_log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("VMIC_IMAGE_ID=alma "))
+        .expect("import hook for alma");
+    for needle in [
+        "VMIC_EVENT=import",
+        "VMIC_ENDORSER=demo",
+        "VMIC_IMAGE_VERSION=9.4",
+        "VMIC_IMAGE_OS=almalinux",
+        "VMIC_IMAGE_ARCH=x86_64",
+        "VMIC_IMAGE_SIZE=70000",
+        "VMIC_IMAGE_FORMAT=unknown",
+        "/site/store/demo/alma@9.4.img",
+    ] {
+        assert!(line.contains(needle), "{needle} missing in {line}");
+    }
+    let sha = vmic::digest::Sha256Digest::of(&original).to_hex();
+    assert!(line.contains(&format!("VMIC_IMAGE_SHA256={sha}")));
+    // A second sync with nothing new changes nothing and fires nothing.
+    let before = w.hook_log();
+    expect_ok(&w.sync());
+    assert_eq!(w.hook_log(), before);
+    let log = w.site(&["log", "--json"]);
+    let entries: serde_json::Value = serde_json::from_slice(&log.stdout).unwrap();
+    let actions: Vec<&str> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for a in [
+        "trust-added",
+        "catalog-accepted",
+        "approved",
+        "imported",
+        "hook-ok",
+    ] {
+        assert!(actions.contains(&a), "{a} not in audit log {actions:?}");
+    }
+}
+
+#[test]
+fn new_version_is_imported_and_old_withdrawn() {
+    let w = World::new(&[("web.img", 5000)]);
+    w.sidecar("web.img", "id = \"web\"\nversion = \"1\"\n");
+    w.publish();
+    w.trust(&[]);
+    expect_ok(&w.sync());
+    std::fs::write(w.path("images/web.img"), pattern(6000, 99)).unwrap();
+    w.sidecar("web.img", "id = \"web\"\nversion = \"2\"\n");
+    w.publish();
+    let o = w.sync();
+    expect_ok(&o);
+    let mut states = w.state_of("web");
+    states.sort();
+    assert_eq!(
+        states,
+        vec![
+            ("1".into(), "revoked".into()),
+            ("2".into(), "imported".into())
+        ]
+    );
+    assert_eq!(w.store_files(), vec!["demo/web@2.img".to_string()]);
+    let log = w.hook_log();
+    assert!(
+        log.lines().any(|l| l.contains("VMIC_EVENT=revoke")
+            && l.contains("VMIC_IMAGE_VERSION=1")
+            && l.contains("replaced by web@2")),
+        "{log}"
+    );
+}
+
+#[test]
+fn revoked_image_is_withdrawn_with_reason() {
+    let w = World::new(&[("a.img", 5000), ("b.img", 7000)]);
+    w.publish();
+    w.trust(&[]);
+    expect_ok(&w.sync());
+    std::fs::remove_file(w.path("images/b.img")).unwrap();
+    w.catalog_toml("[[revoke]]\nid = \"b\"\nreason = \"CVE-2026-0001 in sshd\"\n");
+    w.publish();
+    expect_ok(&w.sync());
+    assert_eq!(w.state_of("b")[0].1, "revoked");
+    assert!(!w.store_files().iter().any(|f| f.starts_with("demo/b@")));
+    let log = w.hook_log();
+    assert!(
+        log.lines().any(|l| l.contains("VMIC_EVENT=revoke")
+            && l.contains("VMIC_IMAGE_ID=b ")
+            && l.contains("CVE-2026-0001")),
+        "{log}"
+    );
+}
+
+#[test]
+fn tampered_image_is_quarantined_then_imported_once_fixed() {
+    let w = World::new(&[("a.img", 300_000)]);
+    w.publish();
+    w.trust(&[]);
+    let published = w.path("out/images/a.img");
+    let good = std::fs::read(&published).unwrap();
+    let mut bad = good.clone();
+    bad[150_000] ^= 0xff;
+    std::fs::remove_file(&published).unwrap();
+    std::fs::write(&published, &bad).unwrap();
+    let o = w.sync();
+    expect_fail(&o, 1, &["QUARANTINED", "chunk 0"]);
+    assert!(
+        w.store_files().is_empty(),
+        "tampered bytes reached the store"
+    );
+    assert_eq!(w.state_of("a")[0].1, "quarantined");
+    assert_eq!(
+        std::fs::read_dir(w.path("site/quarantine/demo"))
+            .unwrap()
+            .count(),
+        1
+    );
+    assert!(w.hook_log().contains("VMIC_EVENT=quarantine"));
+    std::fs::write(&published, &good).unwrap();
+    expect_ok(&w.sync());
+    assert_eq!(w.state_of("a")[0].1, "imported");
+    assert_eq!(w.store_files().len(), 1);
+}
+
+#[test]
+fn replayed_older_catalog_is_refused_and_state_kept() {
+    let w = World::new(&[("a.img", 5000)]);
+    w.publish();
+    let old_cat = std::fs::read(w.path("out/catalog.json")).unwrap();
+    let old_sig = std::fs::read(w.path("out/catalog.json.minisig")).unwrap();
+    w.trust(&[]);
+    w.publish(); // serial 2
+    expect_ok(&w.sync());
+    let before = w.images();
+    std::fs::write(w.path("out/catalog.json"), old_cat).unwrap();
+    std::fs::write(w.path("out/catalog.json.minisig"), old_sig).unwrap();
+    expect_fail(
+        &w.sync(),
+        1,
+        &["serial 1 is older than serial 2", "rollback"],
+    );
+    let after = w.images();
+    assert_eq!(
+        before
+            .iter()
+            .map(|i| (&i["id"], &i["state"]))
+            .collect::<Vec<_>>(),
+        after
+            .iter()
+            .map(|i| (&i["id"], &i["state"]))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(w.store_files().len(), 1);
+}
+
+#[test]
+fn same_serial_with_other_content_is_refused() {
+    let w = World::new(&[("a.img", 5000)]);
+    w.publish();
+    w.trust(&[]);
+    expect_ok(&w.sync());
+    let mut v = read_json(&w.path("out/catalog.json"));
+    v["endorser"]["contact"] = "evil@example.org".into();
+    let bytes = serde_json::to_vec_pretty(&v).unwrap();
+    write_signed(&w.path("out"), &bytes, "x");
+    expect_fail(&w.sync(), 1, &["serial 1 has different content"]);
+}
+
+#[test]
+fn expired_catalog_is_refused_and_images_withdrawn() {
+    let w = World::new(&[("a.img", 5000)]);
+    w.publish();
+    w.trust(&[]);
+    expect_ok(&w.sync());
+    let mut v = read_json(&w.path("out/catalog.json"));
+    v["serial"] = 5.into();
+    v["issued"] = "2020-01-01T00:00:00Z".into();
+    v["expires"] = "2020-02-01T00:00:00Z".into();
+    write_signed(&w.path("out"), &serde_json::to_vec_pretty(&v).unwrap(), "x");
+    expect_fail(&w.sync(), 1, &["expired at 2020-02-01T00:00:00Z"]);
+    assert_eq!(w.state_of("a")[0].1, "expired");
+    assert!(w.store_files().is_empty());
+    assert!(w.hook_log().contains("VMIC_EVENT=expire"));
+    // The loud override imports again, and still refuses older serials.
+    let o = w.site(&["sync", "--allow-expired"]);
+    expect_ok(&o);
+    assert!(stderr(&o).contains("CATALOG EXPIRED"));
+    assert_eq!(w.state_of("a")[0].1, "imported");
+}
+
+#[test]
+fn catalog_from_another_key_is_refused() {
+    let w = World::new(&[("a.img", 5000)]);
+    w.publish();
+    w.trust(&[]);
+    let other = vmic::minisign::SecretKey::generate().unwrap();
+    let bytes = std::fs::read(w.path("out/catalog.json")).unwrap();
+    std::fs::write(
+        w.path("out/catalog.json.minisig"),
+        other.sign(&bytes, "x", "y").to_file_string(),
+    )
+    .unwrap();
+    expect_fail(&w.sync(), 1, &[&other.key_id.to_string()]);
+    assert!(w.images().is_empty());
+}
+
+#[test]
+fn oversized_catalog_is_refused() {
+    let w = World::new(&[("a.img", 5000)]);
+    w.publish();
+    w.trust(&[]);
+    w.set_config("max_catalog_size = 268435456", "max_catalog_size = 200");
+    expect_fail(&w.sync(), 1, &["larger than the 200-byte limit"]);
+    assert!(w.images().is_empty());
+}
+
+#[test]
+fn hostile_signed_catalog_writes_nothing_outside_the_site() {
+    let w = World::new(&[("a.img", 5000)]);
+    w.publish();
+    w.trust(&[]);
+    let original = read_json(&w.path("out/catalog.json"));
+    for (field, value) in [
+        ("id", "../../escape"),
+        ("version", "1/../../x"),
+        ("path", "../../../../tmp/x"),
+    ] {
+        let mut v = original.clone();
+        v["images"][0][field] = value.into();
+        write_signed(&w.path("out"), &serde_json::to_vec_pretty(&v).unwrap(), "x");
+        expect_fail(&w.sync(), 1, &["catalog.json is invalid"]);
+    }
+    assert!(w.images().is_empty());
+    assert!(!w.path("escape").exists() && !w.path("site/escape").exists());
+    assert!(w.store_files().is_empty());
+}
+
+#[test]
+fn removing_trust_withdraws_everything() {
+    let w = World::new(&[("a.img", 5000), ("b.img", 6000)]);
+    w.publish();
+    w.trust(&[]);
+    expect_ok(&w.sync());
+    assert_eq!(w.store_files().len(), 2);
+    expect_ok(&w.site(&["trust", "remove", "demo"]));
+    assert!(w.store_files().is_empty());
+    assert!(w.images().iter().all(|i| i["state"] == "revoked"));
+    assert_eq!(w.hook_log().matches("VMIC_EVENT=revoke").count(), 2);
+    let list: serde_json::Value =
+        serde_json::from_slice(&w.site(&["trust", "list", "--json"]).stdout).unwrap();
+    assert!(list.as_array().unwrap().is_empty());
+    expect_fail(
+        &w.site(&["trust", "remove", "demo"]),
+        2,
+        &["not a trusted endorser"],
+    );
+}
+
+#[test]
+fn manual_approval_and_rejection() {
+    let w = World::new(&[("a.img", 5000), ("b.img", 6000)]);
+    w.publish();
+    w.trust(&["--approve", "manual"]);
+    expect_ok(&w.sync());
+    assert_eq!(w.state_of("a")[0].1, "pending");
+    assert!(w.store_files().is_empty());
+    expect_ok(&w.site(&["approve", "a"]));
+    expect_ok(&w.sync());
+    assert_eq!(w.state_of("a")[0].1, "imported");
+    assert_eq!(w.state_of("b")[0].1, "pending");
+    expect_ok(&w.site(&["reject", "b"]));
+    expect_ok(&w.site(&["reject", "a"]));
+    assert!(w.store_files().is_empty());
+    assert!(w.hook_log().contains("VMIC_EVENT=reject"));
+    // A manual rejection sticks across syncs.
+    expect_ok(&w.sync());
+    assert_eq!(w.state_of("a")[0].1, "rejected");
+    expect_fail(&w.site(&["approve", "nosuch"]), 2, &["no image nosuch"]);
+    expect_fail(&w.site(&["approve", "../x"]), 2, &["may contain only"]);
+}
+
+#[test]
+fn deny_rules_reject_by_metadata() {
+    let w = World::new(&[("win.img", 5000), ("big.img", 9000)]);
+    w.sidecar("win.img", "os = \"windows\"\n");
+    w.publish();
+    w.set_config(
+        "# [[policy.deny]]\n# os = \"windows\"",
+        "[[policy.deny]]\nos = \"windows\"\n[[policy.deny]]\nmax_size = 8000",
+    );
+    w.trust(&[]);
+    expect_ok(&w.sync());
+    let win = w.images().into_iter().find(|i| i["id"] == "win").unwrap();
+    assert_eq!(win["state"], "rejected");
+    assert!(win["reason"].as_str().unwrap().contains("os = windows"));
+    let big = w.images().into_iter().find(|i| i["id"] == "big").unwrap();
+    assert_eq!(big["state"], "rejected");
+    assert!(w.store_files().is_empty());
+}
+
+#[test]
+fn reverify_quarantines_tampering_at_rest() {
+    let w = World::new(&[("a.img", 100_000), ("b.img", 1000)]);
+    w.publish();
+    w.trust(&[]);
+    expect_ok(&w.sync());
+    let file = w.path("site/store").join(
+        w.store_files()
+            .into_iter()
+            .find(|f| f.contains("/a@"))
+            .unwrap(),
+    );
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[10] ^= 1;
+    std::fs::write(&file, bytes).unwrap();
+    let o = w.site(&["reverify"]);
+    expect_fail(&o, 1, &["a@", "tampered at rest"]);
+    assert_eq!(w.state_of("a")[0].1, "quarantined");
+    assert_eq!(w.state_of("b")[0].1, "imported");
+    // The next sync fetches the good bytes again.
+    expect_ok(&w.sync());
+    assert_eq!(w.state_of("a")[0].1, "imported");
+}
+
+#[test]
+fn failed_hook_is_resent_by_the_next_sync() {
+    let w = World::new(&[("a.img", 5000)]);
+    w.publish();
+    w.trust(&[]);
+    let flag = w.path("hook-ok");
+    let hook = w.path("flaky.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\n[ -e {} ] || exit 7\necho \"$VMIC_EVENT $VMIC_IMAGE_ID\" >> {}\n",
+            flag.display(),
+            w.path("flaky.log").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let conf = std::fs::read_to_string(w.path("site/site.toml")).unwrap();
+    let line = conf
+        .lines()
+        .find(|l| l.starts_with("command = "))
+        .unwrap()
+        .to_string();
+    w.set_config(&line, &format!("command = \"{}\"", hook.display()));
+    let o = w.sync();
+    expect_fail(&o, 3, &["hook failed"]);
+    assert_eq!(w.state_of("a")[0].1, "imported");
+    std::fs::write(&flag, b"").unwrap();
+    expect_ok(&w.sync());
+    assert_eq!(
+        std::fs::read_to_string(w.path("flaky.log")).unwrap(),
+        "import a\n"
+    );
+}
+
+#[test]
+fn concurrent_run_is_refused_cleanly() {
+    use std::os::fd::AsRawFd;
+    let w = World::new(&[("a.img", 5000)]);
+    w.publish();
+    w.trust(&[]);
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .open(w.path("site/.lock"))
+        .unwrap();
+    assert_eq!(
+        unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+    expect_fail(&w.sync(), 3, &["another vmic", "is running"]);
+    drop(lock);
+    expect_ok(&w.sync());
+}
+
+#[test]
+fn crash_leftovers_are_reconciled() {
+    let w = World::new(&[("a.img", 50_000)]);
+    w.publish();
+    w.trust(&[]);
+    // A planted or orphaned file in the store, and a partial download.
+    std::fs::create_dir_all(w.path("site/store/demo")).unwrap();
+    std::fs::write(w.path("site/store/demo/planted.img"), b"not verified").unwrap();
+    std::fs::create_dir_all(w.path("site/tmp/demo")).unwrap();
+    let part = std::fs::read(w.path("images/a.img")).unwrap();
+    std::fs::write(w.path("site/tmp/demo/a@x.part"), &part[..1000]).unwrap();
+    expect_ok(&w.sync());
+    let files = w.store_files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].starts_with("demo/a@"));
+}
+
+#[test]
+fn site_commands_need_an_initialised_site() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = vmic(["--site", path_str(&tmp.path().join("none")), "sync"]);
+    expect_fail(&o, 2, &["not a vmic site", "site init"]);
+    let o = vmic(["--site", path_str(tmp.path()), "site", "init"]);
+    expect_ok(&o);
+    let o = vmic(["--site", path_str(tmp.path()), "site", "init"]);
+    expect_fail(&o, 2, &["already a vmic site"]);
+    let o = vmic([
+        "--site",
+        path_str(tmp.path()),
+        "trust",
+        "add",
+        "x y",
+        "--pubkey",
+        path_str(&demo_pub()),
+        "--url",
+        "/nonexistent",
+    ]);
+    expect_fail(&o, 2, &["endorser name"]);
+    let o = vmic([
+        "--site",
+        path_str(tmp.path()),
+        "trust",
+        "add",
+        "x",
+        "--pubkey",
+        path_str(&demo_pub()),
+        "--url",
+        "gopher://x",
+    ]);
+    expect_fail(&o, 2, &["only http://"]);
+}
