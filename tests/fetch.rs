@@ -1,0 +1,857 @@
+//! The HTTP(S)/file:// client, against a tiny HTTP/1.1 server on loopback.
+//!
+//! Each test starts its own server on 127.0.0.1:0. The server answers a
+//! bounded number of connections (one request each, `Connection: close`),
+//! gives up after a deadline, and uses socket timeouts, so its thread always
+//! ends by itself.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use vmic::ErrorKind;
+use vmic::fetch::*;
+
+// ---------------------------------------------------------------- server
+
+#[derive(Debug, Clone)]
+struct Req {
+    target: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Req {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+enum Reply {
+    /// Write these bytes, then close.
+    Send(Vec<u8>),
+    /// Write these bytes, then go silent until the client hangs up.
+    SendThenStall(Vec<u8>),
+}
+
+struct Server {
+    base: String,
+    requests: Arc<Mutex<Vec<Req>>>,
+}
+
+impl Server {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn requests(&self) -> Vec<Req> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+/// Serve at most `max` connections, calling `handler(index, request)`.
+fn serve(max: usize, handler: impl Fn(usize, &Req) -> Reply + Send + 'static) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    listener.set_nonblocking(true).unwrap();
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&requests);
+    thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut served = 0;
+        while served < max && Instant::now() < deadline {
+            let stream = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+            };
+            let index = served;
+            served += 1;
+            let _ = handle(stream, index, &handler, &log);
+        }
+    });
+    Server { base, requests }
+}
+
+fn handle(
+    mut stream: TcpStream,
+    index: usize,
+    handler: &impl Fn(usize, &Req) -> Reply,
+    log: &Mutex<Vec<Req>>,
+) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let req = read_request(&mut stream)?;
+    log.lock().unwrap().push(req.clone());
+    match handler(index, &req) {
+        Reply::Send(bytes) => {
+            stream.write_all(&bytes)?;
+            stream.flush()?;
+        }
+        Reply::SendThenStall(bytes) => {
+            stream.write_all(&bytes)?;
+            stream.flush()?;
+            // Returns when the client gives up (or the read timeout hits).
+            let mut sink = [0u8; 1024];
+            while stream.read(&mut sink)? > 0 {}
+        }
+    }
+    Ok(())
+}
+
+fn read_request(stream: &mut TcpStream) -> std::io::Result<Req> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 64 << 10 {
+        if stream.read(&mut byte)? == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = text.split("\r\n");
+    let request_line = lines.next().unwrap_or_default();
+    let target = request_line
+        .split(' ')
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Ok(Req { target, headers })
+}
+
+fn response(status: &str, headers: &[(&str, String)], body: &[u8]) -> Vec<u8> {
+    let mut out = format!("HTTP/1.1 {status}\r\n");
+    for (name, value) in headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    let mut out = out.into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+fn ok(body: &[u8]) -> Vec<u8> {
+    response(
+        "200 OK",
+        &[("Content-Length", body.len().to_string())],
+        body,
+    )
+}
+
+fn chunked(body: &[u8]) -> Vec<u8> {
+    let mut out = response(
+        "200 OK",
+        &[("Transfer-Encoding", "chunked".to_string())],
+        b"",
+    );
+    for chunk in body.chunks(16 << 10) {
+        out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        out.extend_from_slice(chunk);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+/// No length at all: the body ends when the connection closes.
+fn close_delimited(body: &[u8]) -> Vec<u8> {
+    response("200 OK", &[], body)
+}
+
+/// Announce all of `body` but send only its first `sent` bytes.
+fn cut_short(body: &[u8], sent: usize) -> Vec<u8> {
+    response(
+        "200 OK",
+        &[("Content-Length", body.len().to_string())],
+        &body[..sent],
+    )
+}
+
+/// A server that understands `Range: bytes=N-`.
+fn ranged(data: &[u8], req: &Req) -> Vec<u8> {
+    let start = req
+        .header("range")
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse::<usize>().ok());
+    match start {
+        Some(start) => response(
+            "206 Partial Content",
+            &[
+                ("Content-Length", (data.len() - start).to_string()),
+                (
+                    "Content-Range",
+                    format!("bytes {start}-{}/{}", data.len() - 1, data.len()),
+                ),
+            ],
+            &data[start..],
+        ),
+        None => ok(data),
+    }
+}
+
+// ---------------------------------------------------------------- helpers
+
+fn client() -> HttpClient {
+    client_with(|_| {})
+}
+
+fn client_with(tweak: impl FnOnce(&mut HttpConfig)) -> HttpClient {
+    let mut config = HttpConfig {
+        timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(2),
+        retries: 2,
+        ca_file: None,
+        user_agent: "vmic-test".to_string(),
+    };
+    tweak(&mut config);
+    HttpClient::new(&config).unwrap()
+}
+
+/// Deterministic, incompressible-looking bytes.
+fn data(len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn sha(bytes: &[u8]) -> Vec<u8> {
+    Sha256::digest(bytes).to_vec()
+}
+
+/// What a sink saw: the hash and length of everything since the last Restart.
+struct Seen {
+    restarts: usize,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl Seen {
+    fn digest(self) -> Vec<u8> {
+        self.hasher.finalize().to_vec()
+    }
+}
+
+fn download(
+    client: &HttpClient,
+    url: &str,
+    dest: &Path,
+    expected: u64,
+) -> (vmic::Result<()>, Seen) {
+    let mut seen = Seen {
+        restarts: 0,
+        hasher: Sha256::new(),
+        len: 0,
+    };
+    let result = client.download(url, dest, expected, &mut |event| {
+        match event {
+            DownloadEvent::Restart => {
+                seen.restarts += 1;
+                seen.hasher = Sha256::new();
+                seen.len = 0;
+            }
+            DownloadEvent::Data { offset, bytes } => {
+                assert_eq!(offset, seen.len, "sink saw bytes out of order");
+                seen.hasher.update(bytes);
+                seen.len += bytes.len() as u64;
+            }
+        }
+        Ok(())
+    });
+    (result, seen)
+}
+
+// ---------------------------------------------------------------- get_capped
+
+#[test]
+fn get_capped_returns_the_body() {
+    let body = data(10_000);
+    let reply = body.clone();
+    let server = serve(1, move |_, _| Reply::Send(ok(&reply)));
+    let got = client().get_capped(&server.url("/c.json"), 10_000).unwrap();
+    assert_eq!(got, body);
+    let reqs = server.requests();
+    assert_eq!(reqs[0].target, "/c.json");
+    assert_eq!(reqs[0].header("user-agent"), Some("vmic-test"));
+}
+
+#[test]
+fn get_capped_refuses_a_declared_length_over_the_cap() {
+    let server = serve(3, |_, _| Reply::Send(ok(&data(50_000))));
+    let url = server.url("/big");
+    let err = client().get_capped(&url, 10_000).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Verification);
+    assert_eq!(
+        err.message(),
+        format!("{url} is larger than the 10000-byte limit")
+    );
+    assert_eq!(
+        server.requests().len(),
+        1,
+        "a size violation is not retried"
+    );
+}
+
+#[test]
+fn get_capped_refuses_an_unannounced_body_over_the_cap() {
+    let server = serve(1, |_, _| Reply::Send(chunked(&data(1 << 20))));
+    let err = client()
+        .get_capped(&server.url("/chunked"), 64 << 10)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Verification, "{err}");
+    assert!(err.message().contains("65536-byte limit"), "{err}");
+
+    let server = serve(1, |_, _| Reply::Send(close_delimited(&data(1 << 20))));
+    let err = client()
+        .get_capped(&server.url("/closed"), 64 << 10)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Verification, "{err}");
+}
+
+#[test]
+fn get_capped_accepts_unannounced_bodies_within_the_cap() {
+    let body = data(100_000);
+    let reply = body.clone();
+    let server = serve(1, move |_, _| Reply::Send(chunked(&reply)));
+    assert_eq!(
+        client().get_capped(&server.url("/x"), 100_000).unwrap(),
+        body
+    );
+}
+
+#[test]
+fn get_capped_reports_a_body_cut_short() {
+    let server = serve(1, |_, _| Reply::Send(cut_short(&data(5000), 1000)));
+    let url = server.url("/x");
+    let err = client_with(|c| c.retries = 0)
+        .get_capped(&url, 10_000)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io);
+    assert_eq!(
+        err.message(),
+        format!("{url} ended after 1000 of the expected 5000 bytes")
+    );
+}
+
+#[test]
+fn server_errors_are_retried() {
+    let body = data(1000);
+    let reply = body.clone();
+    let server = serve(2, move |i, _| {
+        Reply::Send(if i == 0 {
+            response(
+                "500 Internal Server Error",
+                &[("Content-Length", "0".into())],
+                b"",
+            )
+        } else {
+            ok(&reply)
+        })
+    });
+    let started = Instant::now();
+    assert_eq!(client().get_capped(&server.url("/x"), 1000).unwrap(), body);
+    assert_eq!(server.requests().len(), 2);
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "no backoff"
+    );
+}
+
+#[test]
+fn persistent_server_errors_give_up_after_the_retries() {
+    let server = serve(5, |_, _| {
+        Reply::Send(response(
+            "503 Service Unavailable",
+            &[("Content-Length", "0".into())],
+            b"",
+        ))
+    });
+    let url = server.url("/x");
+    let err = client_with(|c| c.retries = 1)
+        .get_capped(&url, 1000)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io);
+    assert!(
+        err.message().contains(&url) && err.message().contains("503"),
+        "{err}"
+    );
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[test]
+fn not_found_fails_without_retry() {
+    let server = serve(3, |_, _| {
+        Reply::Send(response(
+            "404 Not Found",
+            &[("Content-Length", "0".into())],
+            b"",
+        ))
+    });
+    let url = server.url("/missing");
+    let err = client().get_capped(&url, 1000).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io);
+    assert!(err.message().contains(&url), "{err}");
+    assert!(err.message().contains("404"), "{err}");
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[test]
+fn redirects_are_followed() {
+    let server = serve(2, |i, _| {
+        Reply::Send(if i == 0 {
+            response(
+                "302 Found",
+                &[
+                    ("Location", "/real".to_string()),
+                    ("Content-Length", "0".into()),
+                ],
+                b"",
+            )
+        } else {
+            ok(b"moved")
+        })
+    });
+    assert_eq!(
+        client().get_capped(&server.url("/old"), 100).unwrap(),
+        b"moved"
+    );
+    assert_eq!(server.requests()[1].target, "/real");
+}
+
+#[test]
+fn a_stalled_server_times_out() {
+    let server = serve(1, |_, _| Reply::SendThenStall(Vec::new()));
+    let client = client_with(|c| {
+        c.timeout = Duration::from_secs(1);
+        c.retries = 0;
+    });
+    let started = Instant::now();
+    let err = client.get_capped(&server.url("/slow"), 1000).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    assert!(err.message().contains("timeout"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+// ---------------------------------------------------------------- download
+
+#[test]
+fn download_writes_the_whole_file() {
+    let body = data(3 << 20);
+    let reply = body.clone();
+    let server = serve(1, move |_, req| Reply::Send(ranged(&reply, req)));
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("image");
+    let (result, seen) = download(&client(), &server.url("/img"), &dest, body.len() as u64);
+    result.unwrap();
+    assert_eq!(seen.restarts, 0);
+    assert_eq!(seen.digest(), sha(&body));
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    assert_eq!(server.requests()[0].header("range"), None);
+}
+
+#[test]
+fn download_resumes_a_partial_file() {
+    let body = data((2 << 20) + 12345);
+    let half = body.len() / 2;
+    let reply = body.clone();
+    let server = serve(1, move |_, req| Reply::Send(ranged(&reply, req)));
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("image");
+    std::fs::write(&dest, &body[..half]).unwrap();
+
+    let (result, seen) = download(&client(), &server.url("/img"), &dest, body.len() as u64);
+    result.unwrap();
+    assert_eq!(
+        server.requests()[0].header("range"),
+        Some(format!("bytes={half}-").as_str())
+    );
+    assert_eq!(seen.restarts, 0);
+    assert_eq!(seen.len, body.len() as u64);
+    assert_eq!(seen.digest(), sha(&body));
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+}
+
+#[test]
+fn a_complete_file_needs_no_request() {
+    let body = data(5000);
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("image");
+    std::fs::write(&dest, &body).unwrap();
+    // Nothing listens here; a request would fail.
+    let (result, seen) = download(&client(), "http://127.0.0.1:9/x", &dest, 5000);
+    result.unwrap();
+    assert_eq!(seen.digest(), sha(&body));
+}
+
+#[test]
+fn a_longer_partial_file_is_discarded() {
+    let body = data(5000);
+    let reply = body.clone();
+    let server = serve(1, move |_, req| Reply::Send(ranged(&reply, req)));
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("image");
+    std::fs::write(&dest, data(6000)).unwrap();
+    let (result, seen) = download(&client(), &server.url("/img"), &dest, 5000);
+    result.unwrap();
+    assert_eq!(server.requests()[0].header("range"), None);
+    assert_eq!(seen.digest(), sha(&body));
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+}
+
+#[test]
+fn a_server_ignoring_range_restarts_the_sink() {
+    let body = data(300_000);
+    let half = body.len() / 2;
+    let reply = body.clone();
+    let server = serve(1, move |_, _| Reply::Send(ok(&reply)));
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("image");
+    std::fs::write(&dest, &body[..half]).unwrap();
+
+    let (result, seen) = download(&client(), &server.url("/img"), &dest, body.len() as u64);
+    result.unwrap();
+    assert!(server.requests()[0].header("range").is_some());
+    assert_eq!(seen.restarts, 1);
+    assert_eq!(seen.digest(), sha(&body));
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+}
+
+#[test]
+fn a_wrong_content_range_starts_over() {
+    let body = data(300_000);
+    let half = body.len() / 2;
+    let reply = body.clone();
+    let server = serve(2, move |i, req| {
+        Reply::Send(if i == 0 {
+            // Claims the rest starts at 0: unusable.
+            response(
+                "206 Partial Content",
+                &[
+                    ("Content-Length", "100".into()),
+                    ("Content-Range", format!("bytes 0-99/{}", reply.len())),
+                ],
+                &reply[..100],
+            )
+        } else {
+            ranged(&reply, req)
+        })
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("image");
+    std::fs::write(&dest, &body[..half]).unwrap();
+
+    let (result, seen) = download(&client(), &server.url("/img"), &dest, body.len() as u64);
+    result.unwrap();
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[1].header("range"), None);
+    assert_eq!(seen.restarts, 1);
+    assert_eq!(seen.digest(), sha(&body));
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+}
+
+#[test]
+fn a_cut_body_keeps_the_partial_file_for_the_next_call() {
+    let body = data(1 << 20);
+    let sent = 400_000;
+    let reply = body.clone();
+    let server = serve(2, move |i, req| {
+        Reply::Send(if i == 0 {
+            cut_short(&reply, sent)
+        } else {
+            ranged(&reply, req)
+        })
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("image");
+    let url = server.url("/img");
+    let no_retry = client_with(|c| c.retries = 0);
+
+    let (result, _) = download(&no_retry, &url, &dest, body.len() as u64);
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    assert!(
+        err.message().contains(&format!("{url} ended after")),
+        "{err}"
+    );
+    let partial = std::fs::read(&dest).unwrap();
+    assert!(!partial.is_empty() && partial.len() <= sent);
+    assert_eq!(partial, body[..partial.len()]);
+
+    let (result, seen) = download(&no_retry, &url, &dest, body.len() as u64);
+    result.unwrap();
+    assert_eq!(
+        server.requests()[1].header("range"),
+        Some(format!("bytes={}-", partial.len()).as_str())
+    );
+    assert_eq!(seen.restarts, 0);
+    assert_eq!(seen.digest(), sha(&body));
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+}
+
+#[test]
+fn a_retry_resumes_where_the_cut_body_ended() {
+    let body = data(1 << 20);
+    let reply = body.clone();
+    let server = serve(2, move |i, req| {
+        Reply::Send(if i == 0 {
+            cut_short(&reply, 300_000)
+        } else {
+            ranged(&reply, req)
+        })
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("image");
+    let client = client_with(|c| c.retries = 1);
+    let (result, seen) = download(&client, &server.url("/img"), &dest, body.len() as u64);
+    result.unwrap();
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2);
+    assert!(reqs[1].header("range").is_some_and(|r| r != "bytes=0-"));
+    assert_eq!(seen.restarts, 0);
+    assert_eq!(seen.digest(), sha(&body));
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+}
+
+#[test]
+fn a_body_stalling_midway_times_out_and_keeps_the_partial_file() {
+    let body = data(200_000);
+    let reply = body.clone();
+    let server = serve(1, move |_, _| {
+        Reply::SendThenStall(cut_short(&reply, 50_000))
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("image");
+    let client = client_with(|c| {
+        c.timeout = Duration::from_secs(1);
+        c.retries = 0;
+    });
+    let started = Instant::now();
+    let (result, _) = download(&client, &server.url("/img"), &dest, body.len() as u64);
+    assert_eq!(result.unwrap_err().kind(), ErrorKind::Io);
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(std::fs::read(&dest).unwrap(), body[..50_000]);
+}
+
+#[test]
+fn more_than_the_expected_size_is_refused() {
+    let body = data(100_000);
+    let expected = 60_000u64;
+    let dir = tempfile::tempdir().unwrap();
+
+    // Announced up front.
+    let reply = body.clone();
+    let server = serve(3, move |_, _| Reply::Send(ok(&reply)));
+    let url = server.url("/img");
+    let dest = dir.path().join("announced");
+    let (result, _) = download(&client(), &url, &dest, expected);
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Verification);
+    assert_eq!(
+        err.message(),
+        format!("{url} sent more than the declared {expected} bytes")
+    );
+    assert_eq!(server.requests().len(), 1, "not retried");
+
+    // Discovered while streaming: chunked, and close-delimited.
+    for (name, reply) in [
+        ("chunked", chunked(&body)),
+        ("closed", close_delimited(&body)),
+    ] {
+        let server = serve(3, move |_, _| Reply::Send(reply.clone()));
+        let dest = dir.path().join(name);
+        let (result, _) = download(&client(), &server.url("/img"), &dest, expected);
+        let err = result.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Verification, "{name}: {err}");
+        assert!(
+            err.message().contains("sent more than the declared"),
+            "{err}"
+        );
+        assert!(std::fs::metadata(&dest).unwrap().len() <= expected);
+        assert_eq!(server.requests().len(), 1, "not retried");
+    }
+}
+
+#[test]
+fn sink_errors_stop_the_download() {
+    let body = data(100_000);
+    let reply = body.clone();
+    let server = serve(3, move |_, req| Reply::Send(ranged(&reply, req)));
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("image");
+    let err = client()
+        .download(&server.url("/img"), &dest, body.len() as u64, &mut |_| {
+            Err(vmic::Error::input("disk quota"))
+        })
+        .unwrap_err();
+    assert_eq!(err.message(), "disk quota");
+    assert_eq!(server.requests().len(), 1);
+}
+
+// ---------------------------------------------------------------- file://
+
+fn file_url(path: &Path) -> String {
+    format!("file://{}", path.display()).replace(' ', "%20")
+}
+
+#[test]
+fn file_urls_are_read_with_the_same_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cata log.json");
+    std::fs::write(&path, b"{\"hello\": 1}").unwrap();
+    let url = file_url(&path);
+    assert!(url.contains("%20"));
+    let client = client();
+    assert_eq!(client.get_capped(&url, 12).unwrap(), b"{\"hello\": 1}");
+    let err = client.get_capped(&url, 11).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Verification);
+    assert_eq!(
+        err.message(),
+        format!("{url} is larger than the 11-byte limit")
+    );
+
+    let missing = file_url(&dir.path().join("nope"));
+    let err = client.get_capped(&missing, 100).unwrap_err();
+    assert!(err.message().contains(&missing), "{err}");
+}
+
+#[test]
+fn file_urls_download_and_resume() {
+    let body = data((1 << 20) + 777);
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source.img");
+    std::fs::write(&source, &body).unwrap();
+    let url = file_url(&source);
+    let client = client();
+
+    let dest = dir.path().join("full.img");
+    let (result, seen) = download(&client, &url, &dest, body.len() as u64);
+    result.unwrap();
+    assert_eq!(seen.digest(), sha(&body));
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+
+    let dest = dir.path().join("resumed.img");
+    std::fs::write(&dest, &body[..1000]).unwrap();
+    let (result, seen) = download(&client, &url, &dest, body.len() as u64);
+    result.unwrap();
+    assert_eq!(seen.restarts, 0);
+    assert_eq!(seen.digest(), sha(&body));
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+
+    let dest = dir.path().join("short.img");
+    let (result, _) = download(&client, &url, &dest, body.len() as u64 - 1);
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Verification);
+    assert!(
+        err.message().contains("sent more than the declared"),
+        "{err}"
+    );
+
+    let dest = dir.path().join("long.img");
+    let (result, _) = download(&client, &url, &dest, body.len() as u64 + 1);
+    assert_eq!(result.unwrap_err().kind(), ErrorKind::Io);
+}
+
+// ---------------------------------------------------------------- setup
+
+#[test]
+fn bad_ca_files_are_input_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, b"not a certificate").unwrap();
+    for path in [missing, garbage] {
+        let config = HttpConfig {
+            ca_file: Some(path.clone()),
+            ..HttpConfig::default()
+        };
+        let err = HttpClient::new(&config).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Input);
+        assert!(err.message().contains(&path.display().to_string()), "{err}");
+    }
+}
+
+#[test]
+fn defaults_and_unsupported_schemes() {
+    let config = HttpConfig::default();
+    assert_eq!(config.timeout, Duration::from_secs(30));
+    assert_eq!(config.connect_timeout, Duration::from_secs(10));
+    assert_eq!(config.retries, 3);
+    assert!(config.user_agent.starts_with("vmic/"));
+    let err = client().get_capped("ftp://example.org/x", 10).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Input);
+}
+
+#[test]
+fn a_ca_file_is_trusted_and_tls_garbage_is_not_retried() {
+    use base64::Engine;
+    let der = webpki_root_certs::TLS_SERVER_ROOT_CERTS[0].as_ref();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap());
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, pem).unwrap();
+    let client = client_with(|c| c.ca_file = Some(ca));
+
+    // A plain-HTTP server answering a TLS hello: the handshake sees garbage,
+    // which no retry can fix.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}/x", listener.local_addr().unwrap());
+    listener.set_nonblocking(true).unwrap();
+    let accepted = thread::spawn(move || {
+        // Watch long enough after the first connection for a wrongful
+        // retry (0.5 s backoff) to show up.
+        let mut stop = Instant::now() + Duration::from_secs(10);
+        let mut count = 0;
+        while Instant::now() < stop {
+            let Ok((mut stream, _)) = listener.accept() else {
+                thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            if count == 0 {
+                stop = Instant::now() + Duration::from_millis(1500);
+            }
+            count += 1;
+            let _ = stream.set_nonblocking(false);
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = stream.write_all(&ok(b"plain"));
+            let mut sink = [0u8; 1024];
+            while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+        }
+        count
+    });
+    let started = Instant::now();
+    let err = client.get_capped(&url, 100).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    assert!(err.message().contains(&url), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2), "{err}");
+    assert_eq!(accepted.join().unwrap(), 1, "retried: {err}");
+}
