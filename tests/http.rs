@@ -1,0 +1,367 @@
+//! Sync over real HTTP: nginx on loopback serving real `vmic build` output,
+//! and a fault-injecting server for what nginx cannot produce.
+
+mod common;
+
+#[path = "common/http.rs"]
+mod fault;
+#[path = "common/nginx.rs"]
+mod nginx;
+
+use std::path::PathBuf;
+use std::process::Output;
+
+use common::*;
+use fault::{Fault, FaultServer};
+
+struct Site {
+    tmp: tempfile::TempDir,
+}
+
+impl Site {
+    fn new(images: &[(&str, usize)]) -> Site {
+        let s = Site {
+            tmp: image_tree(images),
+        };
+        expect_ok(&s.run(&["site", "init"]));
+        s
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let mut all = vec![
+            "--site".to_string(),
+            self.path("site").display().to_string(),
+        ];
+        all.extend(args.iter().map(|s| s.to_string()));
+        vmic(all)
+    }
+
+    fn publish(&self) {
+        expect_ok(&build(self.tmp.path(), &[]));
+    }
+
+    fn trust(&self, url: &str) {
+        let key = demo_pub();
+        expect_ok(&self.run(&[
+            "trust",
+            "add",
+            "demo",
+            "--pubkey",
+            path_str(&key),
+            "--url",
+            url,
+        ]));
+    }
+
+    fn config(&self, from: &str, to: &str) {
+        let p = self.path("site/site.toml");
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains(from));
+        std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
+    }
+
+    fn states(&self) -> Vec<(String, String)> {
+        let o = self.run(&["images", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let mut out: Vec<(String, String)> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    format!(
+                        "{}@{}",
+                        i["id"].as_str().unwrap(),
+                        i["version"].as_str().unwrap()
+                    ),
+                    i["state"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn store_count(&self) -> usize {
+        std::fs::read_dir(self.path("site/store/demo"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+#[test]
+fn operator_flow_against_nginx() {
+    let s = Site::new(&[("a.img", 3 << 20), ("b.img", 100_000)]);
+    std::fs::write(s.path("images/a.img.toml"), "id = \"a\"\nversion = \"1\"\n").unwrap();
+    s.publish();
+    let server = nginx::Nginx::serve(&s.path("out"));
+    s.trust(&server.url());
+    // First sync imports everything.
+    expect_ok(&s.run(&["sync"]));
+    assert_eq!(s.store_count(), 2);
+    assert!(s.states().iter().all(|(_, st)| st == "imported"));
+    // A new version of a, and b revoked.
+    std::fs::write(s.path("images/a.img"), pattern(2 << 20, 42)).unwrap();
+    std::fs::write(s.path("images/a.img.toml"), "id = \"a\"\nversion = \"2\"\n").unwrap();
+    std::fs::remove_file(s.path("images/b.img")).unwrap();
+    std::fs::write(
+        s.path("images/catalog.toml"),
+        "[[revoke]]\nid = \"b\"\nreason = \"broken\"\n",
+    )
+    .unwrap();
+    s.publish();
+    let old_cat = std::fs::read(s.path("out/catalog.json")).unwrap();
+    let old_sig = std::fs::read(s.path("out/catalog.json.minisig")).unwrap();
+    expect_ok(&s.run(&["sync"]));
+    let states = s.states();
+    assert!(
+        states.contains(&("a@1".into(), "revoked".into())),
+        "{states:?}"
+    );
+    assert!(
+        states.contains(&("a@2".into(), "imported".into())),
+        "{states:?}"
+    );
+    assert!(
+        states
+            .iter()
+            .any(|(l, st)| l.starts_with("b@") && st == "revoked"),
+        "{states:?}"
+    );
+    assert_eq!(s.store_count(), 1);
+    // Tampered image on the server: quarantined, exit 1, nothing in store.
+    std::fs::write(s.path("images/c.img"), pattern(50_000, 7)).unwrap();
+    s.publish();
+    let served = s.path("out/images/c.img");
+    let good = std::fs::read(&served).unwrap();
+    let mut bad = good.clone();
+    bad[49_999] ^= 1;
+    std::fs::remove_file(&served).unwrap();
+    std::fs::write(&served, &bad).unwrap();
+    expect_fail(&s.run(&["sync"]), 1, &["QUARANTINED", "c@"]);
+    assert_eq!(s.store_count(), 1);
+    std::fs::write(&served, &good).unwrap();
+    expect_ok(&s.run(&["sync"]));
+    assert_eq!(s.store_count(), 2);
+    // A replayed older catalog + signature is refused; state unchanged.
+    let before = s.states();
+    std::fs::write(s.path("out/catalog.json"), &old_cat).unwrap();
+    std::fs::write(s.path("out/catalog.json.minisig"), &old_sig).unwrap();
+    expect_fail(&s.run(&["sync"]), 1, &["rollback"]);
+    assert_eq!(s.states(), before);
+    // Removing trust withdraws everything.
+    expect_ok(&s.run(&["trust", "remove", "demo"]));
+    assert_eq!(s.store_count(), 0);
+}
+
+#[test]
+fn nginx_serves_hostile_and_oversized_catalogs_that_are_refused() {
+    let s = Site::new(&[("a.img", 5000)]);
+    s.publish();
+    let server = nginx::Nginx::serve(&s.path("out"));
+    s.trust(&server.url());
+    let good = std::fs::read(s.path("out/catalog.json")).unwrap();
+    let mut v = read_json(&s.path("out/catalog.json"));
+    v["images"][0]["path"] = "../../../etc/passwd".into();
+    write_signed(&s.path("out"), &serde_json::to_vec_pretty(&v).unwrap(), "x");
+    expect_fail(&s.run(&["sync"]), 1, &["unsafe path"]);
+    write_signed(&s.path("out"), &good, "x");
+    s.config("max_catalog_size = 268435456", "max_catalog_size = 100");
+    expect_fail(&s.run(&["sync"]), 1, &["larger than the 100-byte limit"]);
+    assert!(s.states().is_empty());
+}
+
+fn fault_site() -> (Site, FaultServer) {
+    let s = Site::new(&[("big.img", 4 << 20)]);
+    s.publish();
+    let server = FaultServer::start(s.path("out"));
+    s.trust(&server.url());
+    s.config(
+        "timeout = \"30s\"\nconnect_timeout",
+        "timeout = \"1s\"\nconnect_timeout",
+    );
+    s.config("retries = 3", "retries = 1");
+    (s, server)
+}
+
+#[test]
+fn http_500_is_retryable_and_next_sync_completes() {
+    let (s, server) = fault_site();
+    server.set(Fault::Error500("big.img".into()));
+    expect_fail(&s.run(&["sync"]), 3, &["500"]);
+    assert_eq!(s.store_count(), 0);
+    server.set(Fault::None);
+    expect_ok(&s.run(&["sync"]));
+    assert_eq!(
+        s.states(),
+        vec![(s.states()[0].0.clone(), "imported".into())]
+    );
+}
+
+#[test]
+fn catalog_500_is_retryable() {
+    let (s, server) = fault_site();
+    server.set(Fault::Error500("catalog.json".into()));
+    expect_fail(&s.run(&["sync"]), 3, &["500"]);
+    server.set(Fault::None);
+    expect_ok(&s.run(&["sync"]));
+}
+
+#[test]
+fn stalled_response_times_out_and_next_sync_completes() {
+    let (s, server) = fault_site();
+    server.set(Fault::Stall("big.img".into()));
+    let started = std::time::Instant::now();
+    expect_fail(&s.run(&["sync"]), 3, &["big@"]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    server.set(Fault::None);
+    expect_ok(&s.run(&["sync"]));
+    assert_eq!(s.store_count(), 1);
+}
+
+#[test]
+fn body_cut_short_is_resumed_with_range() {
+    let (s, server) = fault_site();
+    server.set(Fault::CutShort("big.img".into(), 1 << 20));
+    expect_fail(&s.run(&["sync"]), 3, &["big@"]);
+    assert_eq!(s.store_count(), 0);
+    let part = std::fs::read_dir(s.path("site/tmp/demo"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(
+        std::fs::metadata(&part).unwrap().len() >= 1 << 20,
+        "partial download was not kept"
+    );
+    server.set(Fault::None);
+    expect_ok(&s.run(&["sync"]));
+    assert_eq!(s.store_count(), 1);
+    let ranges = server.ranges_seen.lock().unwrap().clone();
+    assert!(
+        ranges
+            .iter()
+            .any(|r| r.contains("big.img") && r.ends_with('-') && !r.ends_with(" 0-")),
+        "no resume request: {ranges:?}"
+    );
+    let stored = std::fs::read_dir(s.path("site/store/demo"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_eq!(
+        std::fs::read(stored).unwrap(),
+        std::fs::read(s.path("images/big.img")).unwrap()
+    );
+}
+
+#[test]
+fn kill_during_download_then_rerun_is_consistent() {
+    let (s, server) = fault_site();
+    server.set(Fault::Trickle("big.img".into(), 64 << 10));
+    let mut child = std::process::Command::new(VMIC)
+        .args(["--site", path_str(&s.path("site")), "sync"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until part of the image has arrived, then kill -9.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let partial = std::fs::read_dir(s.path("site/tmp/demo"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .and_then(|e| e.metadata().ok())
+            .map_or(0, |m| m.len());
+        if partial > 256 << 10 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "download never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(s.store_count(), 0, "a partial image reached the store");
+    server.set(Fault::None);
+    expect_ok(&s.run(&["sync"]));
+    assert_eq!(s.store_count(), 1);
+    let stored = std::fs::read_dir(s.path("site/store/demo"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_eq!(
+        std::fs::read(stored).unwrap(),
+        std::fs::read(s.path("images/big.img")).unwrap()
+    );
+    expect_ok(&s.run(&["reverify"]));
+}
+
+#[test]
+fn kill_at_any_moment_of_a_local_sync_leaves_a_consistent_site() {
+    // Kill a directory sync at increasing delays: whatever moment it dies,
+    // the rerun must finish and the store must hold exactly verified images.
+    let s = Site::new(&[("a.img", 6 << 20), ("b.img", 6 << 20), ("c.img", 1 << 20)]);
+    s.publish();
+    s.trust(path_str(&s.path("out")));
+    for delay_ms in [0u64, 5, 15, 30, 60] {
+        let mut child = std::process::Command::new(VMIC)
+            .args(["--site", path_str(&s.path("site")), "sync"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        child.wait().unwrap();
+        expect_ok(&s.run(&["sync"]));
+        expect_ok(&s.run(&["reverify"]));
+        assert_eq!(s.store_count(), 3, "after a kill at {delay_ms} ms");
+        // Start over for the next round.
+        expect_ok(&s.run(&["trust", "remove", "demo"]));
+        assert_eq!(s.store_count(), 0);
+        let key = demo_pub();
+        expect_ok(&s.run(&[
+            "trust",
+            "add",
+            "demo",
+            "--pubkey",
+            path_str(&key),
+            "--url",
+            path_str(&s.path("out")),
+        ]));
+    }
+}
+
+#[test]
+fn two_syncs_at_once_the_second_is_refused() {
+    let (s, server) = fault_site();
+    server.set(Fault::Trickle("big.img".into(), 256 << 10));
+    let mut first = std::process::Command::new(VMIC)
+        .args(["--site", path_str(&s.path("site")), "sync"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the first to hold the lock (its download has begun).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !s.path("site/tmp/demo").exists() {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let second = s.run(&["sync"]);
+    expect_fail(&second, 3, &["another vmic", "held by process"]);
+    assert!(first.wait().unwrap().success());
+    assert_eq!(s.store_count(), 1);
+}
