@@ -139,9 +139,16 @@ fn build_into(
         .map_err(|e| Error::input(format!("expiry out of range: {e}")))?;
     let base_url = opts.base_url.clone().or(settings.catalog.base_url.clone());
 
+    let formats = candidates
+        .iter()
+        .map(|c| match cache.format(c.rel.as_str(), &c.stamp) {
+            Some(f) => Ok(f),
+            None => format::detect(&c.abs),
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut images = Vec::with_capacity(candidates.len());
-    for (c, d) in candidates.iter().zip(&digests.digests) {
-        images.push(describe(c, d, base_url.as_deref())?);
+    for ((c, d), f) in candidates.iter().zip(&digests.digests).zip(&formats) {
+        images.push(describe(c, d, *f, base_url.as_deref())?);
     }
     images.sort_by(|a, b| (&a.id, &a.version).cmp(&(&b.id, &b.version)));
     let catalog = Catalog {
@@ -179,7 +186,7 @@ fn build_into(
 
     // Linking changes the source's ctime; record the post-link stamp when
     // nothing else (size, mtime, inode) moved, so the next build can reuse it.
-    for (c, d) in candidates.iter().zip(&digests.digests) {
+    for ((c, d), f) in candidates.iter().zip(&digests.digests).zip(formats) {
         let stamp = std::fs::metadata(&c.abs)
             .map(|m| FileStamp::of(&m))
             .unwrap_or(c.stamp);
@@ -187,7 +194,7 @@ fn build_into(
             && stamp.mtime_ns == d.stamp.mtime_ns
             && stamp.inode == d.stamp.inode;
         if same_content {
-            cache.insert(c.rel.as_str(), d, stamp);
+            cache.insert(c.rel.as_str(), d, stamp, f);
         }
     }
     if let Err(e) = cache.save(&out_dir) {
@@ -329,8 +336,6 @@ fn discover(dir: &Path) -> Result<Vec<Candidate>> {
         } else {
             Sidecar::default()
         };
-        // Readability is checked now so the error names the file, not a worker.
-        std::fs::File::open(&abs).map_err(|e| Error::io("open image", &abs, e))?;
         candidates.push(Candidate {
             rel,
             abs,
@@ -410,7 +415,12 @@ fn hash_candidates(
     })
 }
 
-fn describe(c: &Candidate, d: &FileDigest, base_url: Option<&str>) -> Result<Image> {
+fn describe(
+    c: &Candidate,
+    d: &FileDigest,
+    format: format::ImageFormat,
+    base_url: Option<&str>,
+) -> Result<Image> {
     let s = &c.sidecar;
     let path = c.rel.prefixed(IMAGES_SUBDIR)?;
     let id = match &s.id {
@@ -421,7 +431,6 @@ fn describe(c: &Candidate, d: &FileDigest, base_url: Option<&str>) -> Result<Ima
         .version
         .clone()
         .unwrap_or_else(|| d.sha256.to_hex()[..12].to_string());
-    let format = format::detect(&c.abs)?;
     let urls = base_url
         .map(|b| vec![format!("{}/{}", b.trim_end_matches('/'), path)])
         .unwrap_or_default();

@@ -31,6 +31,9 @@ struct CacheEntry {
     sha256: Sha256Digest,
     chunk_size: u64,
     chunks: Vec<Sha256Digest>,
+    /// Detected image format, so an unchanged file is not even opened.
+    #[serde(default)]
+    format: Option<crate::format::ImageFormat>,
 }
 
 impl DigestCache {
@@ -98,7 +101,21 @@ impl DigestCache {
         })
     }
 
-    pub fn insert(&mut self, rel: &str, digest: &FileDigest, stamp: FileStamp) {
+    /// The format detected when the file looked exactly like this.
+    pub fn format(&self, rel: &str, stamp: &FileStamp) -> Option<crate::format::ImageFormat> {
+        self.entries
+            .get(rel)
+            .filter(|e| e.stamp == *stamp)
+            .and_then(|e| e.format)
+    }
+
+    pub fn insert(
+        &mut self,
+        rel: &str,
+        digest: &FileDigest,
+        stamp: FileStamp,
+        format: crate::format::ImageFormat,
+    ) {
         self.entries.insert(
             rel.to_string(),
             CacheEntry {
@@ -106,6 +123,7 @@ impl DigestCache {
                 sha256: digest.sha256,
                 chunk_size: digest.chunk_size,
                 chunks: digest.chunks.clone(),
+                format: Some(format),
             },
         );
     }
