@@ -93,6 +93,9 @@ pub fn sync(site: &mut Site, opts: &SyncOptions, engine: &Engine) -> Result<Sync
         if !opts.dry_run {
             let tx = site.state.transaction()?;
             tx.record_sync(&endorser.name, report.error.as_deref())?;
+            if let Some(error) = &report.error {
+                tx.audit("sync-failed", Some(&endorser.name), None, error)?;
+            }
             tx.commit()?;
         }
         reports.push(report);
@@ -306,18 +309,24 @@ fn plan(site: &Site, endorser: &EndorserRow, catalog: &Catalog) -> Result<Vec<De
                 row: None,
                 new_row: None,
             }),
-            (Some(st::PENDING), Some(r)) if site.config.denial(image).is_none() => {
-                let _ = r;
-                out.push(Decision {
-                    item: item("pending", "waiting for `vmic approve`".into()),
-                    row: None,
-                    new_row: None,
-                })
-            }
+            (Some(st::PENDING), _) if site.config.denial(image).is_none() => out.push(Decision {
+                item: item("pending", "waiting for `vmic approve`".into()),
+                row: None,
+                new_row: None,
+            }),
             _ => {
                 // New, changed bytes under the same version, re-listed after a
                 // revocation/expiry, or a policy decision to re-evaluate.
                 let (state, reason, action) = decide(site, endorser, image);
+                if keep_state == Some(state) && row.is_some_and(|r| r.reason == reason) {
+                    // Same bytes, same decision as last time: nothing to record again.
+                    out.push(Decision {
+                        item: item("keep", reason),
+                        row: None,
+                        new_row: None,
+                    });
+                    continue;
+                }
                 let mut d = Decision {
                     item: item(action, reason.clone()),
                     row: None,

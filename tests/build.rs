@@ -433,3 +433,25 @@ fn image_changing_while_hashed_fails_with_retryable_error() {
     expect_fail(&o, 3, &["growing.raw", "changed"]);
     assert!(!tmp.path().join("out").exists());
 }
+
+#[test]
+fn digest_cache_from_another_images_dir_is_ignored() {
+    let one = image_tree(&[("a.raw", 4096)]);
+    let two = image_tree(&[("a.raw", 4096)]);
+    expect_ok(&build(one.path(), &[]));
+    expect_ok(&build(two.path(), &[]));
+    std::fs::copy(
+        one.path().join("out/.vmic-cache.json"),
+        two.path().join("out/.vmic-cache.json"),
+    )
+    .unwrap();
+    let o = build(two.path(), &["--json"]);
+    expect_ok(&o);
+    assert!(
+        stderr(&o).contains("another images directory"),
+        "{}",
+        stderr(&o)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["hashed"], 1);
+}

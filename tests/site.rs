@@ -464,6 +464,15 @@ fn deny_rules_reject_by_metadata() {
     let big = w.images().into_iter().find(|i| i["id"] == "big").unwrap();
     assert_eq!(big["state"], "rejected");
     assert!(w.store_files().is_empty());
+    assert_eq!(w.hook_log().matches("VMIC_EVENT=reject").count(), 2);
+    // The same decision on the next sync is not recorded or announced again.
+    expect_ok(&w.sync());
+    assert_eq!(w.hook_log().matches("VMIC_EVENT=reject").count(), 2);
+    // Lifting the size rule lets the big image in.
+    w.set_config("[[policy.deny]]\nmax_size = 8000", "");
+    expect_ok(&w.sync());
+    let big = w.images().into_iter().find(|i| i["id"] == "big").unwrap();
+    assert_eq!(big["state"], "imported");
 }
 
 #[test]
@@ -594,4 +603,59 @@ fn site_commands_need_an_initialised_site() {
         "gopher://x",
     ]);
     expect_fail(&o, 2, &["only http://"]);
+}
+
+#[test]
+fn one_broken_endorser_does_not_stop_the_others() {
+    let w = World::new(&[("a.img", 5000)]);
+    w.publish();
+    w.trust(&[]);
+    // A second endorser whose source does not exist.
+    let key = demo_pub();
+    let missing = w.path("nowhere");
+    std::fs::create_dir_all(&missing).unwrap();
+    expect_ok(&w.site(&[
+        "trust",
+        "add",
+        "broken",
+        "--pubkey",
+        path_str(&key),
+        "--url",
+        path_str(&missing),
+    ]));
+    std::fs::remove_dir(&missing).unwrap();
+    let o = w.site(&["sync", "--json"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let by_name = |n: &str| {
+        report["endorsers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_name("demo")["ok"], true);
+    assert_eq!(by_name("broken")["ok"], false);
+    assert!(
+        by_name("broken")["error"]
+            .as_str()
+            .unwrap()
+            .contains("nowhere")
+    );
+    assert_eq!(w.state_of("a")[0].1, "imported");
+    let log: serde_json::Value =
+        serde_json::from_slice(&w.site(&["log", "--json"]).stdout).unwrap();
+    assert!(
+        log.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "sync-failed" && e["endorser"] == "broken")
+    );
+    // A verification failure elsewhere outranks it.
+    let mut v = read_json(&w.path("out/catalog.json"));
+    v["serial"] = 9.into();
+    std::fs::write(w.path("out/catalog.json"), serde_json::to_vec(&v).unwrap()).unwrap();
+    assert_eq!(w.sync().status.code(), Some(1));
 }
