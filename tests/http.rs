@@ -175,6 +175,16 @@ fn nginx_serves_hostile_and_oversized_catalogs_that_are_refused() {
     assert!(s.states().is_empty());
 }
 
+/// `vmic sync` running in the background, to be killed or raced.
+fn spawn_sync(s: &Site) -> std::process::Child {
+    std::process::Command::new(VMIC)
+        .args(["--site", path_str(&s.path("site")), "sync"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 fn fault_site() -> (Site, FaultServer) {
     let s = Site::new(&[("big.img", 4 << 20)]);
     s.publish();
@@ -265,12 +275,7 @@ fn body_cut_short_is_resumed_with_range() {
 fn kill_during_download_then_rerun_is_consistent() {
     let (s, server) = fault_site();
     server.set(Fault::Trickle("big.img".into(), 64 << 10));
-    let mut child = std::process::Command::new(VMIC)
-        .args(["--site", path_str(&s.path("site")), "sync"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_sync(&s);
     // Wait until part of the image has arrived, then kill -9.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
@@ -316,12 +321,7 @@ fn kill_at_any_moment_of_a_local_sync_leaves_a_consistent_site() {
     s.publish();
     s.trust(path_str(&s.path("out")));
     for delay_ms in [0u64, 5, 15, 30, 60] {
-        let mut child = std::process::Command::new(VMIC)
-            .args(["--site", path_str(&s.path("site")), "sync"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_sync(&s);
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let _ = child.kill();
         child.wait().unwrap();
@@ -348,12 +348,7 @@ fn kill_at_any_moment_of_a_local_sync_leaves_a_consistent_site() {
 fn two_syncs_at_once_the_second_is_refused() {
     let (s, server) = fault_site();
     server.set(Fault::Trickle("big.img".into(), 256 << 10));
-    let mut first = std::process::Command::new(VMIC)
-        .args(["--site", path_str(&s.path("site")), "sync"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = spawn_sync(&s);
     // Wait for the first to hold the lock (its download has begun).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !s.path("site/tmp/demo").exists() {
