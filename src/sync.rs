@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::catalog::{Catalog, Image};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fetch::{DownloadEvent, HttpClient, HttpConfig};
-use crate::hashing::{Engine, StreamCheck};
+use crate::hashing::{Engine, Progress, StreamCheck};
 use crate::hooks::{HookSummary, flush_outbox};
 use crate::minisign::PublicKey;
 use crate::site::Site;
@@ -65,7 +65,12 @@ pub struct PlanItem {
     pub reason: String,
 }
 
-pub fn sync(site: &mut Site, opts: &SyncOptions, engine: &Engine) -> Result<SyncReport> {
+pub fn sync(
+    site: &mut Site,
+    opts: &SyncOptions,
+    engine: &Engine,
+    progress: &dyn Progress,
+) -> Result<SyncReport> {
     let all = site.state.endorsers()?;
     for wanted in &opts.endorsers {
         if !all.iter().any(|e| &e.name == wanted) {
@@ -88,7 +93,7 @@ pub fn sync(site: &mut Site, opts: &SyncOptions, engine: &Engine) -> Result<Sync
             name: endorser.name.clone(),
             ..Default::default()
         };
-        let outcome = sync_endorser(site, endorser, opts, engine, &mut report);
+        let outcome = sync_endorser(site, endorser, opts, (engine, progress), &mut report);
         finish_report(&mut report, outcome);
         if !opts.dry_run {
             let tx = site.state.transaction()?;
@@ -182,7 +187,7 @@ fn sync_endorser(
     site: &mut Site,
     endorser: &EndorserRow,
     opts: &SyncOptions,
-    engine: &Engine,
+    (engine, progress): (&Engine, &dyn Progress),
     report: &mut EndorserReport,
 ) -> Result<()> {
     let key = PublicKey::parse(&endorser.pubkey)
@@ -228,7 +233,14 @@ fn sync_endorser(
         return Ok(());
     }
     apply_decisions(site, endorser, &key, &catalog, &sha256.to_hex(), &decisions)?;
-    fetch_approved(site, endorser, &catalog, source.as_ref(), engine, report)?;
+    fetch_approved(
+        site,
+        endorser,
+        &catalog,
+        source.as_ref(),
+        (engine, progress),
+        report,
+    )?;
     for d in decisions.iter().filter(|d| d.item.action == "withdraw") {
         if let Some(row) = &d.row {
             store::withdraw(site, row, st::REVOKED, &d.item.reason, "revoke", "sync")?;
@@ -464,7 +476,7 @@ fn fetch_approved(
     endorser: &EndorserRow,
     catalog: &Catalog,
     source: &dyn crate::source::Source,
-    engine: &Engine,
+    (engine, progress): (&Engine, &dyn Progress),
     report: &mut EndorserReport,
 ) -> Result<()> {
     let rows = site.state.images_of(&endorser.name)?;
@@ -479,7 +491,7 @@ fn fetch_approved(
         else {
             continue;
         };
-        match fetch_one(site, row, image, source, engine) {
+        match fetch_one(site, row, image, source, (engine, progress)) {
             Ok(FetchOutcome::Imported) => report.imported.push(row.label()),
             Ok(FetchOutcome::Quarantined(why)) => {
                 report.quarantined.push(format!("{}: {why}", row.label()))
@@ -518,8 +530,10 @@ fn fetch_one(
     row: &ImageRow,
     image: &Image,
     source: &dyn crate::source::Source,
-    engine: &Engine,
+    (engine, progress): (&Engine, &dyn Progress),
 ) -> Result<FetchOutcome> {
+    progress.working_on(&row.label());
+    progress.begin(image.size);
     let tmp_dir = site.tmp().join(&row.endorser);
     store::ensure_real_dir(&tmp_dir)?;
     let part = tmp_dir.join(format!("{}@{}.part", row.id, row.version));
@@ -529,8 +543,14 @@ fn fetch_one(
     let mut check = StreamCheck::new(engine, image.size, image.chunk_size, image.chunks.clone());
     let fetched = source.fetch_image(image, &part, &mut |event| {
         match event {
-            DownloadEvent::Restart => check.restart(),
-            DownloadEvent::Data { bytes, .. } => check.feed(bytes),
+            DownloadEvent::Restart => {
+                check.restart();
+                progress.begin(image.size);
+            }
+            DownloadEvent::Data { bytes, .. } => {
+                check.feed(bytes);
+                progress.advance(bytes.len() as u64);
+            }
         }
         Ok(())
     });

@@ -10,6 +10,7 @@ pub struct Bar {
 impl Progress for Bar {
     fn begin(&self, total_bytes: u64) {
         self.bar.set_length(total_bytes);
+        self.bar.set_position(0);
     }
 
     fn working_on(&self, name: &str) {

@@ -40,7 +40,9 @@ pub fn run(args: Args, site: &Option<PathBuf>, quiet: bool) -> Result<i32> {
         allow_expired: args.allow_expired,
         now: None,
     };
-    let report = sync(&mut site, &opts, &engine)?;
+    let progress = super::progress::for_terminal(out.show_progress(), "fetching");
+    let report = sync(&mut site, &opts, &engine, progress.as_ref())?;
+    drop(progress);
     if args.json {
         super::print_json(&report);
         return Ok(report.exit_code);
