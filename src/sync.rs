@@ -437,22 +437,30 @@ fn apply_decisions(
             )?;
         }
     }
+    let key_id = key.key_id.to_string();
+    // Only a catalog not seen before is news; cron reruns stay out of the log.
+    let seen = site
+        .state
+        .serial(&key_id)?
+        .is_some_and(|m| m.highest_serial == catalog.serial && m.catalog_sha256 == sha256);
     let tx = site.state.transaction()?;
-    tx.accept_serial(
-        &key.key_id.to_string(),
-        catalog.serial,
-        sha256,
-        &catalog.expires.to_string(),
-    )?;
-    tx.audit(
-        "catalog-accepted",
-        Some(&endorser.name),
-        None,
-        &format!(
-            "serial {} (sha256 {sha256}), expires {}",
-            catalog.serial, catalog.expires
-        ),
-    )?;
+    if !seen {
+        tx.accept_serial(
+            &key_id,
+            catalog.serial,
+            sha256,
+            &catalog.expires.to_string(),
+        )?;
+        tx.audit(
+            "catalog-accepted",
+            Some(&endorser.name),
+            None,
+            &format!(
+                "serial {} (sha256 {sha256}), expires {}",
+                catalog.serial, catalog.expires
+            ),
+        )?;
+    }
     for d in decisions {
         let Some(row) = &d.new_row else { continue };
         tx.put_image(row)?;

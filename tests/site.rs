@@ -186,8 +186,22 @@ fn first_sync_imports_and_fires_hooks_with_metadata() {
     assert!(line.contains(&format!("VMIC_IMAGE_SHA256={sha}")));
     // A second sync with nothing new changes nothing and fires nothing.
     let before = w.hook_log();
+    let audit_len = |w: &World| {
+        let o = w.site(&["log", "--json"]);
+        serde_json::from_slice::<serde_json::Value>(&o.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let entries_before = audit_len(&w);
     expect_ok(&w.sync());
     assert_eq!(w.hook_log(), before);
+    assert_eq!(
+        audit_len(&w),
+        entries_before,
+        "an idle sync wrote to the audit log"
+    );
     let log = w.site(&["log", "--json"]);
     let entries: serde_json::Value = serde_json::from_slice(&log.stdout).unwrap();
     let actions: Vec<&str> = entries
