@@ -167,8 +167,9 @@ pub fn remove_if_present(path: &Path) -> Result<()> {
 }
 
 /// Restore the store invariant after a crash: delete files no imported image
-/// owns (including anything planted), and forget store paths whose file
-/// vanished (the image goes back to `approved` and is fetched again).
+/// owns (including anything planted), drop partial downloads nobody waits
+/// for, and forget store paths whose file vanished (the image goes back to
+/// `approved` and is fetched again).
 pub fn reconcile(site: &mut Site) -> Result<Vec<String>> {
     let mut notes = Vec::new();
     let rows = site.state.images()?;
@@ -198,6 +199,30 @@ pub fn reconcile(site: &mut Site) -> Result<Vec<String>> {
             notes.push(format!(
                 "removed {rel} from the store: no imported image owns it"
             ));
+        }
+    }
+    // Partial downloads are kept only for images still waiting to be fetched.
+    let wanted: std::collections::BTreeSet<String> = rows
+        .iter()
+        .filter(|r| r.state == image_state::APPROVED || r.state == image_state::QUARANTINED)
+        .map(|r| format!("{}/{}@{}.part", r.endorser, r.id, r.version))
+        .collect();
+    let tmp = site.tmp();
+    for entry in walkdir::WalkDir::new(&tmp).min_depth(1).follow_links(false) {
+        let entry =
+            entry.map_err(|e| Error::io_failure(format!("cannot walk {}: {e}", tmp.display())))?;
+        if entry.file_type().is_dir() {
+            continue;
+        }
+        let rel = entry
+            .path()
+            .strip_prefix(&tmp)
+            .unwrap_or(entry.path())
+            .to_string_lossy()
+            .into_owned();
+        if !wanted.contains(&rel) {
+            remove_if_present(entry.path())?;
+            notes.push(format!("removed stale partial download tmp/{rel}"));
         }
     }
     for row in rows.iter().filter(|r| r.state == image_state::IMPORTED) {

@@ -578,10 +578,16 @@ fn crash_leftovers_are_reconciled() {
     std::fs::create_dir_all(w.path("site/tmp/demo")).unwrap();
     let part = std::fs::read(w.path("images/a.img")).unwrap();
     std::fs::write(w.path("site/tmp/demo/a@x.part"), &part[..1000]).unwrap();
-    expect_ok(&w.sync());
+    let o = w.sync();
+    expect_ok(&o);
+    assert!(stderr(&o).contains("planted.img"), "{}", stderr(&o));
     let files = w.store_files();
     assert_eq!(files.len(), 1, "{files:?}");
     assert!(files[0].starts_with("demo/a@"));
+    assert!(
+        !w.path("site/tmp/demo/a@x.part").exists(),
+        "stale partial download kept"
+    );
 }
 
 #[test]
