@@ -95,6 +95,11 @@ pub fn sync(
         };
         let outcome = sync_endorser(site, endorser, opts, (engine, progress), &mut report);
         finish_report(&mut report, outcome);
+        // Every endorser-level message names its endorser, once.
+        let prefix = format!("endorser {}", endorser.name);
+        if let Some(error) = report.error.as_mut().filter(|e| !e.starts_with(&prefix)) {
+            *error = format!("{prefix}: {error}");
+        }
         if !opts.dry_run {
             let tx = site.state.transaction()?;
             tx.record_sync(&endorser.name, report.error.as_deref())?;

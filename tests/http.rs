@@ -360,3 +360,152 @@ fn two_syncs_at_once_the_second_is_refused() {
     assert!(first.wait().unwrap().success());
     assert_eq!(s.store_count(), 1);
 }
+
+/// A private CA and a server certificate for 127.0.0.1, made with openssl.
+fn make_certs(dir: &std::path::Path, ca_name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    require_tool("openssl");
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let ca_key = format!("{ca_name}.key");
+    let ca_pem = format!("{ca_name}.pem");
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca_pem,
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN={ca_name}"),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "srv.key",
+        "-out",
+        "srv.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        &ca_pem,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (dir.join(ca_pem), dir.join("srv.pem"), dir.join("srv.key"))
+}
+
+#[test]
+fn https_with_a_per_source_ca_file() {
+    let s = Site::new(&[("a.img", 70_000)]);
+    s.publish();
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certs(certs.path(), "vmic-test-ca");
+    let server = nginx::Nginx::serve_tls(&s.path("out"), &cert, &key);
+    assert!(server.url().starts_with("https://"));
+    let pubkey = demo_pub();
+    // Without the CA the server is not trusted: nothing is imported.
+    expect_ok(&s.run(&[
+        "trust",
+        "add",
+        "demo",
+        "--pubkey",
+        path_str(&pubkey),
+        "--url",
+        &server.url(),
+    ]));
+    expect_fail(
+        &s.run(&["sync"]),
+        3,
+        &["endorser demo", "invalid peer certificate", "UnknownIssuer"],
+    );
+    assert!(s.states().is_empty());
+    // A different private CA does not help either.
+    let other = tempfile::tempdir().unwrap();
+    let (other_ca, _, _) = make_certs(other.path(), "someone-else");
+    expect_ok(&s.run(&["trust", "remove", "demo"]));
+    expect_ok(&s.run(&[
+        "trust",
+        "add",
+        "demo",
+        "--pubkey",
+        path_str(&pubkey),
+        "--url",
+        &server.url(),
+        "--ca-file",
+        path_str(&other_ca),
+    ]));
+    assert_ne!(s.run(&["sync"]).status.code(), Some(0));
+    // With the right CA file the sync imports.
+    expect_ok(&s.run(&["trust", "remove", "demo"]));
+    expect_ok(&s.run(&[
+        "trust",
+        "add",
+        "demo",
+        "--pubkey",
+        path_str(&pubkey),
+        "--url",
+        &server.url(),
+        "--ca-file",
+        path_str(&ca),
+    ]));
+    expect_ok(&s.run(&["sync"]));
+    assert_eq!(s.store_count(), 1);
+    // A missing CA file is refused when trusting, naming it.
+    expect_ok(&s.run(&["trust", "remove", "demo"]));
+    let o = s.run(&[
+        "trust",
+        "add",
+        "demo",
+        "--pubkey",
+        path_str(&pubkey),
+        "--url",
+        &server.url(),
+        "--ca-file",
+        "/nonexistent/ca.pem",
+    ]);
+    expect_fail(&o, 2, &["/nonexistent/ca.pem"]);
+}

@@ -86,7 +86,7 @@ pub fn run(args: Args, site: &Option<PathBuf>, quiet: bool) -> Result<i32> {
             );
         }
         match &e.error {
-            Some(err) => eprintln!("vmic: error: {}: {err}", e.name),
+            Some(err) => eprintln!("vmic: error: {err}"),
             None => out.say(format!("{}{serial}: ok", e.name)),
         }
     }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 pub struct Nginx {
     child: Child,
     pub port: u16,
+    scheme: &'static str,
     _dir: tempfile::TempDir,
 }
 
@@ -21,6 +22,15 @@ fn nginx_binary() -> PathBuf {
 
 impl Nginx {
     pub fn serve(root: &Path) -> Nginx {
+        Nginx::start(root, None)
+    }
+
+    /// HTTPS with the given certificate chain and key (PEM files).
+    pub fn serve_tls(root: &Path, cert: &Path, key: &Path) -> Nginx {
+        Nginx::start(root, Some((cert, key)))
+    }
+
+    fn start(root: &Path, tls: Option<(&Path, &Path)>) -> Nginx {
         let dir = tempfile::tempdir().unwrap();
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -31,8 +41,16 @@ impl Nginx {
             "daemon off;\nmaster_process off;\nworker_processes 1;\nuser root;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
              events {{ worker_connections 64; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  sendfile on;\n\
-               server {{ listen 127.0.0.1:{port}; root {root}; location / {{ }} }}\n}}\n",
-            root = root.display()
+               server {{ listen 127.0.0.1:{port}{ssl}; root {root}; location / {{ }} }}\n}}\n",
+            root = root.display(),
+            ssl = match tls {
+                Some((cert, key)) => format!(
+                    " ssl; ssl_certificate {}; ssl_certificate_key {}",
+                    cert.display(),
+                    key.display()
+                ),
+                None => String::new(),
+            }
         );
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).unwrap();
@@ -56,15 +74,17 @@ impl Nginx {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        let scheme = if tls.is_some() { "https" } else { "http" };
         Nginx {
             child,
             port,
+            scheme,
             _dir: dir,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/", self.port)
+        format!("{}://127.0.0.1:{}/", self.scheme, self.port)
     }
 }
 
