@@ -215,6 +215,9 @@ fn sync_endorser(
     };
     report.serial = Some(catalog.serial);
     report.expires = Some(catalog.expires);
+    // Rollback first: a replayed old (and expired) catalog must not be able
+    // to make the site withdraw images that a newer catalog still lists.
+    check_rollback(site, &key, &catalog, &sha256.to_hex(), &endorser.name)?;
     if catalog.is_expired_at(now) {
         if !opts.allow_expired {
             if !opts.dry_run {
@@ -230,8 +233,6 @@ fn sync_endorser(
             catalog.expires
         ));
     }
-    check_rollback(site, &key, &catalog, &sha256.to_hex(), &endorser.name)?;
-
     let decisions = plan(site, endorser, &catalog)?;
     report.plan = decisions.iter().map(|d| d.item.clone()).collect();
     if opts.dry_run {

@@ -333,6 +333,15 @@ fn replayed_older_catalog_is_refused_and_state_kept() {
             .collect::<Vec<_>>()
     );
     assert_eq!(w.store_files().len(), 1);
+    // An old catalog that has also expired is a rollback, not an expiry:
+    // it must not make the site withdraw what the newer catalog lists.
+    let mut v = read_json(&w.path("out/catalog.json"));
+    v["issued"] = "2020-01-01T00:00:00Z".into();
+    v["expires"] = "2020-02-01T00:00:00Z".into();
+    write_signed(&w.path("out"), &serde_json::to_vec_pretty(&v).unwrap(), "x");
+    expect_fail(&w.sync(), 1, &["rollback"]);
+    assert_eq!(w.images()[0]["state"], "imported");
+    assert_eq!(w.store_files().len(), 1);
 }
 
 #[test]
