@@ -23,7 +23,14 @@ use vmic::error::{Error, ErrorKind};
 /// Exit codes: 0 ok; 1 verification or trust failure; 2 usage, configuration
 /// or input error; 3 I/O or network failure worth retrying.
 #[derive(Parser)]
-#[command(name = "vmic", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "vmic",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_help = "Exit codes: 0 ok; 1 verification or trust failure; 2 usage, configuration or input error; 3 I/O or network failure worth retrying."
+)]
 struct Cli {
     /// Print nothing but errors (and --json output).
     #[arg(short, long, global = true)]
@@ -50,6 +57,7 @@ enum Command {
     Sync(sync::Args),
     /// List every image the site knows, with its state.
     Images {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -59,13 +67,16 @@ enum Command {
     Reject(approve::Args),
     /// Re-hash every imported image; tampering at rest is quarantined.
     Reverify {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Hashing workers (default: one per core).
         #[arg(long, short = 'j', value_name = "N")]
         jobs: Option<usize>,
     },
     /// Show the audit log.
     Log {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },

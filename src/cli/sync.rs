@@ -23,6 +23,7 @@ pub struct Args {
     /// Hashing workers (default: one per core).
     #[arg(long, short = 'j', value_name = "N")]
     jobs: Option<usize>,
+    /// Print the whole report as JSON.
     #[arg(long)]
     json: bool,
 }

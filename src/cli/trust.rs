@@ -29,6 +29,7 @@ pub enum Command {
     },
     /// List trusted endorsers.
     List {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
