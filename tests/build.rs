@@ -353,25 +353,11 @@ fn wrong_or_missing_key_is_refused() {
     let truncated = tmp.path().join("trunc.key");
     let text = std::fs::read_to_string(demo_key()).unwrap();
     std::fs::write(&truncated, &text[..text.len() - 40]).unwrap();
-    let o = vmic([
-        "build",
-        path_str(&tmp.path().join("images")),
-        "--key",
-        path_str(&truncated),
-        "--out",
-        path_str(&tmp.path().join("out")),
-    ]);
+    let o = build_with_key(tmp.path(), &truncated);
     expect_fail(&o, 2, &["trunc.key", "corrupt or truncated"]);
     let garbage = tmp.path().join("garbage.key");
     std::fs::write(&garbage, "untrusted comment: x\nnot base64 at all!\n").unwrap();
-    let o = vmic([
-        "build",
-        path_str(&tmp.path().join("images")),
-        "--key",
-        path_str(&garbage),
-        "--out",
-        path_str(&tmp.path().join("out")),
-    ]);
+    let o = build_with_key(tmp.path(), &garbage);
     expect_fail(&o, 2, &["garbage.key"]);
     // A key whose checksum no longer matches (one flipped byte in the secret).
     let mut bytes = base64_decode(text.lines().nth(1).unwrap());
@@ -382,16 +368,21 @@ fn wrong_or_missing_key_is_refused() {
         format!("untrusted comment: x\n{}\n", base64_encode(&bytes)),
     )
     .unwrap();
-    let o = vmic([
-        "build",
-        path_str(&tmp.path().join("images")),
-        "--key",
-        path_str(&flipped),
-        "--out",
-        path_str(&tmp.path().join("out")),
-    ]);
+    let o = build_with_key(tmp.path(), &flipped);
     expect_fail(&o, 2, &["flipped.key", "corrupt"]);
     assert!(!tmp.path().join("out").exists());
+}
+
+/// `vmic build DIR/images --key KEY --out DIR/out`.
+fn build_with_key(dir: &std::path::Path, key: &std::path::Path) -> std::process::Output {
+    vmic([
+        "build",
+        path_str(&dir.join("images")),
+        "--key",
+        path_str(key),
+        "--out",
+        path_str(&dir.join("out")),
+    ])
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {

@@ -45,8 +45,13 @@ impl Site {
     }
 
     fn trust(&self, url: &str) {
+        expect_ok(&self.trust_with(url, &[]));
+    }
+
+    /// `trust add demo` with the demo key, `url` and extra arguments.
+    fn trust_with(&self, url: &str, extra: &[&str]) -> Output {
         let key = demo_pub();
-        expect_ok(&self.run(&[
+        let mut args = vec![
             "trust",
             "add",
             "demo",
@@ -54,7 +59,9 @@ impl Site {
             path_str(&key),
             "--url",
             url,
-        ]));
+        ];
+        args.extend(extra);
+        self.run(&args)
     }
 
     fn config(&self, from: &str, to: &str) {
@@ -445,18 +452,10 @@ fn https_with_a_per_source_ca_file() {
     let certs = tempfile::tempdir().unwrap();
     let (ca, cert, key) = make_certs(certs.path(), "vmic-test-ca");
     let server = nginx::Nginx::serve_tls(&s.path("out"), &cert, &key);
-    assert!(server.url().starts_with("https://"));
-    let pubkey = demo_pub();
+    let url = server.url();
+    assert!(url.starts_with("https://"));
     // Without the CA the server is not trusted: nothing is imported.
-    expect_ok(&s.run(&[
-        "trust",
-        "add",
-        "demo",
-        "--pubkey",
-        path_str(&pubkey),
-        "--url",
-        &server.url(),
-    ]));
+    expect_ok(&s.trust_with(&url, &[]));
     expect_fail(
         &s.run(&["sync"]),
         3,
@@ -467,45 +466,15 @@ fn https_with_a_per_source_ca_file() {
     let other = tempfile::tempdir().unwrap();
     let (other_ca, _, _) = make_certs(other.path(), "someone-else");
     expect_ok(&s.run(&["trust", "remove", "demo"]));
-    expect_ok(&s.run(&[
-        "trust",
-        "add",
-        "demo",
-        "--pubkey",
-        path_str(&pubkey),
-        "--url",
-        &server.url(),
-        "--ca-file",
-        path_str(&other_ca),
-    ]));
+    expect_ok(&s.trust_with(&url, &["--ca-file", path_str(&other_ca)]));
     assert_ne!(s.run(&["sync"]).status.code(), Some(0));
     // With the right CA file the sync imports.
     expect_ok(&s.run(&["trust", "remove", "demo"]));
-    expect_ok(&s.run(&[
-        "trust",
-        "add",
-        "demo",
-        "--pubkey",
-        path_str(&pubkey),
-        "--url",
-        &server.url(),
-        "--ca-file",
-        path_str(&ca),
-    ]));
+    expect_ok(&s.trust_with(&url, &["--ca-file", path_str(&ca)]));
     expect_ok(&s.run(&["sync"]));
     assert_eq!(s.store_count(), 1);
     // A missing CA file is refused when trusting, naming it.
     expect_ok(&s.run(&["trust", "remove", "demo"]));
-    let o = s.run(&[
-        "trust",
-        "add",
-        "demo",
-        "--pubkey",
-        path_str(&pubkey),
-        "--url",
-        &server.url(),
-        "--ca-file",
-        "/nonexistent/ca.pem",
-    ]);
+    let o = s.trust_with(&url, &["--ca-file", "/nonexistent/ca.pem"]);
     expect_fail(&o, 2, &["/nonexistent/ca.pem"]);
 }
