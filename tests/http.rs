@@ -9,95 +9,16 @@ mod fault;
 mod nginx;
 
 use std::path::PathBuf;
-use std::process::Output;
 
+use common::harness::Harness;
 use common::*;
 use fault::{Fault, FaultServer};
 
-struct Site {
-    tmp: tempfile::TempDir,
-}
+type Site = Harness;
 
-impl Site {
-    fn new(images: &[(&str, usize)]) -> Site {
-        let s = Site {
-            tmp: image_tree(images),
-        };
-        expect_ok(&s.run(&["site", "init"]));
-        s
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.tmp.path().join(rel)
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let mut all = vec![
-            "--site".to_string(),
-            self.path("site").display().to_string(),
-        ];
-        all.extend(args.iter().map(|s| s.to_string()));
-        vmic(all)
-    }
-
-    fn publish(&self) {
-        expect_ok(&build(self.tmp.path(), &[]));
-    }
-
-    fn trust(&self, url: &str) {
-        expect_ok(&self.trust_with(url, &[]));
-    }
-
-    /// `trust add demo` with the demo key, `url` and extra arguments.
-    fn trust_with(&self, url: &str, extra: &[&str]) -> Output {
-        let key = demo_pub();
-        let mut args = vec![
-            "trust",
-            "add",
-            "demo",
-            "--pubkey",
-            path_str(&key),
-            "--url",
-            url,
-        ];
-        args.extend(extra);
-        self.run(&args)
-    }
-
-    fn config(&self, from: &str, to: &str) {
-        let p = self.path("site/site.toml");
-        let text = std::fs::read_to_string(&p).unwrap();
-        assert!(text.contains(from));
-        std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
-    }
-
-    fn states(&self) -> Vec<(String, String)> {
-        let o = self.run(&["images", "--json"]);
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        let mut out: Vec<(String, String)> = v
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| {
-                (
-                    format!(
-                        "{}@{}",
-                        i["id"].as_str().unwrap(),
-                        i["version"].as_str().unwrap()
-                    ),
-                    i["state"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect();
-        out.sort();
-        out
-    }
-
-    fn store_count(&self) -> usize {
-        std::fs::read_dir(self.path("site/store/demo"))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    }
+/// Number of images of the demo endorser in the store.
+fn store_count(s: &Site) -> usize {
+    s.store_files().len()
 }
 
 #[test]
@@ -106,10 +27,10 @@ fn operator_flow_against_nginx() {
     std::fs::write(s.path("images/a.img.toml"), "id = \"a\"\nversion = \"1\"\n").unwrap();
     s.publish();
     let server = nginx::Nginx::serve(&s.path("out"));
-    s.trust(&server.url());
+    expect_ok(&s.trust_with(&server.url(), &[]));
     // First sync imports everything.
     expect_ok(&s.run(&["sync"]));
-    assert_eq!(s.store_count(), 2);
+    assert_eq!(store_count(&s), 2);
     assert!(s.states().iter().all(|(_, st)| st == "imported"));
     // A new version of a, and b revoked.
     std::fs::write(s.path("images/a.img"), pattern(2 << 20, 42)).unwrap();
@@ -139,7 +60,7 @@ fn operator_flow_against_nginx() {
             .any(|(l, st)| l.starts_with("b@") && st == "revoked"),
         "{states:?}"
     );
-    assert_eq!(s.store_count(), 1);
+    assert_eq!(store_count(&s), 1);
     // Tampered image on the server: quarantined, exit 1, nothing in store.
     std::fs::write(s.path("images/c.img"), pattern(50_000, 7)).unwrap();
     s.publish();
@@ -150,10 +71,10 @@ fn operator_flow_against_nginx() {
     std::fs::remove_file(&served).unwrap();
     std::fs::write(&served, &bad).unwrap();
     expect_fail(&s.run(&["sync"]), 1, &["QUARANTINED", "c@"]);
-    assert_eq!(s.store_count(), 1);
+    assert_eq!(store_count(&s), 1);
     std::fs::write(&served, &good).unwrap();
     expect_ok(&s.run(&["sync"]));
-    assert_eq!(s.store_count(), 2);
+    assert_eq!(store_count(&s), 2);
     // A replayed older catalog + signature is refused; state unchanged.
     let before = s.states();
     std::fs::write(s.path("out/catalog.json"), &old_cat).unwrap();
@@ -162,7 +83,7 @@ fn operator_flow_against_nginx() {
     assert_eq!(s.states(), before);
     // Removing trust withdraws everything.
     expect_ok(&s.run(&["trust", "remove", "demo"]));
-    assert_eq!(s.store_count(), 0);
+    assert_eq!(store_count(&s), 0);
 }
 
 #[test]
@@ -170,14 +91,14 @@ fn nginx_serves_hostile_and_oversized_catalogs_that_are_refused() {
     let s = Site::new(&[("a.img", 5000)]);
     s.publish();
     let server = nginx::Nginx::serve(&s.path("out"));
-    s.trust(&server.url());
+    expect_ok(&s.trust_with(&server.url(), &[]));
     let good = std::fs::read(s.path("out/catalog.json")).unwrap();
     let mut v = read_json(&s.path("out/catalog.json"));
     v["images"][0]["path"] = "../../../etc/passwd".into();
     write_signed(&s.path("out"), &serde_json::to_vec_pretty(&v).unwrap(), "x");
     expect_fail(&s.run(&["sync"]), 1, &["unsafe path"]);
     write_signed(&s.path("out"), &good, "x");
-    s.config("max_catalog_size = 268435456", "max_catalog_size = 100");
+    s.set_config("max_catalog_size = 268435456", "max_catalog_size = 100");
     expect_fail(&s.run(&["sync"]), 1, &["larger than the 100-byte limit"]);
     assert!(s.states().is_empty());
 }
@@ -196,12 +117,12 @@ fn fault_site() -> (Site, FaultServer) {
     let s = Site::new(&[("big.img", 4 << 20)]);
     s.publish();
     let server = FaultServer::start(s.path("out"));
-    s.trust(&server.url());
-    s.config(
+    expect_ok(&s.trust_with(&server.url(), &[]));
+    s.set_config(
         "timeout = \"30s\"\nconnect_timeout",
         "timeout = \"1s\"\nconnect_timeout",
     );
-    s.config("retries = 3", "retries = 1");
+    s.set_config("retries = 3", "retries = 1");
     (s, server)
 }
 
@@ -210,7 +131,7 @@ fn http_500_is_retryable_and_next_sync_completes() {
     let (s, server) = fault_site();
     server.set(Fault::Error500("big.img".into()));
     expect_fail(&s.run(&["sync"]), 3, &["500"]);
-    assert_eq!(s.store_count(), 0);
+    assert_eq!(store_count(&s), 0);
     server.set(Fault::None);
     expect_ok(&s.run(&["sync"]));
     assert_eq!(
@@ -237,7 +158,7 @@ fn stalled_response_times_out_and_next_sync_completes() {
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
     server.set(Fault::None);
     expect_ok(&s.run(&["sync"]));
-    assert_eq!(s.store_count(), 1);
+    assert_eq!(store_count(&s), 1);
 }
 
 #[test]
@@ -245,7 +166,7 @@ fn body_cut_short_is_resumed_with_range() {
     let (s, server) = fault_site();
     server.set(Fault::CutShort("big.img".into(), 1 << 20));
     expect_fail(&s.run(&["sync"]), 3, &["big@"]);
-    assert_eq!(s.store_count(), 0);
+    assert_eq!(store_count(&s), 0);
     let part = std::fs::read_dir(s.path("site/tmp/demo"))
         .unwrap()
         .next()
@@ -258,7 +179,7 @@ fn body_cut_short_is_resumed_with_range() {
     );
     server.set(Fault::None);
     expect_ok(&s.run(&["sync"]));
-    assert_eq!(s.store_count(), 1);
+    assert_eq!(store_count(&s), 1);
     let ranges = server.ranges_seen.lock().unwrap().clone();
     assert!(
         ranges
@@ -303,10 +224,10 @@ fn kill_during_download_then_rerun_is_consistent() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(s.store_count(), 0, "a partial image reached the store");
+    assert_eq!(store_count(&s), 0, "a partial image reached the store");
     server.set(Fault::None);
     expect_ok(&s.run(&["sync"]));
-    assert_eq!(s.store_count(), 1);
+    assert_eq!(store_count(&s), 1);
     let stored = std::fs::read_dir(s.path("site/store/demo"))
         .unwrap()
         .next()
@@ -326,7 +247,7 @@ fn kill_at_any_moment_of_a_local_sync_leaves_a_consistent_site() {
     // the rerun must finish and the store must hold exactly verified images.
     let s = Site::new(&[("a.img", 6 << 20), ("b.img", 6 << 20), ("c.img", 1 << 20)]);
     s.publish();
-    s.trust(path_str(&s.path("out")));
+    expect_ok(&s.trust_with(path_str(&s.path("out")), &[]));
     for delay_ms in [0u64, 5, 15, 30, 60] {
         let mut child = spawn_sync(&s);
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
@@ -334,10 +255,10 @@ fn kill_at_any_moment_of_a_local_sync_leaves_a_consistent_site() {
         child.wait().unwrap();
         expect_ok(&s.run(&["sync"]));
         expect_ok(&s.run(&["reverify"]));
-        assert_eq!(s.store_count(), 3, "after a kill at {delay_ms} ms");
+        assert_eq!(store_count(&s), 3, "after a kill at {delay_ms} ms");
         // Start over for the next round.
         expect_ok(&s.run(&["trust", "remove", "demo"]));
-        assert_eq!(s.store_count(), 0);
+        assert_eq!(store_count(&s), 0);
         let key = demo_pub();
         expect_ok(&s.run(&[
             "trust",
@@ -365,7 +286,7 @@ fn two_syncs_at_once_the_second_is_refused() {
     let second = s.run(&["sync"]);
     expect_fail(&second, 3, &["another vmic", "held by process"]);
     assert!(first.wait().unwrap().success());
-    assert_eq!(s.store_count(), 1);
+    assert_eq!(store_count(&s), 1);
 }
 
 /// A private CA and a server certificate for 127.0.0.1, made with openssl.
@@ -472,7 +393,7 @@ fn https_with_a_per_source_ca_file() {
     expect_ok(&s.run(&["trust", "remove", "demo"]));
     expect_ok(&s.trust_with(&url, &["--ca-file", path_str(&ca)]));
     expect_ok(&s.run(&["sync"]));
-    assert_eq!(s.store_count(), 1);
+    assert_eq!(store_count(&s), 1);
     // A missing CA file is refused when trusting, naming it.
     expect_ok(&s.run(&["trust", "remove", "demo"]));
     let o = s.trust_with(&url, &["--ca-file", "/nonexistent/ca.pem"]);

@@ -3,21 +3,28 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use common::harness::Harness;
 use common::*;
 
-/// An endorser (images + publication) and a site with a recording hook.
+/// The shared harness plus a hook that records every event's environment.
 struct World {
-    tmp: tempfile::TempDir,
+    h: Harness,
+}
+
+impl std::ops::Deref for World {
+    type Target = Harness;
+    fn deref(&self) -> &Harness {
+        &self.h
+    }
 }
 
 impl World {
     fn new(images: &[(&str, usize)]) -> World {
-        let tmp = image_tree(images);
-        let w = World { tmp };
-        expect_ok(&w.site(&["site", "init"]));
+        let w = World {
+            h: Harness::new(images),
+        };
         let hook = w.path("hook.sh");
         std::fs::write(
             &hook,
@@ -36,60 +43,20 @@ impl World {
         w
     }
 
-    fn path(&self, rel: &str) -> PathBuf {
-        self.tmp.path().join(rel)
-    }
-
-    fn set_config(&self, from: &str, to: &str) {
-        let p = self.path("site/site.toml");
-        let text = std::fs::read_to_string(&p).unwrap();
-        assert!(text.contains(from), "site.toml lacks {from}");
-        std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
+    /// Trust the publication directory `out/`.
+    fn trust(&self, extra: &[&str]) {
+        expect_ok(&self.trust_with(path_str(&self.path("out")), extra));
     }
 
     fn site(&self, args: &[&str]) -> Output {
-        let mut all = vec![
-            "--site".to_string(),
-            self.path("site").display().to_string(),
-        ];
-        all.extend(args.iter().map(|s| s.to_string()));
-        vmic(all)
-    }
-
-    fn publish(&self) {
-        expect_ok(&build(self.tmp.path(), &[]));
-    }
-
-    fn trust(&self, extra: &[&str]) {
-        let out = self.path("out").display().to_string();
-        let key = demo_pub();
-        let mut args = vec![
-            "trust",
-            "add",
-            "demo",
-            "--pubkey",
-            path_str(&key),
-            "--url",
-            &out,
-        ];
-        args.extend(extra);
-        expect_ok(&self.site(&args));
+        self.run(args)
     }
 
     fn sync(&self) -> Output {
-        self.site(&["sync"])
+        self.run(&["sync"])
     }
 
-    fn images(&self) -> Vec<serde_json::Value> {
-        let o = self.site(&["images", "--json"]);
-        expect_ok(&o);
-        serde_json::from_slice::<serde_json::Value>(&o.stdout)
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .clone()
-    }
-
+    /// `(version, state)` of every version of `id`.
     fn state_of(&self, id: &str) -> Vec<(String, String)> {
         self.images()
             .iter()
@@ -103,16 +70,6 @@ impl World {
             .collect()
     }
 
-    fn store_files(&self) -> Vec<String> {
-        let store = self.path("site/store");
-        let mut files: Vec<String> = walkdir(&store)
-            .into_iter()
-            .map(|p| p.strip_prefix(&store).unwrap().display().to_string())
-            .collect();
-        files.sort();
-        files
-    }
-
     fn hook_log(&self) -> String {
         std::fs::read_to_string(self.path("hook.log")).unwrap_or_default()
     }
@@ -124,21 +81,6 @@ impl World {
     fn catalog_toml(&self, text: &str) {
         std::fs::write(self.path("images/catalog.toml"), text).unwrap();
     }
-}
-
-fn walkdir(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walkdir(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! trees, sign hand-made catalogs with the demo key.
 #![allow(dead_code)]
 
+pub mod harness;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
