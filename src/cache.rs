@@ -20,7 +20,9 @@ const CACHE_FORMAT: &str = "vmic.digest-cache/1";
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct DigestCache {
     format: String,
-    /// Canonical path of the images directory the entries belong to.
+    /// SHA-256 of the canonical path of the images directory the entries
+    /// belong to: identifies it without publishing the endorser's local path
+    /// (the cache sits in OUT_DIR, which gets uploaded).
     images_dir: String,
     entries: BTreeMap<String, CacheEntry>,
 }
@@ -36,11 +38,15 @@ struct CacheEntry {
     format: Option<crate::format::ImageFormat>,
 }
 
+fn dir_id(images_dir: &Path) -> String {
+    Sha256Digest::of(images_dir.as_os_str().as_encoded_bytes()).to_hex()
+}
+
 impl DigestCache {
     pub fn empty(images_dir: &Path) -> DigestCache {
         DigestCache {
             format: CACHE_FORMAT.into(),
-            images_dir: images_dir.display().to_string(),
+            images_dir: dir_id(images_dir),
             entries: BTreeMap::new(),
         }
     }
@@ -65,11 +71,7 @@ impl DigestCache {
             }
         };
         match serde_json::from_slice::<DigestCache>(&bytes) {
-            Ok(c)
-                if c.format == CACHE_FORMAT && c.images_dir == images_dir.display().to_string() =>
-            {
-                (c, None)
-            }
+            Ok(c) if c.format == CACHE_FORMAT && c.images_dir == dir_id(images_dir) => (c, None),
             Ok(_) => (
                 Self::empty(images_dir),
                 Some(format!(

@@ -162,6 +162,9 @@ fn unchanged_rebuild_rehashes_nothing_and_changed_file_is_rehashed() {
     expect_ok(&first);
     let report: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
     assert_eq!(report["hashed"], 3);
+    // The cache is published with OUT_DIR: it must not reveal local paths.
+    let cache = std::fs::read_to_string(tmp.path().join("out/.vmic-cache.json")).unwrap();
+    assert!(!cache.contains(path_str(tmp.path())), "{cache}");
     let again: serde_json::Value =
         serde_json::from_slice(&build(tmp.path(), &["--json"]).stdout).unwrap();
     assert_eq!(again["hashed"], 0, "{again}");
