@@ -275,7 +275,7 @@ fn kill_at_any_moment_of_a_local_sync_leaves_a_consistent_site() {
 #[test]
 fn two_syncs_at_once_the_second_is_refused() {
     let (s, server) = fault_site();
-    server.set(Fault::Trickle("big.img".into(), 256 << 10));
+    server.set(Fault::Trickle("big.img".into(), 32 << 10));
     let mut first = spawn_sync(&s);
     // Wait for the first to hold the lock (its download has begun).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
