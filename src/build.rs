@@ -17,7 +17,7 @@ use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::format;
 use crate::fsutil::{self, DirLock, atomic_write};
-use crate::hashing::{DEFAULT_CHUNK_SIZE, Engine, EngineStats, FileDigest, FileStamp, Progress};
+use crate::hashing::{Engine, EngineStats, FileDigest, FileStamp, Progress};
 use crate::meta::{self, CATALOG_TOML, CatalogToml, SIDECAR_SUFFIX, Sidecar};
 use crate::minisign::SecretKey;
 use crate::relpath::SafeRelPath;
@@ -43,12 +43,6 @@ pub struct BuildOptions<'a> {
     pub chunk_size: u64,
     /// Time to stamp as `issued`; `None` means now (tests pin it).
     pub now: Option<Timestamp>,
-}
-
-impl BuildOptions<'_> {
-    pub fn default_chunk_size() -> u64 {
-        DEFAULT_CHUNK_SIZE
-    }
 }
 
 /// What a build did, for the CLI to print.

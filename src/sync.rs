@@ -130,9 +130,8 @@ pub fn sync(
     })
 }
 
-/// Verification failures (1) outrank retryable ones (3), which outrank input
-/// errors (2) only in the sense that every nonzero code is kept: the highest
-/// priority code wins: 1 > 3 > 2 > 0.
+/// The exit code of several outcomes: a verification failure (1) outranks a
+/// retryable failure (3), which outranks an input error (2), which outranks 0.
 fn worst(codes: impl Iterator<Item = i32>) -> i32 {
     let rank = |c: i32| match c {
         1 => 3,

@@ -113,6 +113,16 @@ fn spawn_sync(s: &Site) -> std::process::Child {
         .unwrap()
 }
 
+/// The single file in the store is byte for byte the endorser's image.
+fn assert_store_holds_source(s: &Site, image: &str) {
+    let files = s.store_files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(
+        std::fs::read(s.path("site/store").join(&files[0])).unwrap(),
+        std::fs::read(s.path(&format!("images/{image}"))).unwrap()
+    );
+}
+
 fn fault_site() -> (Site, FaultServer) {
     let s = Site::new(&[("big.img", 4 << 20)]);
     s.publish();
@@ -187,16 +197,7 @@ fn body_cut_short_is_resumed_with_range() {
             .any(|r| r.contains("big.img") && r.ends_with('-') && !r.ends_with(" 0-")),
         "no resume request: {ranges:?}"
     );
-    let stored = std::fs::read_dir(s.path("site/store/demo"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    assert_eq!(
-        std::fs::read(stored).unwrap(),
-        std::fs::read(s.path("images/big.img")).unwrap()
-    );
+    assert_store_holds_source(&s, "big.img");
 }
 
 #[test]
@@ -228,16 +229,7 @@ fn kill_during_download_then_rerun_is_consistent() {
     server.set(Fault::None);
     expect_ok(&s.run(&["sync"]));
     assert_eq!(store_count(&s), 1);
-    let stored = std::fs::read_dir(s.path("site/store/demo"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    assert_eq!(
-        std::fs::read(stored).unwrap(),
-        std::fs::read(s.path("images/big.img")).unwrap()
-    );
+    assert_store_holds_source(&s, "big.img");
     expect_ok(&s.run(&["reverify"]));
 }
 
@@ -259,16 +251,7 @@ fn kill_at_any_moment_of_a_local_sync_leaves_a_consistent_site() {
         // Start over for the next round.
         expect_ok(&s.run(&["trust", "remove", "demo"]));
         assert_eq!(store_count(&s), 0);
-        let key = demo_pub();
-        expect_ok(&s.run(&[
-            "trust",
-            "add",
-            "demo",
-            "--pubkey",
-            path_str(&key),
-            "--url",
-            path_str(&s.path("out")),
-        ]));
+        expect_ok(&s.trust_with(path_str(&s.path("out")), &[]));
     }
 }
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use vmic::build::{BuildOptions, build};
 use vmic::error::{Error, Result};
-use vmic::hashing::{Engine, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+use vmic::hashing::{DEFAULT_CHUNK_SIZE, Engine, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 
 use super::Output;
 use super::password::{PasswordArgs, load_secret_key};
@@ -57,7 +57,7 @@ pub fn run(args: Args, quiet: bool) -> Result<i32> {
         .transpose()?;
     let chunk_size = match &args.chunk_size {
         Some(text) => parse_size(text)?,
-        None => BuildOptions::default_chunk_size(),
+        None => DEFAULT_CHUNK_SIZE,
     };
     if let Some(url) = &args.base_url
         && !(url.starts_with("https://") || url.starts_with("http://"))
