@@ -636,7 +636,8 @@ fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn read_file_capped(url: &str, path: &Path, max: u64) -> Result<Vec<u8>> {
+/// A local file's bytes, refusing more than `max`; `url` names it in errors.
+pub(crate) fn read_file_capped(url: &str, path: &Path, max: u64) -> Result<Vec<u8>> {
     let file = File::open(path).map_err(|e| Error::io("open", Path::new(url), e))?;
     let len = file
         .metadata()

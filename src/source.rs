@@ -70,21 +70,23 @@ impl Source for DirSource {
     }
 
     fn read_catalog(&self, max: u64) -> Result<Vec<u8>> {
-        read_capped(&self.catalog, max, "catalog")
+        crate::fetch::read_file_capped(&self.describe(), &self.catalog, max)
     }
 
     fn read_signature(&self) -> Result<String> {
         let path = self.signature_path();
-        let bytes = read_capped(&path, MAX_SIGNATURE_BYTES, "signature").map_err(|e| {
-            if !path.exists() {
-                Error::verification(format!(
-                    "no signature: {} is missing, so the catalog cannot be trusted",
-                    path.display()
-                ))
-            } else {
-                e
-            }
-        })?;
+        let bytes =
+            crate::fetch::read_file_capped(&path.display().to_string(), &path, MAX_SIGNATURE_BYTES)
+                .map_err(|e| {
+                    if !path.exists() {
+                        Error::verification(format!(
+                            "no signature: {} is missing, so the catalog cannot be trusted",
+                            path.display()
+                        ))
+                    } else {
+                        e
+                    }
+                })?;
         String::from_utf8(bytes).map_err(|_| {
             Error::verification(format!(
                 "{} is not text; it is not a minisign signature",
@@ -215,22 +217,6 @@ pub fn open_remote(url: &str, client: &HttpClient) -> Result<Box<dyn Source>> {
         return Ok(Box::new(HttpSource::new(url, client.clone())));
     }
     open(url)
-}
-
-fn read_capped(path: &Path, max: u64, what: &str) -> Result<Vec<u8>> {
-    let file =
-        std::fs::File::open(path).map_err(|e| Error::io(&format!("open {what}"), path, e))?;
-    let mut bytes = Vec::new();
-    file.take(max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::io(&format!("read {what}"), path, e))?;
-    if bytes.len() as u64 > max {
-        return Err(Error::verification(format!(
-            "{what} {} is larger than the {max}-byte limit; refusing it",
-            path.display()
-        )));
-    }
-    Ok(bytes)
 }
 
 /// Open a source given on the command line: a directory, a catalog.json, or
