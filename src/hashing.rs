@@ -22,10 +22,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
-use sha2::{Digest, Sha256};
 
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
+use crate::sha256x2::{self, Sha256Lane};
 
 /// Default chunk size: small enough that a 2 GiB image makes 256 parallel
 /// tasks, large enough that a 100 GB image lists only ~12,000 digests.
@@ -33,7 +33,11 @@ pub const DEFAULT_CHUNK_SIZE: u64 = 8 << 20;
 pub const MIN_CHUNK_SIZE: u64 = 4 << 10;
 pub const MAX_CHUNK_SIZE: u64 = 1 << 30;
 /// Read granularity while checking: keeps per-worker memory at 1 MiB.
-const CHECK_BLOCK: usize = 1 << 20;
+const CHECK_BLOCK: usize = 256 << 10;
+
+/// Read size while digesting: small enough to stay in a core's L2 cache
+/// between the read that fills it and the hash that consumes it.
+const CACHE_PIECE: usize = 256 << 10;
 
 /// Progress callbacks; the CLI draws bars, the library never prints.
 pub trait Progress: Sync {
@@ -220,7 +224,7 @@ impl Engine {
         let results: Vec<Mutex<Option<Result<FileDigest>>>> =
             files.iter().map(|_| Mutex::new(None)).collect();
         let next = AtomicUsize::new(0);
-        let budget = Budget::new(self.jobs * 2);
+        let budget = Budget::new(self.jobs);
         let buffers = BufferPool::new(chunk_size as usize);
         let threads = ThreadTracker::default();
         progress.begin(files.iter().map(|f| f.1).sum());
@@ -287,26 +291,33 @@ impl Engine {
         }
         progress.begin(tasks.iter().map(|&(i, k)| chunk_len(&items[i], k)).sum());
         let threads = ThreadTracker::default();
+        // Chunks go out in pairs so each worker can interleave two SHA-256
+        // computations (see `sha256x2`); a pair may span two images.
+        let pairs: Vec<&[(usize, u64)]> = tasks.chunks(2).collect();
         self.pool.install(|| {
-            tasks.par_iter().with_max_len(1).for_each_init(
-                || vec![0u8; CHECK_BLOCK],
-                |buf, &(i, k)| {
+            pairs.par_iter().with_max_len(1).for_each_init(
+                || [vec![0u8; CHECK_BLOCK], vec![0u8; CHECK_BLOCK]],
+                |[buf_a, buf_b], pair| {
                     threads.record();
-                    let item = &items[i];
-                    let found = match File::open(&item.path) {
-                        Ok(file) => check_chunk(&file, item, k, buf),
-                        Err(e) => Some(Problem::Unreadable {
-                            path: item.path.display().to_string(),
-                            error: e.to_string(),
-                        }),
-                    };
-                    if let Some(problem) = found {
-                        let mut list = lock(&problems[i]);
-                        if !list.contains(&problem) {
-                            list.push(problem);
+                    let mut jobs = pair.iter().map(|&(i, k)| ChunkJob::open(&items[i], k));
+                    let (first, second) = (jobs.next(), jobs.next());
+                    let found = match (first, second) {
+                        (Some(a), Some(b)) => {
+                            let (found_a, found_b) = ChunkJob::run_pair(a, buf_a, b, buf_b);
+                            [found_a, found_b]
                         }
+                        (Some(a), None) => [a.run(buf_a), None],
+                        _ => [None, None],
+                    };
+                    for (&(i, k), problem) in pair.iter().zip(found) {
+                        if let Some(problem) = problem {
+                            let mut list = lock(&problems[i]);
+                            if !list.contains(&problem) {
+                                list.push(problem);
+                            }
+                        }
+                        progress.advance(chunk_len(&items[i], k));
                     }
-                    progress.advance(chunk_len(item, k));
                 },
             );
         });
@@ -349,43 +360,107 @@ fn stat_for_check(item: &CheckItem) -> std::result::Result<u64, Problem> {
     }
 }
 
-/// Hash chunk `k` of `item` from `file` with positional reads (no shared
-/// cursor, so any number of workers can read one file at once).
-fn check_chunk(file: &File, item: &CheckItem, k: u64, buf: &mut [u8]) -> Option<Problem> {
-    let start = k * item.chunk_size;
-    let len = chunk_len(item, k);
-    let end = start + len;
-    let mut hasher = Sha256::new();
-    let mut done = 0u64;
-    while done < len {
-        let want = (len - done).min(buf.len() as u64) as usize;
-        match file.read_at(&mut buf[..want], start + done) {
-            Ok(0) => break,
-            Ok(n) => {
-                hasher.update(&buf[..n]);
-                done += n as u64;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+/// Checking one chunk: chunk `k` of `item`, read with positional reads (no
+/// shared cursor, so any number of workers can read one file at once).
+struct ChunkJob<'i> {
+    item: &'i CheckItem,
+    index: u64,
+    file: std::result::Result<File, Problem>,
+    start: u64,
+    len: u64,
+    done: u64,
+    ended: bool,
+    hasher: Sha256Lane,
+}
+
+impl<'i> ChunkJob<'i> {
+    fn open(item: &'i CheckItem, index: u64) -> ChunkJob<'i> {
+        let file = File::open(&item.path).map_err(|e| Problem::Unreadable {
+            path: item.path.display().to_string(),
+            error: e.to_string(),
+        });
+        ChunkJob {
+            item,
+            index,
+            ended: file.is_err(),
+            file,
+            start: index * item.chunk_size,
+            len: chunk_len(item, index),
+            done: 0,
+            hasher: Sha256Lane::new(),
         }
     }
-    if done < len {
-        return Some(Problem::ChunkShort {
-            index: k,
+
+    fn finished(&self) -> bool {
+        self.ended || self.done == self.len
+    }
+
+    /// Read the next piece of the chunk into `buf`; empty once the chunk is
+    /// complete or the file ended early (a short read is reported later).
+    fn next_piece<'b>(&mut self, buf: &'b mut [u8]) -> &'b [u8] {
+        let Ok(file) = &self.file else { return &[] };
+        while !self.finished() {
+            let want = (self.len - self.done).min(buf.len() as u64) as usize;
+            match file.read_at(&mut buf[..want], self.start + self.done) {
+                Ok(0) => {}
+                Ok(n) => {
+                    self.done += n as u64;
+                    return &buf[..n];
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => {}
+            }
+            self.ended = true;
+        }
+        &[]
+    }
+
+    fn run(mut self, buf: &mut [u8]) -> Option<Problem> {
+        while !self.finished() {
+            let piece = self.next_piece(buf);
+            self.hasher.update(piece);
+        }
+        self.verdict()
+    }
+
+    /// Check two chunks at once, interleaving their SHA-256 computations.
+    fn run_pair(
+        mut a: ChunkJob,
+        buf_a: &mut [u8],
+        mut b: ChunkJob,
+        buf_b: &mut [u8],
+    ) -> (Option<Problem>, Option<Problem>) {
+        while !(a.finished() && b.finished()) {
+            let piece_a = a.next_piece(buf_a);
+            let piece_b = b.next_piece(buf_b);
+            sha256x2::update_pair(&mut a.hasher, piece_a, &mut b.hasher, piece_b);
+        }
+        (a.verdict(), b.verdict())
+    }
+
+    fn verdict(self) -> Option<Problem> {
+        let (index, start, end) = (self.index, self.start, self.start + self.len);
+        if let Err(problem) = self.file {
+            return Some(problem);
+        }
+        if self.done < self.len {
+            return Some(Problem::ChunkShort {
+                index,
+                start,
+                end,
+                read: self.done,
+            });
+        }
+        let actual = self.hasher.finalize();
+        let expected = self.item.chunks[index as usize];
+        (actual != expected).then_some(Problem::ChunkMismatch {
+            index,
             start,
             end,
-            read: done,
-        });
+            expected,
+            actual,
+        })
     }
-    let actual = Sha256Digest(hasher.finalize().into());
-    let expected = item.chunks[k as usize];
-    (actual != expected).then_some(Problem::ChunkMismatch {
-        index: k,
-        start,
-        end,
-        expected,
-        actual,
-    })
 }
 
 /// Digest one file: the calling worker reads sequentially and feeds the
@@ -419,7 +494,7 @@ fn digest_one(
     }
     let count = chunk_count(size, chunk_size);
     let chunks: Vec<Mutex<Option<Sha256Digest>>> = (0..count).map(|_| Mutex::new(None)).collect();
-    let mut whole = Sha256::new();
+    let mut whole = Sha256Lane::new();
     let changed = || {
         Error::io_failure(format!(
             "{} changed while it was being hashed; its digest would be stale. Finish writing it, then run again",
@@ -428,39 +503,58 @@ fn digest_one(
     };
     let mut read_error = None;
     rayon::scope(|scope| {
+        // A chunk that holds a budget slot while it waits for a partner: the
+        // pool hashes chunks two at a time (see `sha256x2`).
+        let mut held: Option<(u64, Vec<u8>)> = None;
         for k in 0..count {
             let len = (size - k * chunk_size).min(chunk_size) as usize;
+            // Decided before reading: a chunk either goes to the pool (holding
+            // a budget slot, alone or as the first of a pair) or, when every
+            // worker is busy, is hashed here beside the whole-file digest.
+            let to_pool = count > 1 && (held.is_some() || budget.try_acquire());
+            let mut here = (count > 1 && !to_pool).then(Sha256Lane::new);
             let mut buf = buffers.take();
-            match read_full(&mut file, &mut buf[..len]) {
-                Ok(n) if n == len => {}
-                Ok(_) => {
-                    read_error = Some(changed());
-                    buffers.give(buf);
-                    return;
-                }
-                Err(e) => {
-                    read_error = Some(Error::io("read", path, e));
-                    buffers.give(buf);
-                    return;
-                }
-            }
-            whole.update(&buf[..len]);
-            progress.advance(len as u64);
-            if count == 1 {
-                // A single chunk's digest is the whole-file digest: no second pass.
-                buffers.give(buf);
-            } else if budget.try_acquire() {
-                let slot = &chunks[k as usize];
-                scope.spawn(move |_| {
-                    threads.record();
-                    *lock(slot) = Some(Sha256Digest::of(&buf[..len]));
-                    buffers.give(buf);
-                    budget.release();
+            buf.truncate(len);
+            let outcome = read_and_digest(&mut file, &mut buf, &mut whole, here.as_mut());
+            if !matches!(outcome, Ok(n) if n == len) {
+                read_error = Some(match outcome {
+                    Err(e) => Error::io("read", path, e),
+                    Ok(_) => changed(),
                 });
-            } else {
-                *lock(&chunks[k as usize]) = Some(Sha256Digest::of(&buf[..len]));
                 buffers.give(buf);
+                if let Some((_, partner)) = held.take() {
+                    buffers.give(partner);
+                }
+                if to_pool {
+                    budget.release();
+                }
+                return;
             }
+            progress.advance(len as u64);
+            if !to_pool {
+                // One chunk: its digest is the whole-file digest.
+                if let Some(lane) = here {
+                    *lock(&chunks[k as usize]) = Some(lane.finalize());
+                }
+                buffers.give(buf);
+                continue;
+            }
+            let pair = match held.take() {
+                None if k + 1 < count => {
+                    held = Some((k, buf));
+                    continue;
+                }
+                None => [Some((k, buf)), None],
+                Some(first) => [Some(first), Some((k, buf))],
+            };
+            let chunks = &chunks;
+            scope.spawn(move |_| {
+                threads.record();
+                for (index, digest) in digest_chunk_pair(pair, buffers) {
+                    *lock(&chunks[index as usize]) = Some(digest);
+                }
+                budget.release();
+            });
         }
     });
     if let Some(err) = read_error {
@@ -474,7 +568,7 @@ fn digest_one(
     if after != before {
         return Err(changed());
     }
-    let sha256 = Sha256Digest(whole.finalize().into());
+    let sha256 = whole.finalize();
     let chunks = if count == 1 {
         vec![sha256]
     } else {
@@ -496,6 +590,59 @@ fn digest_one(
         chunks,
         stamp: before,
     })
+}
+
+/// Digest one or two chunk buffers (interleaved when two), returning each
+/// buffer to the pool afterwards.
+fn digest_chunk_pair(
+    pair: [Option<(u64, Vec<u8>)>; 2],
+    buffers: &BufferPool,
+) -> Vec<(u64, Sha256Digest)> {
+    let mut out = Vec::with_capacity(2);
+    match pair {
+        [Some((ka, a)), Some((kb, b))] => {
+            let (mut lane_a, mut lane_b) = (Sha256Lane::new(), Sha256Lane::new());
+            sha256x2::update_pair(&mut lane_a, &a, &mut lane_b, &b);
+            out.push((ka, lane_a.finalize()));
+            out.push((kb, lane_b.finalize()));
+            buffers.give(a);
+            buffers.give(b);
+        }
+        [Some((k, buf)), None] | [None, Some((k, buf))] => {
+            out.push((k, Sha256Digest::of(&buf)));
+            buffers.give(buf);
+        }
+        [None, None] => {}
+    }
+    out
+}
+
+/// Fill `buf` from `file` piece by piece, feeding each piece to `whole`
+/// (and to `chunk`, interleaved, when given)
+/// right after it is read, while it is still in the CPU cache (a chunk
+/// buffer is larger than the cache, so hashing it afterwards would read it
+/// back from memory). Returns the bytes read: less than `buf.len()` only at
+/// the end of the file.
+fn read_and_digest(
+    file: &mut File,
+    buf: &mut [u8],
+    whole: &mut Sha256Lane,
+    chunk: Option<&mut Sha256Lane>,
+) -> std::io::Result<usize> {
+    let mut done = 0;
+    let mut chunk = chunk;
+    for piece in buf.chunks_mut(CACHE_PIECE) {
+        let n = read_full(file, piece)?;
+        match chunk.as_deref_mut() {
+            Some(lane) => sha256x2::update_pair(whole, &piece[..n], lane, &piece[..n]),
+            None => whole.update(&piece[..n]),
+        }
+        done += n;
+        if n < piece.len() {
+            break;
+        }
+    }
+    Ok(done)
 }
 
 fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -568,7 +715,9 @@ impl BufferPool {
             .unwrap_or_else(|| vec![0u8; self.size])
     }
 
-    fn give(&self, buf: Vec<u8>) {
+    fn give(&self, mut buf: Vec<u8>) {
+        // A last, short chunk was truncated; restore the full length.
+        buf.resize(self.size, 0);
         lock(&self.free).push(buf);
     }
 }

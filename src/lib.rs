@@ -20,6 +20,7 @@ pub mod minisign;
 pub mod relpath;
 pub mod render;
 pub mod review;
+pub mod sha256x2;
 pub mod site;
 pub mod source;
 pub mod state;
