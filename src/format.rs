@@ -86,7 +86,7 @@ pub fn classify(head: &[u8], footer: Option<&[u8]>, len: u64) -> ImageFormat {
     }
     // Raw disks have no magic; a sector-aligned size (possibly with an MBR
     // or GPT) is the best evidence there is.
-    if len > 0 && len % 512 == 0 {
+    if len > 0 && len.is_multiple_of(512) {
         return ImageFormat::Raw;
     }
     ImageFormat::Unknown

@@ -305,7 +305,11 @@ mod tests {
             let (mut a, mut b) = (Sha256Lane::new(), Sha256Lane::new());
             update_pair(&mut a, &data, &mut b, &data[..len / 2]);
             assert_eq!(a.finalize(), Sha256Digest::of(&data), "len {len}");
-            assert_eq!(b.finalize(), Sha256Digest::of(&data[..len / 2]), "len {len}");
+            assert_eq!(
+                b.finalize(),
+                Sha256Digest::of(&data[..len / 2]),
+                "len {len}"
+            );
         }
     }
 

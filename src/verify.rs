@@ -117,10 +117,10 @@ fn cross_check(catalog: &Catalog, signature: &Signature, key: &PublicKey) -> Res
             if v != catalog.serial.to_string() {
                 return Err(mismatch("serial", v, catalog.serial.to_string()));
             }
-        } else if let Some(v) = field.strip_prefix("expires:") {
-            if v != catalog.expires.to_string() {
-                return Err(mismatch("expires", v, catalog.expires.to_string()));
-            }
+        } else if let Some(v) = field.strip_prefix("expires:")
+            && v != catalog.expires.to_string()
+        {
+            return Err(mismatch("expires", v, catalog.expires.to_string()));
         }
     }
     Ok(())
