@@ -582,29 +582,36 @@ fn digest_one(
     })
 }
 
+/// Digest one or two chunk buffers, interleaved when two; each digest comes
+/// back with its chunk index and its buffer.
+fn hash_chunk_pair(pair: [Option<(u64, Vec<u8>)>; 2]) -> Vec<(u64, Sha256Digest, Vec<u8>)> {
+    match pair {
+        [Some((ka, a)), Some((kb, b))] => {
+            let (mut lane_a, mut lane_b) = (Sha256Lane::new(), Sha256Lane::new());
+            sha256x2::update_pair(&mut lane_a, &a, &mut lane_b, &b);
+            vec![(ka, lane_a.finalize(), a), (kb, lane_b.finalize(), b)]
+        }
+        [Some((k, buf)), None] | [None, Some((k, buf))] => {
+            let digest = Sha256Digest::of(&buf);
+            vec![(k, digest, buf)]
+        }
+        [None, None] => Vec::new(),
+    }
+}
+
 /// Digest one or two chunk buffers (interleaved when two), returning each
 /// buffer to the pool afterwards.
 fn digest_chunk_pair(
     pair: [Option<(u64, Vec<u8>)>; 2],
     buffers: &BufferPool,
 ) -> Vec<(u64, Sha256Digest)> {
-    let mut out = Vec::with_capacity(2);
-    match pair {
-        [Some((ka, a)), Some((kb, b))] => {
-            let (mut lane_a, mut lane_b) = (Sha256Lane::new(), Sha256Lane::new());
-            sha256x2::update_pair(&mut lane_a, &a, &mut lane_b, &b);
-            out.push((ka, lane_a.finalize()));
-            out.push((kb, lane_b.finalize()));
-            buffers.give(a);
-            buffers.give(b);
-        }
-        [Some((k, buf)), None] | [None, Some((k, buf))] => {
-            out.push((k, Sha256Digest::of(&buf)));
+    hash_chunk_pair(pair)
+        .into_iter()
+        .map(|(index, digest, buf)| {
             buffers.give(buf);
-        }
-        [None, None] => {}
-    }
-    out
+            (index, digest)
+        })
+        .collect()
 }
 
 /// Fill `buf` from `file` piece by piece, feeding each piece to `whole`
@@ -832,6 +839,8 @@ pub struct StreamCheck<'e> {
     next_chunk: u64,
     received: u64,
     in_flight: usize,
+    /// A completed chunk waiting for the next one, to be hashed as a pair.
+    waiting: Option<(u64, Vec<u8>)>,
     tx: std::sync::mpsc::Sender<(u64, Sha256Digest, Vec<u8>)>,
     rx: std::sync::mpsc::Receiver<(u64, Sha256Digest, Vec<u8>)>,
     free: Vec<Vec<u8>>,
@@ -856,6 +865,7 @@ impl<'e> StreamCheck<'e> {
             next_chunk: 0,
             received: 0,
             in_flight: 0,
+            waiting: None,
             tx,
             rx,
             free: Vec::new(),
@@ -864,6 +874,9 @@ impl<'e> StreamCheck<'e> {
 
     /// Forget everything received (the download restarted from byte 0).
     pub fn restart(&mut self) {
+        if let Some((_, buf)) = self.waiting.take() {
+            self.recycle(buf);
+        }
         while self.in_flight > 0 {
             self.collect_one();
         }
@@ -897,6 +910,9 @@ impl<'e> StreamCheck<'e> {
     pub fn finish(mut self) -> Vec<Problem> {
         if !self.buf.is_empty() {
             self.dispatch();
+        }
+        if let Some(last) = self.waiting.take() {
+            self.spawn([Some(last), None]);
         }
         while self.in_flight > 0 {
             self.collect_one();
@@ -932,31 +948,45 @@ impl<'e> StreamCheck<'e> {
         problems
     }
 
+    /// Hand the completed chunk buffer to the pool, two chunks per task.
     fn dispatch(&mut self) {
-        // Bound memory: at most two chunk buffers per worker in flight.
-        while self.in_flight >= self.engine.jobs * 2 {
-            self.collect_one();
-        }
         let buf = std::mem::take(&mut self.buf);
         let index = self.next_chunk;
         self.next_chunk += 1;
+        match self.waiting.take() {
+            None => self.waiting = Some((index, buf)),
+            Some(first) => self.spawn([Some(first), Some((index, buf))]),
+        }
+    }
+
+    fn spawn(&mut self, pair: [Option<(u64, Vec<u8>)>; 2]) {
+        let chunks = pair.iter().flatten().count();
+        // Bound memory: at most two chunk buffers per worker in flight.
+        while self.in_flight > 0 && self.in_flight + chunks > self.engine.jobs * 2 {
+            self.collect_one();
+        }
         let tx = self.tx.clone();
         self.engine.pool.spawn(move || {
-            let digest = Sha256Digest::of(&buf);
-            let _ = tx.send((index, digest, buf));
+            for (index, digest, buf) in hash_chunk_pair(pair) {
+                let _ = tx.send((index, digest, buf));
+            }
         });
-        self.in_flight += 1;
+        self.in_flight += chunks;
     }
 
     fn collect_one(&mut self) {
-        if let Ok((index, digest, mut buf)) = self.rx.recv() {
+        if let Ok((index, digest, buf)) = self.rx.recv() {
             if let Some(slot) = self.actual.get_mut(index as usize) {
                 *slot = Some(digest);
             }
-            buf.clear();
-            self.free.push(buf);
+            self.recycle(buf);
         }
         self.in_flight -= 1;
+    }
+
+    fn recycle(&mut self, mut buf: Vec<u8>) {
+        buf.clear();
+        self.free.push(buf);
     }
 }
 
