@@ -2,7 +2,7 @@
 # scripts/bench-sync.sh — vmic sync of one large image from nginx on loopback
 # against `curl -o` fetching the same file (issue bar: sync <= 1.3x curl).
 #
-# Usage: scripts/bench-sync.sh            (2 GiB image, best of 3)
+# Usage: scripts/bench-sync.sh            (2 GiB image, best of 5)
 #        SYNC_MIB=512 RUNS=1 scripts/bench-sync.sh
 # Needs nginx (apt-get install nginx) and curl. Exits 0 unless a command fails.
 # vmic fsyncs every image before it enters the store (crash safety); plain
@@ -12,7 +12,7 @@ set -euo pipefail
 export LC_ALL=C
 
 SYNC_MIB=${SYNC_MIB:-2048}
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$NGINX" ] || { echo "bench-sync.sh: nginx is required" >&2; exit 2; }
@@ -34,7 +34,7 @@ elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 echo "# generating a ${SYNC_MIB} MiB image and publishing it" >&2
 mkdir -p "$WORK/images"
 head -c $((SYNC_MIB << 20)) /dev/zero \
-    | openssl enc -aes-128-ctr -K 000102030405060708090a0b0c0d0e0f -iv 0 -nosalt > "$WORK/images/big.raw"
+    | openssl enc -aes-128-ctr -K 000102030405060708090a0b0c0d0e0f -iv 00000000000000000000000000000000 -nosalt > "$WORK/images/big.raw"
 "$VMIC" keygen --out "$WORK/k" -W -q
 "$VMIC" build "$WORK/images" --key "$WORK/k" --out "$WORK/pub" -q
 
@@ -57,24 +57,53 @@ cat "$WORK/pub/images/big.raw" > /dev/null   # warm the server side
 export VMIC_SITE=$WORK/site
 "$VMIC" site init -q
 
-best_curl=999999
-best_sync=999999
-best_durable=999999
-for run in $(seq "$RUNS"); do
-    # Each run starts with no dirty pages, so neither side pays for the other's writeback.
+# Disk timings on virtual machines swing widely with the host's own
+# writeback, so every timed command starts from a quiet disk: all dirty data
+# written, then a pause. The two tools alternate which goes first.
+quiesce() {
     sync
+    for _ in $(seq 100); do
+        local pending
+        pending=$(awk '/^(Dirty|Writeback):/ { t += $2 } END { print t }' /proc/meminfo)
+        [ "$pending" -lt 16384 ] && break
+        sleep 0.1
+    done
+    sleep 1
+}
+
+time_curl() {
+    quiesce
+    local t0 t1 t2
     t0=$(now); curl -s -o "$WORK/curl.out" "http://127.0.0.1:$PORT/images/big.raw"; t1=$(now)
     sync "$WORK/curl.out"; t2=$(now)
-    c=$(elapsed "$t0" "$t1"); cd_=$(elapsed "$t0" "$t2"); rm -f "$WORK/curl.out"; sync
+    curl_times+=("$(elapsed "$t0" "$t1")")
+    durable_times+=("$(elapsed "$t0" "$t2")")
+    rm -f "$WORK/curl.out"
+}
+
+time_vmic() {
     "$VMIC" trust add b --pubkey "$WORK/k.pub" --url "http://127.0.0.1:$PORT/" -q
-    t0=$(now); "$VMIC" sync -q; t1=$(now); sync
-    s=$(elapsed "$t0" "$t1")
+    quiesce
+    local t0 t1
+    t0=$(now); "$VMIC" sync -q; t1=$(now)
+    sync_times+=("$(elapsed "$t0" "$t1")")
     "$VMIC" trust remove b -q
-    echo "# run $run: curl -o ${c}s (with fsync ${cd_}s), vmic sync ${s}s" >&2
-    best_curl=$(awk -v a="$best_curl" -v b="$c" 'BEGIN { print (b < a ? b : a) }')
-    best_durable=$(awk -v a="$best_durable" -v b="$cd_" 'BEGIN { print (b < a ? b : a) }')
-    best_sync=$(awk -v a="$best_sync" -v b="$s" 'BEGIN { print (b < a ? b : a) }')
+}
+
+# best LIST / median LIST
+best() { printf '%s\n' "$@" | sort -g | head -1; }
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+curl_times=() durable_times=() sync_times=()
+for run in $(seq "$RUNS"); do
+    if (( run % 2 )); then time_curl; time_vmic; else time_vmic; time_curl; fi
+    echo "# run $run: curl -o ${curl_times[-1]}s (with fsync ${durable_times[-1]}s), vmic sync ${sync_times[-1]}s" >&2
 done
+best_curl=$(best "${curl_times[@]}")
+best_durable=$(best "${durable_times[@]}")
+best_sync=$(best "${sync_times[@]}")
+median_curl=$(median "${curl_times[@]}")
+median_sync=$(median "${sync_times[@]}")
 
 bytes=$((SYNC_MIB << 20))
 ratio=$(awk -v s="$best_sync" -v c="$best_curl" 'BEGIN { printf "%.2f", s / c }')
@@ -88,3 +117,6 @@ printf '| sync %d MiB from nginx on loopback (download + hash + fsync + import) 
 ratio_d=$(awk -v s="$best_sync" -v c="$best_durable" 'BEGIN { printf "%.2f", s / c }')
 printf '| same, against curl -o followed by sync FILE (equal durability) | %.2f s | %.2f s | %sx | info | |\n' \
     "$best_sync" "$best_durable" "$ratio_d"
+ratio_m=$(awk -v s="$median_sync" -v c="$median_curl" 'BEGIN { printf "%.2f", s / c }')
+printf '| same, medians of %d runs instead of best | %.2f s | %.2f s | %sx | info | |\n' \
+    "$RUNS" "$median_sync" "$median_curl" "$ratio_m"

@@ -1041,6 +1041,71 @@ mod tests {
     }
 
     #[test]
+    fn chunks_checked_in_pairs_across_images_report_exactly_their_own_problems() {
+        // Chunks are checked two per task, and a pair can span two images:
+        // a flip in any one chunk, or one missing image, must be reported
+        // against exactly that chunk or image.
+        let dir = tempfile::tempdir().unwrap();
+        let chunk = 4096u64;
+        let sizes = [3 * 4096 + 1, 2 * 4096, 1, 4096 + 9];
+        let engine = Engine::new(Some(2)).unwrap();
+        let mut items = Vec::new();
+        for (n, size) in sizes.iter().enumerate() {
+            let data = pattern(*size, n as u64);
+            let p = write_file(dir.path(), &format!("img{n}"), &data);
+            let (res, _) = engine.digest_files(&[(p.clone(), *size as u64)], chunk, &NoProgress);
+            let d = res.into_iter().next().unwrap().unwrap();
+            items.push((
+                data,
+                CheckItem {
+                    name: format!("img{n}"),
+                    path: p,
+                    size: d.size,
+                    chunk_size: chunk,
+                    chunks: d.chunks,
+                },
+            ));
+        }
+        let check_items: Vec<CheckItem> = items.iter().map(|(_, i)| i.clone()).collect();
+        let (clean, _) = engine.check_files(&check_items, &NoProgress);
+        assert!(clean.iter().all(|o| o.problems.is_empty()), "{clean:?}");
+        for (n, (data, item)) in items.iter().enumerate() {
+            for k in 0..item.chunks.len() {
+                let mut bad = data.clone();
+                bad[k * chunk as usize] ^= 0x40;
+                std::fs::write(&item.path, &bad).unwrap();
+                let (out, _) = engine.check_files(&check_items, &NoProgress);
+                std::fs::write(&item.path, data).unwrap();
+                for (m, outcome) in out.iter().enumerate() {
+                    if m != n {
+                        assert!(
+                            outcome.problems.is_empty(),
+                            "img{m} when img{n}#{k} flipped"
+                        );
+                        continue;
+                    }
+                    assert_eq!(outcome.problems.len(), 1, "img{n}#{k}: {outcome:?}");
+                    assert!(
+                        matches!(outcome.problems[0], Problem::ChunkMismatch { index, .. } if index == k as u64),
+                        "img{n}#{k}: {outcome:?}"
+                    );
+                }
+            }
+        }
+        std::fs::remove_file(&items[1].1.path).unwrap();
+        let (out, _) = engine.check_files(&check_items, &NoProgress);
+        assert!(
+            matches!(out[1].problems[..], [Problem::Missing { .. }]),
+            "{out:?}"
+        );
+        assert!(
+            out.iter()
+                .enumerate()
+                .all(|(m, o)| m == 1 || o.problems.is_empty())
+        );
+    }
+
+    #[test]
     fn flipped_byte_is_reported_in_its_chunk() {
         let dir = tempfile::tempdir().unwrap();
         let chunk = 4096u64;
@@ -1107,6 +1172,41 @@ mod tests {
         }
     }
 
+    struct Shrinker<'a> {
+        path: &'a Path,
+        done: std::sync::atomic::AtomicBool,
+    }
+
+    impl Progress for Shrinker<'_> {
+        fn advance(&self, _bytes: u64) {
+            if !self.done.swap(true, Ordering::SeqCst) {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(self.path)
+                    .unwrap();
+                f.set_len(4096 + 10).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn file_shrinking_while_hashed_is_reported_not_digested() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = 40 * 4096 + 3;
+        let p = write_file(dir.path(), "shrinking", &pattern(size, 5));
+        let shrinker = Shrinker {
+            path: &p,
+            done: false.into(),
+        };
+        let engine = Engine::new(Some(2)).unwrap();
+        let (res, _) = engine.digest_files(&[(p.clone(), size as u64)], 4096, &shrinker);
+        let err = res.into_iter().next().unwrap().unwrap_err();
+        assert!(
+            err.message().contains("changed while it was being hashed"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn file_changed_since_listing_is_reported() {
         let dir = tempfile::tempdir().unwrap();
@@ -1119,6 +1219,28 @@ mod tests {
                 .contains("changed between listing and hashing"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn stream_check_pinpoints_a_flip_in_any_chunk_of_a_pair_or_the_odd_last_one() {
+        let engine = Engine::new(Some(2)).unwrap();
+        for count in [4usize, 5] {
+            let data = pattern((count - 1) * 4096 + 77, 4);
+            let (_, chunks) = reference(&data, 4096);
+            for k in 0..count {
+                let mut bad = data.clone();
+                bad[k * 4096 + 3] ^= 1;
+                let mut check = StreamCheck::new(&engine, data.len() as u64, 4096, chunks.clone());
+                for piece in bad.chunks(3000) {
+                    check.feed(piece);
+                }
+                let problems = check.finish();
+                assert!(
+                    matches!(problems[..], [Problem::ChunkMismatch { index, .. }] if index == k as u64),
+                    "{count} chunks, flip in {k}: {problems:?}"
+                );
+            }
+        }
     }
 
     #[test]
