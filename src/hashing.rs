@@ -513,12 +513,11 @@ fn digest_one(
     if count <= 1 {
         // One chunk: its digest is the whole-file digest, read and hashed here.
         let mut buf = buffers.take();
-        buf.truncate(size as usize);
-        let outcome = read_and_digest(&mut file, &mut buf, &mut whole);
+        let outcome = read_and_digest(&mut file, size, &mut buf, &mut whole);
         buffers.give(buf);
         progress.advance(size);
         match outcome {
-            Ok(n) if n as u64 == size => {}
+            Ok(n) if n == size => {}
             Ok(_) => read_error = Some(changed()),
             Err(e) => read_error = Some(Error::io("read", path, e)),
         }
@@ -614,20 +613,26 @@ fn digest_chunk_pair(
         .collect()
 }
 
-/// Fill `buf` from `file` piece by piece, feeding each piece to `whole`
-/// right after it is read, while it is still in the CPU cache. Returns the
-/// bytes read: less than `buf.len()` only at the end of the file.
+/// Read `size` bytes of `file` through the front of `buf`, piece by piece,
+/// feeding each piece to `whole` right after it is read, while it is still
+/// in the CPU cache. Returns the bytes read: less than `size` only if the
+/// file ended early.
 fn read_and_digest(
     file: &mut File,
-    buf: &mut [u8],
+    size: u64,
+    buf: &mut Vec<u8>,
     whole: &mut Sha256Lane,
-) -> std::io::Result<usize> {
+) -> std::io::Result<u64> {
+    if buf.len() < CACHE_PIECE {
+        buf.resize(CACHE_PIECE, 0);
+    }
     let mut done = 0;
-    for piece in buf.chunks_mut(CACHE_PIECE) {
-        let n = read_full(file, piece)?;
-        whole.update(&piece[..n]);
-        done += n;
-        if n < piece.len() {
+    while done < size {
+        let want = (size - done).min(CACHE_PIECE as u64) as usize;
+        let n = read_full(file, &mut buf[..want])?;
+        whole.update(&buf[..n]);
+        done += n as u64;
+        if n < want {
             break;
         }
     }
@@ -652,7 +657,7 @@ fn read_chunks(
     for k in 0..chunk_count(size, chunk_size) {
         let len = (size - k * chunk_size).min(chunk_size) as usize;
         let mut buf = buffers.take();
-        buf.truncate(len);
+        buf.resize(len, 0);
         let message = match read_full(file, &mut buf) {
             Ok(n) if n == len => Ok(buf),
             Ok(_) => Err(ReadFailure::Short),
@@ -800,9 +805,9 @@ impl BufferPool {
             .unwrap_or_else(|| vec![0u8; self.size])
     }
 
-    fn give(&self, mut buf: Vec<u8>) {
-        // A last, short chunk was truncated; restore the full length.
-        buf.resize(self.size, 0);
+    /// Take back a buffer; its length may have changed (callers resize to
+    /// what they need, which only costs anything when it grows).
+    fn give(&self, buf: Vec<u8>) {
         lock(&self.free).push(buf);
     }
 }
