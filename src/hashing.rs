@@ -40,12 +40,10 @@ use crate::sha256x2::{self, Sha256Lane};
 pub const DEFAULT_CHUNK_SIZE: u64 = 8 << 20;
 pub const MIN_CHUNK_SIZE: u64 = 4 << 10;
 pub const MAX_CHUNK_SIZE: u64 = 1 << 30;
-/// Read granularity while checking: keeps per-worker memory at 1 MiB.
-const CHECK_BLOCK: usize = 256 << 10;
-
-/// Read size while digesting: small enough to stay in a core's L2 cache
+/// Read size when a piece is hashed right after it is read (checking, and
+/// digesting single-chunk files): small enough to stay in a core's L2 cache
 /// between the read that fills it and the hash that consumes it.
-const CACHE_PIECE: usize = 256 << 10;
+const READ_PIECE: usize = 256 << 10;
 
 /// Progress callbacks; the CLI draws bars, the library never prints.
 pub trait Progress: Sync {
@@ -304,7 +302,7 @@ impl Engine {
         let pairs: Vec<&[(usize, u64)]> = tasks.chunks(2).collect();
         self.pool.install(|| {
             pairs.par_iter().with_max_len(1).for_each_init(
-                || [vec![0u8; CHECK_BLOCK], vec![0u8; CHECK_BLOCK]],
+                || [vec![0u8; READ_PIECE], vec![0u8; READ_PIECE]],
                 |[buf_a, buf_b], pair| {
                     threads.record();
                     let mut jobs = pair.iter().map(|&(i, k)| ChunkJob::open(&items[i], k));
@@ -350,8 +348,12 @@ fn problem_order(p: &Problem) -> u64 {
 }
 
 fn chunk_len(item: &CheckItem, k: u64) -> u64 {
-    let start = k * item.chunk_size;
-    item.size.saturating_sub(start).min(item.chunk_size)
+    chunk_len_of(item.size, item.chunk_size, k)
+}
+
+/// Length of chunk `k` of a file of `size` bytes (0 past the end).
+fn chunk_len_of(size: u64, chunk_size: u64, k: u64) -> u64 {
+    size.saturating_sub(k * chunk_size).min(chunk_size)
 }
 
 /// The size of a file to check, or why it cannot be checked.
@@ -581,29 +583,31 @@ fn digest_one(
     })
 }
 
+/// A completed chunk: its index and the buffer holding its bytes.
+type ChunkBuf = (u64, Vec<u8>);
+
+/// One chunk, or two to be hashed interleaved.
+type ChunkPair = (ChunkBuf, Option<ChunkBuf>);
+
 /// Digest one or two chunk buffers, interleaved when two; each digest comes
 /// back with its chunk index and its buffer.
-fn hash_chunk_pair(pair: [Option<(u64, Vec<u8>)>; 2]) -> Vec<(u64, Sha256Digest, Vec<u8>)> {
+fn hash_chunk_pair(pair: ChunkPair) -> Vec<(u64, Sha256Digest, Vec<u8>)> {
     match pair {
-        [Some((ka, a)), Some((kb, b))] => {
+        ((ka, a), Some((kb, b))) => {
             let (mut lane_a, mut lane_b) = (Sha256Lane::new(), Sha256Lane::new());
             sha256x2::update_pair(&mut lane_a, &a, &mut lane_b, &b);
             vec![(ka, lane_a.finalize(), a), (kb, lane_b.finalize(), b)]
         }
-        [Some((k, buf)), None] | [None, Some((k, buf))] => {
+        ((k, buf), None) => {
             let digest = Sha256Digest::of(&buf);
             vec![(k, digest, buf)]
         }
-        [None, None] => Vec::new(),
     }
 }
 
 /// Digest one or two chunk buffers (interleaved when two), returning each
 /// buffer to the pool afterwards.
-fn digest_chunk_pair(
-    pair: [Option<(u64, Vec<u8>)>; 2],
-    buffers: &BufferPool,
-) -> Vec<(u64, Sha256Digest)> {
+fn digest_chunk_pair(pair: ChunkPair, buffers: &BufferPool) -> Vec<(u64, Sha256Digest)> {
     hash_chunk_pair(pair)
         .into_iter()
         .map(|(index, digest, buf)| {
@@ -623,12 +627,12 @@ fn read_and_digest(
     buf: &mut Vec<u8>,
     whole: &mut Sha256Lane,
 ) -> std::io::Result<u64> {
-    if buf.len() < CACHE_PIECE {
-        buf.resize(CACHE_PIECE, 0);
+    if buf.len() < READ_PIECE {
+        buf.resize(READ_PIECE, 0);
     }
     let mut done = 0;
     while done < size {
-        let want = (size - done).min(CACHE_PIECE as u64) as usize;
+        let want = (size - done).min(READ_PIECE as u64) as usize;
         let n = read_full(file, &mut buf[..want])?;
         whole.update(&buf[..n]);
         done += n as u64;
@@ -655,7 +659,7 @@ fn read_chunks(
     tx: std::sync::mpsc::SyncSender<std::result::Result<Vec<u8>, ReadFailure>>,
 ) {
     for k in 0..chunk_count(size, chunk_size) {
-        let len = (size - k * chunk_size).min(chunk_size) as usize;
+        let len = chunk_len_of(size, chunk_size, k) as usize;
         let mut buf = buffers.take();
         buf.resize(len, 0);
         let message = match read_full(file, &mut buf) {
@@ -692,7 +696,7 @@ fn digest_chunks(
     let count = chunk_count(size, chunk_size);
     rayon::scope(move |scope| {
         // A chunk that holds a budget slot while it waits for its partner.
-        let mut held: Option<(u64, Vec<u8>)> = None;
+        let mut held: Option<ChunkBuf> = None;
         for k in 0..count {
             let buf = match received.recv().ok() {
                 Some(Ok(buf)) => buf,
@@ -718,8 +722,8 @@ fn digest_chunks(
                     held = Some((k, buf));
                     continue;
                 }
-                None => [Some((k, buf)), None],
-                Some(first) => [Some(first), Some((k, buf))],
+                None => ((k, buf), None),
+                Some(first) => (first, Some((k, buf))),
             };
             let (chunks, buffers, budget, threads) =
                 (ctx.chunks, ctx.buffers, ctx.budget, ctx.threads);
@@ -845,7 +849,7 @@ pub struct StreamCheck<'e> {
     received: u64,
     in_flight: usize,
     /// A completed chunk waiting for the next one, to be hashed as a pair.
-    waiting: Option<(u64, Vec<u8>)>,
+    waiting: Option<ChunkBuf>,
     tx: std::sync::mpsc::Sender<(u64, Sha256Digest, Vec<u8>)>,
     rx: std::sync::mpsc::Receiver<(u64, Sha256Digest, Vec<u8>)>,
     free: Vec<Vec<u8>>,
@@ -917,7 +921,7 @@ impl<'e> StreamCheck<'e> {
             self.dispatch();
         }
         if let Some(last) = self.waiting.take() {
-            self.spawn([Some(last), None]);
+            self.spawn((last, None));
         }
         while self.in_flight > 0 {
             self.collect_one();
@@ -960,12 +964,12 @@ impl<'e> StreamCheck<'e> {
         self.next_chunk += 1;
         match self.waiting.take() {
             None => self.waiting = Some((index, buf)),
-            Some(first) => self.spawn([Some(first), Some((index, buf))]),
+            Some(first) => self.spawn((first, Some((index, buf)))),
         }
     }
 
-    fn spawn(&mut self, pair: [Option<(u64, Vec<u8>)>; 2]) {
-        let chunks = pair.iter().flatten().count();
+    fn spawn(&mut self, pair: ChunkPair) {
+        let chunks = 1 + usize::from(pair.1.is_some());
         // Bound memory: at most two chunk buffers per worker in flight.
         while self.in_flight > 0 && self.in_flight + chunks > self.engine.jobs * 2 {
             self.collect_one();
@@ -998,26 +1002,13 @@ impl<'e> StreamCheck<'e> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::pattern;
     use std::io::Write;
 
     fn write_file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
         let p = dir.join(name);
         File::create(&p).unwrap().write_all(data).unwrap();
         p
-    }
-
-    fn pattern(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
     }
 
     fn reference(data: &[u8], chunk: usize) -> (Sha256Digest, Vec<Sha256Digest>) {

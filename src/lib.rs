@@ -26,6 +26,8 @@ pub mod source;
 pub mod state;
 pub mod store;
 pub mod sync;
+#[cfg(test)]
+mod test_support;
 pub mod trust;
 pub mod verify;
 

@@ -275,13 +275,8 @@ mod shani {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::pattern;
     use proptest::prelude::*;
-
-    fn pattern(len: usize, seed: u8) -> Vec<u8> {
-        (0..len)
-            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
-            .collect()
-    }
 
     #[test]
     fn known_answers() {
