@@ -8,18 +8,19 @@
 //! malicious or broken mirror cannot fill the disk or memory by simply never
 //! ending its response.
 //!
-//! Images are large and links are flaky, so downloads resume: whatever an
-//! interrupted run left on disk is kept, replayed to the caller's hasher
-//! (digests need every byte, in order) and completed with a `Range` request.
-//! Transient failures (connection errors, timeouts, 5xx) are retried with
-//! exponential backoff; answers that will not change (4xx, size violations)
-//! are not.
+//! This module only moves bytes: an image download reads the body straight
+//! into the memory a [`Landing`] lends it (the `.part` file's blocks, see
+//! [`crate::partfile`]), which owns the file, resumption and checking.
+//! Interrupted downloads continue where the landing's bytes end, with a
+//! `Range` request. Transient failures (connection errors, timeouts, 5xx)
+//! are retried with exponential backoff; answers that will not change (4xx,
+//! size violations) are not.
 //!
-//! `file://` URLs go through the same functions with the same limits, so the
-//! caller treats local mirrors and remote ones alike.
+//! `file://` URLs and local directories go through the same functions with
+//! the same limits, so the caller treats local mirrors and remote ones alike.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,49 +30,12 @@ use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 
 use crate::error::{Error, Result};
 
-/// Bytes read (and handed to the sink) per step: big enough that per-call
-/// overhead vanishes next to hashing, small enough to stay cache-friendly.
-const BLOCK: usize = 1 << 20;
 /// First retry delay; doubled for every further retry.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// No single wait longer than this, however many retries are configured.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Enough for http→https and a mirror hop or two; more suggests a loop.
 const MAX_REDIRECTS: u32 = 5;
-/// Start writing downloaded data to disk every this many bytes, so the final
-/// fsync (needed before a file may enter the store) has little left to do.
-const WRITEBACK_STEP: u64 = 32 << 20;
-
-/// Keep writeback in step with the download: start writing the newest
-/// step to disk and wait for the step before it, so dirty pages never pile up
-/// and the final fsync (needed before a file may enter the store) is short.
-/// Purely a performance measure; errors surface at that fsync.
-fn start_writeback(file: &File, upto: u64) {
-    use std::os::fd::AsRawFd;
-    let fd = file.as_raw_fd();
-    let step_start = (upto / WRITEBACK_STEP).saturating_sub(1) * WRITEBACK_STEP;
-    // SAFETY: sync_file_range only takes a descriptor we own and integers.
-    unsafe {
-        libc::sync_file_range(
-            fd,
-            step_start as i64,
-            (upto - step_start) as i64,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
-        if step_start >= WRITEBACK_STEP {
-            let previous = step_start - WRITEBACK_STEP;
-            libc::sync_file_range(
-                fd,
-                previous as i64,
-                WRITEBACK_STEP as i64,
-                libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                    | libc::SYNC_FILE_RANGE_WRITE
-                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-            );
-        }
-    }
-}
-
 /// How the HTTP client behaves.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -102,19 +66,20 @@ impl Default for HttpConfig {
     }
 }
 
-/// What [`HttpClient::download`] tells the caller about the file's content.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DownloadEvent<'a> {
-    /// Everything sent so far is void (the server ignored our range
-    /// request): start hashing again from offset 0.
-    Restart,
-    /// The next bytes of the file; `offset` always equals the number of
-    /// bytes sent since the start or the last `Restart`.
-    Data { offset: u64, bytes: &'a [u8] },
+/// Where [`HttpClient::download`] puts what it receives. The landing owns
+/// the file, its memory and whatever checks the bytes; the client only
+/// moves bytes into the room the landing lends it, in order.
+pub trait Landing {
+    /// Bytes of the file already held; a download continues after them.
+    fn held(&self) -> u64;
+    /// Everything held is void: the server is sending the file from byte 0.
+    fn restart(&mut self) -> Result<()>;
+    /// Room for the next bytes of the file; never empty.
+    fn room(&mut self) -> Result<&mut [u8]>;
+    /// The first `n` bytes of the last [`room`](Landing::room) now hold the
+    /// next bytes of the file.
+    fn advance(&mut self, n: usize) -> Result<()>;
 }
-
-/// The sink [`HttpClient::download`] feeds.
-pub type Sink<'s> = dyn FnMut(DownloadEvent<'_>) -> Result<()> + 's;
 
 /// An HTTP(S) and `file://` client; cheap to clone, connections are shared.
 #[derive(Clone)]
@@ -166,52 +131,25 @@ impl HttpClient {
         }
     }
 
-    /// Stream `url` into `dest`, feeding every byte of the final file to
-    /// `sink` in order, resuming from what `dest` already holds, and never
-    /// writing more than `expected_size` bytes.
-    pub fn download(
-        &self,
-        url: &str,
-        dest: &Path,
-        expected_size: u64,
-        sink: &mut Sink<'_>,
-    ) -> Result<()> {
+    /// Bring the file at `url` into `landing`, continuing after the bytes
+    /// it already holds, and never accepting more than `expected_size`
+    /// bytes in all.
+    pub fn download(&self, url: &str, expected_size: u64, landing: &mut dyn Landing) -> Result<()> {
         let target = Target::parse(url)?;
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(dest)
-            .map_err(|e| Error::io("open", dest, e))?;
-        let mut have = file
-            .metadata()
-            .map_err(|e| Error::io("inspect", dest, e))?
-            .len();
-        if have > expected_size {
-            // Not a prefix of what we want; nothing to salvage.
-            file.set_len(0)
-                .map_err(|e| Error::io("truncate", dest, e))?;
-            have = 0;
+        if landing.held() >= expected_size {
+            return Ok(());
         }
-        let mut buf = vec![0u8; BLOCK];
-        replay(&mut file, dest, have, sink, &mut buf)?;
-        if have < expected_size {
-            let mut job = Job {
-                url,
-                dest,
-                file: &mut file,
-                have: &mut have,
-                expected: expected_size,
-                sink,
-                buf: &mut buf,
-            };
-            match target {
-                Target::File(path) => job.fetch_file(&path).map_err(|f| f.error)?,
-                Target::Http => self.retrying(|| job.fetch_http(&self.agent))?,
+        match target {
+            Target::File(path) => read_local(url, &path, expected_size, landing),
+            Target::Http => {
+                let mut job = Job {
+                    url,
+                    expected: expected_size,
+                    landing,
+                };
+                self.retrying(|| job.fetch_http(&self.agent))
             }
         }
-        file.sync_all().map_err(|e| Error::io("sync", dest, e))
     }
 
     /// Run `attempt` until it succeeds, fails for good, or the retries are
@@ -268,30 +206,60 @@ impl HttpClient {
     }
 }
 
-/// One download in progress. Invariant between steps: `dest` holds exactly
-/// `have` bytes and the sink has seen exactly those bytes since its last
-/// `Restart`, so a retry can continue with a range request and no replay.
-struct Job<'j, 's> {
-    url: &'j str,
-    dest: &'j Path,
-    file: &'j mut File,
-    have: &'j mut u64,
+/// Copy the local file at `path` (named `label` in messages) into
+/// `landing` with the same guarantees as a download: it continues after the
+/// bytes already held, and a file larger than `expected` is refused before
+/// anything is read.
+pub fn read_local(
+    label: &str,
+    path: &Path,
     expected: u64,
-    sink: &'j mut Sink<'s>,
-    buf: &'j mut [u8],
+    landing: &mut dyn Landing,
+) -> Result<()> {
+    if landing.held() >= expected {
+        return Ok(());
+    }
+    let named = Path::new(label);
+    let mut source = File::open(path).map_err(|e| Error::io("open", named, e))?;
+    let len = source
+        .metadata()
+        .map_err(|e| Error::io("inspect", named, e))?
+        .len();
+    if len > expected {
+        return Err(too_much(label, expected));
+    }
+    source
+        .seek(SeekFrom::Start(landing.held()))
+        .map_err(|e| Error::io("read", named, e))?;
+    let mut job = Job {
+        url: label,
+        expected,
+        landing,
+    };
+    job.stream(&mut source, |e| Failure::fatal(Error::io("read", named, e)))
+        .map_err(|f| f.error)
 }
 
-impl Job<'_, '_> {
+/// One download in progress: between attempts, the landing holds exactly
+/// the bytes received so far, so a retry continues with a range request.
+struct Job<'j> {
+    url: &'j str,
+    expected: u64,
+    landing: &'j mut dyn Landing,
+}
+
+impl Job<'_> {
     fn fetch_http(&mut self, agent: &ureq::Agent) -> Result<(), Failure> {
         let url = self.url;
+        let have = self.landing.held();
         let mut request = agent.get(url);
-        if *self.have > 0 {
-            request = request.header("Range", format!("bytes={}-", *self.have));
+        if have > 0 {
+            request = request.header("Range", format!("bytes={have}-"));
         }
         let response = request.call().map_err(|e| network_failure(url, e))?;
         let status = response.status();
         if status == StatusCode::PARTIAL_CONTENT {
-            if content_range_start(response.headers()) != Some(*self.have) {
+            if content_range_start(response.headers()) != Some(have) {
                 // We cannot tell where these bytes belong; a fresh full
                 // download on the next attempt is the safe way out.
                 self.restart()?;
@@ -299,22 +267,21 @@ impl Job<'_, '_> {
                     "{url} answered a range request with an unusable Content-Range"
                 ))));
             }
-        } else if status == StatusCode::RANGE_NOT_SATISFIABLE && *self.have > 0 {
+        } else if status == StatusCode::RANGE_NOT_SATISFIABLE && have > 0 {
             // The server's file is not longer than our partial copy, so the
             // copy is not a prefix of it; start over without a range.
             self.restart()?;
             return Err(Failure::transient(Error::io_failure(format!(
-                "{url} refused to resume at byte {}",
-                *self.have
+                "{url} refused to resume at byte {have}"
             ))));
         } else {
             check_status(url, status)?;
-            if *self.have > 0 {
+            if have > 0 {
                 // Range ignored: the body starts at byte 0.
                 self.restart()?;
             }
         }
-        let remaining = self.expected - *self.have;
+        let remaining = self.expected - self.landing.held();
         if response
             .body()
             .content_length()
@@ -326,114 +293,49 @@ impl Job<'_, '_> {
         self.stream(&mut body, |e| read_failure(url, e))
     }
 
-    fn fetch_file(&mut self, path: &Path) -> Result<(), Failure> {
-        let url = self.url;
-        let mut source =
-            File::open(path).map_err(|e| Failure::fatal(Error::io("open", Path::new(url), e)))?;
-        let len = source
-            .metadata()
-            .map_err(|e| Failure::fatal(Error::io("inspect", Path::new(url), e)))?
-            .len();
-        if len > self.expected {
-            return Err(Failure::fatal(too_much(url, self.expected)));
-        }
-        source
-            .seek(SeekFrom::Start(*self.have))
-            .map_err(|e| Failure::fatal(Error::io("read", Path::new(url), e)))?;
-        self.stream(&mut source, |e| {
-            Failure::fatal(Error::io("read", Path::new(url), e))
-        })
-    }
-
-    /// Copy `body` to the end of `dest` and to the sink until it ends.
+    /// Move `body` into the landing until it ends.
     fn stream(
         &mut self,
         body: &mut dyn Read,
         read_error: impl Fn(io::Error) -> Failure,
     ) -> Result<(), Failure> {
         let url = self.url;
-        self.file
-            .seek(SeekFrom::Start(*self.have))
-            .map_err(|e| Failure::fatal(Error::io("seek in", self.dest, e)))?;
+        // Once everything expected is here, one more byte would prove the
+        // sender is sending too much; the landing has no room for it.
+        let mut probe = [0u8; 1];
         loop {
-            let n = match body.read(self.buf) {
+            let have = self.landing.held();
+            let room = if have < self.expected {
+                self.landing.room().map_err(Failure::fatal)?
+            } else {
+                &mut probe[..]
+            };
+            let n = match body.read(room) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    return Err(Failure::transient(ended_early(
-                        url,
-                        *self.have,
-                        self.expected,
-                    )));
+                    return Err(Failure::transient(ended_early(url, have, self.expected)));
                 }
                 Err(e) => return Err(read_error(e)),
             };
-            if *self.have + n as u64 > self.expected {
-                // Not even the fitting part is written: the next run then
+            if have + n as u64 > self.expected {
+                // Not even the fitting part is kept: the next run then
                 // asks this server again rather than trusting it.
                 return Err(Failure::fatal(too_much(url, self.expected)));
             }
-            let bytes = &self.buf[..n];
-            if let Err(e) = self.file.write_all(bytes) {
-                // Best effort to keep the file equal to what the sink saw.
-                let _ = self.file.set_len(*self.have);
-                return Err(Failure::fatal(Error::io("write", self.dest, e)));
-            }
-            (self.sink)(DownloadEvent::Data {
-                offset: *self.have,
-                bytes,
-            })
-            .map_err(Failure::fatal)?;
-            let before = *self.have;
-            *self.have += n as u64;
-            if before / WRITEBACK_STEP != *self.have / WRITEBACK_STEP {
-                start_writeback(self.file, *self.have);
-            }
+            self.landing.advance(n).map_err(Failure::fatal)?;
         }
-        if *self.have < self.expected {
-            return Err(Failure::transient(ended_early(
-                url,
-                *self.have,
-                self.expected,
-            )));
+        let have = self.landing.held();
+        if have < self.expected {
+            return Err(Failure::transient(ended_early(url, have, self.expected)));
         }
         Ok(())
     }
 
     fn restart(&mut self) -> Result<(), Failure> {
-        self.file
-            .set_len(0)
-            .map_err(|e| Failure::fatal(Error::io("truncate", self.dest, e)))?;
-        *self.have = 0;
-        (self.sink)(DownloadEvent::Restart).map_err(Failure::fatal)
+        self.landing.restart().map_err(Failure::fatal)
     }
-}
-
-/// Hand the first `len` bytes already in `file` to the sink, so its digest
-/// covers the part downloaded by an earlier run.
-fn replay(
-    file: &mut File,
-    dest: &Path,
-    len: u64,
-    sink: &mut Sink<'_>,
-    buf: &mut [u8],
-) -> Result<()> {
-    file.seek(SeekFrom::Start(0))
-        .map_err(|e| Error::io("read", dest, e))?;
-    let mut offset = 0u64;
-    while offset < len {
-        let step = (buf.len() as u64).min(len - offset) as usize;
-        let block = &mut buf[..step];
-        file.read_exact(block)
-            .map_err(|e| Error::io("read back", dest, e))?;
-        sink(DownloadEvent::Data {
-            offset,
-            bytes: block,
-        })?;
-        offset += step as u64;
-    }
-    Ok(())
 }
 
 /// An attempt's error, and whether trying again could change the outcome.

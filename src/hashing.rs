@@ -214,6 +214,11 @@ impl Engine {
         self.jobs
     }
 
+    /// Run `task` on one of the engine's workers.
+    pub(crate) fn spawn(&self, task: impl FnOnce() + Send + 'static) {
+        self.pool.spawn(task);
+    }
+
     /// Digest files (whole file + chunks) in one read each; each file comes
     /// with the size it had when listed, and a file that no longer has it is
     /// reported as changed rather than hashed. Results come back
@@ -836,169 +841,6 @@ impl ThreadTracker {
     }
 }
 
-/// Checks a byte stream (a download) against declared chunk digests while it
-/// arrives: each completed chunk is hashed on the engine's workers, so hashing
-/// overlaps receiving and the bytes are never read a second time.
-pub struct StreamCheck<'e> {
-    engine: &'e Engine,
-    size: u64,
-    chunk_size: u64,
-    expected: Vec<Sha256Digest>,
-    buf: Vec<u8>,
-    next_chunk: u64,
-    received: u64,
-    in_flight: usize,
-    /// A completed chunk waiting for the next one, to be hashed as a pair.
-    waiting: Option<ChunkBuf>,
-    tx: std::sync::mpsc::Sender<(u64, Sha256Digest, Vec<u8>)>,
-    rx: std::sync::mpsc::Receiver<(u64, Sha256Digest, Vec<u8>)>,
-    free: Vec<Vec<u8>>,
-    actual: Vec<Option<Sha256Digest>>,
-}
-
-impl<'e> StreamCheck<'e> {
-    pub fn new(
-        engine: &'e Engine,
-        size: u64,
-        chunk_size: u64,
-        expected: Vec<Sha256Digest>,
-    ) -> StreamCheck<'e> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        StreamCheck {
-            engine,
-            size,
-            chunk_size,
-            actual: vec![None; expected.len()],
-            expected,
-            buf: Vec::new(),
-            next_chunk: 0,
-            received: 0,
-            in_flight: 0,
-            waiting: None,
-            tx,
-            rx,
-            free: Vec::new(),
-        }
-    }
-
-    /// Forget everything received (the download restarted from byte 0).
-    pub fn restart(&mut self) {
-        if let Some((_, buf)) = self.waiting.take() {
-            self.recycle(buf);
-        }
-        while self.in_flight > 0 {
-            self.collect_one();
-        }
-        self.buf.clear();
-        self.next_chunk = 0;
-        self.received = 0;
-        self.actual.iter_mut().for_each(|a| *a = None);
-    }
-
-    /// Feed the next bytes of the stream, in order.
-    pub fn feed(&mut self, mut bytes: &[u8]) {
-        self.received += bytes.len() as u64;
-        while !bytes.is_empty() {
-            if self.buf.capacity() == 0 {
-                self.buf = self
-                    .free
-                    .pop()
-                    .unwrap_or_else(|| Vec::with_capacity(self.chunk_size as usize));
-            }
-            let room = self.chunk_size as usize - self.buf.len();
-            let take = room.min(bytes.len());
-            self.buf.extend_from_slice(&bytes[..take]);
-            bytes = &bytes[take..];
-            if self.buf.len() == self.chunk_size as usize {
-                self.dispatch();
-            }
-        }
-    }
-
-    /// Every problem found: size, and each chunk that differs or is missing.
-    pub fn finish(mut self) -> Vec<Problem> {
-        if !self.buf.is_empty() {
-            self.dispatch();
-        }
-        if let Some(last) = self.waiting.take() {
-            self.spawn((last, None));
-        }
-        while self.in_flight > 0 {
-            self.collect_one();
-        }
-        let mut problems = Vec::new();
-        if self.received != self.size {
-            problems.push(Problem::SizeMismatch {
-                expected: self.size,
-                actual: self.received,
-            });
-        }
-        for (k, (expected, actual)) in self.expected.iter().zip(&self.actual).enumerate() {
-            let k = k as u64;
-            let start = k * self.chunk_size;
-            let end = (start + self.chunk_size).min(self.size);
-            match actual {
-                Some(a) if a == expected => {}
-                Some(a) => problems.push(Problem::ChunkMismatch {
-                    index: k,
-                    start,
-                    end,
-                    expected: *expected,
-                    actual: *a,
-                }),
-                None => problems.push(Problem::ChunkShort {
-                    index: k,
-                    start,
-                    end,
-                    read: self.received.saturating_sub(start).min(end - start),
-                }),
-            }
-        }
-        problems
-    }
-
-    /// Hand the completed chunk buffer to the pool, two chunks per task.
-    fn dispatch(&mut self) {
-        let buf = std::mem::take(&mut self.buf);
-        let index = self.next_chunk;
-        self.next_chunk += 1;
-        match self.waiting.take() {
-            None => self.waiting = Some((index, buf)),
-            Some(first) => self.spawn((first, Some((index, buf)))),
-        }
-    }
-
-    fn spawn(&mut self, pair: ChunkPair) {
-        let chunks = 1 + usize::from(pair.1.is_some());
-        // Bound memory: at most two chunk buffers per worker in flight.
-        while self.in_flight > 0 && self.in_flight + chunks > self.engine.jobs * 2 {
-            self.collect_one();
-        }
-        let tx = self.tx.clone();
-        self.engine.pool.spawn(move || {
-            for (index, digest, buf) in hash_chunk_pair(pair) {
-                let _ = tx.send((index, digest, buf));
-            }
-        });
-        self.in_flight += chunks;
-    }
-
-    fn collect_one(&mut self) {
-        if let Ok((index, digest, buf)) = self.rx.recv() {
-            if let Some(slot) = self.actual.get_mut(index as usize) {
-                *slot = Some(digest);
-            }
-            self.recycle(buf);
-        }
-        self.in_flight -= 1;
-    }
-
-    fn recycle(&mut self, mut buf: Vec<u8>) {
-        buf.clear();
-        self.free.push(buf);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1215,57 +1057,6 @@ mod tests {
                 .contains("changed between listing and hashing"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn stream_check_pinpoints_a_flip_in_any_chunk_of_a_pair_or_the_odd_last_one() {
-        let engine = Engine::new(Some(2)).unwrap();
-        for count in [4usize, 5] {
-            let data = pattern((count - 1) * 4096 + 77, 4);
-            let (_, chunks) = reference(&data, 4096);
-            for k in 0..count {
-                let mut bad = data.clone();
-                bad[k * 4096 + 3] ^= 1;
-                let mut check = StreamCheck::new(&engine, data.len() as u64, 4096, chunks.clone());
-                for piece in bad.chunks(3000) {
-                    check.feed(piece);
-                }
-                let problems = check.finish();
-                assert!(
-                    matches!(problems[..], [Problem::ChunkMismatch { index, .. }] if index == k as u64),
-                    "{count} chunks, flip in {k}: {problems:?}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn stream_check_matches_and_pinpoints() {
-        let engine = Engine::new(Some(2)).unwrap();
-        let data = pattern(5 * 4096 + 10, 9);
-        let (_, chunks) = reference(&data, 4096);
-        let mut ok = StreamCheck::new(&engine, data.len() as u64, 4096, chunks.clone());
-        for piece in data.chunks(1000) {
-            ok.feed(piece);
-        }
-        assert!(ok.finish().is_empty());
-        let mut bad = data.clone();
-        bad[2 * 4096 + 1] ^= 1;
-        let mut check = StreamCheck::new(&engine, data.len() as u64, 4096, chunks.clone());
-        check.feed(&bad[..100]);
-        check.restart();
-        check.feed(&bad);
-        let problems = check.finish();
-        assert_eq!(problems.len(), 1);
-        assert!(matches!(
-            problems[0],
-            Problem::ChunkMismatch { index: 2, .. }
-        ));
-        let mut short = StreamCheck::new(&engine, data.len() as u64, 4096, chunks);
-        short.feed(&data[..4096 * 3]);
-        let problems = short.finish();
-        assert!(matches!(problems[0], Problem::SizeMismatch { .. }));
-        assert_eq!(problems.len(), 4);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! The library holds the model and all logic; the `vmic` binary only parses
 //! arguments and prints. Library code never prints and never exits.
 
+pub mod block;
 pub mod build;
 pub mod cache;
 pub mod catalog;
@@ -17,6 +18,7 @@ pub mod hashing;
 pub mod hooks;
 pub mod meta;
 pub mod minisign;
+pub mod partfile;
 pub mod relpath;
 pub mod render;
 pub mod review;
@@ -25,6 +27,7 @@ pub mod site;
 pub mod source;
 pub mod state;
 pub mod store;
+pub mod stream_check;
 pub mod sync;
 #[cfg(test)]
 mod test_support;

@@ -3,13 +3,12 @@
 //! Today: a local directory (or its catalog.json), or a `file://` URL. The
 //! [`Source`] trait is the seam where HTTP(S) sources plug in for `sync`.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::build::CATALOG_FILE;
 use crate::catalog::Image;
 use crate::error::{Error, Result};
-use crate::fetch::{DownloadEvent, HttpClient, Sink};
+use crate::fetch::{HttpClient, Landing};
 use crate::fsutil::resolve_inside;
 use crate::relpath::SafeRelPath;
 
@@ -29,10 +28,9 @@ pub trait Source {
     /// A local path for an image named by the catalog, guaranteed inside the
     /// source directory, or `None` when the source is remote.
     fn local_image(&self, rel: &SafeRelPath) -> Result<Option<PathBuf>>;
-    /// Bring `image` into `dest` (resuming what `dest` holds where the
-    /// transport can), feeding every byte of the final file to `sink` in
-    /// order; never more than the declared size.
-    fn fetch_image(&self, image: &Image, dest: &Path, sink: &mut Sink<'_>) -> Result<()>;
+    /// Bring `image` into `landing`, continuing after the bytes it already
+    /// holds; never more than the declared size.
+    fn fetch_image(&self, image: &Image, landing: &mut dyn Landing) -> Result<()>;
 }
 
 /// A published directory on a local filesystem (or removable medium).
@@ -99,43 +97,10 @@ impl Source for DirSource {
         resolve_inside(&self.root, rel).map(Some)
     }
 
-    fn fetch_image(&self, image: &Image, dest: &Path, sink: &mut Sink<'_>) -> Result<()> {
+    fn fetch_image(&self, image: &Image, landing: &mut dyn Landing) -> Result<()> {
         let src = resolve_inside(&self.root, &image.safe_path()?)?;
-        copy_local(&src, dest, image.size, sink)
+        crate::fetch::read_local(&src.display().to_string(), &src, image.size, landing)
     }
-}
-
-/// A local copy with the same guarantees as a download: every byte goes to
-/// the sink once, and nothing past the declared size is written.
-fn copy_local(src: &Path, dest: &Path, expected: u64, sink: &mut Sink<'_>) -> Result<()> {
-    use std::io::Write;
-    let mut input = std::fs::File::open(src).map_err(|e| Error::io("open image", src, e))?;
-    let mut out = std::fs::File::create(dest).map_err(|e| Error::io("create", dest, e))?;
-    sink(DownloadEvent::Restart)?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut offset = 0u64;
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io("read image", src, e)),
-        };
-        if offset + n as u64 > expected {
-            return Err(Error::verification(format!(
-                "{} is larger than the declared {expected} bytes",
-                src.display()
-            )));
-        }
-        out.write_all(&buf[..n])
-            .map_err(|e| Error::io("write", dest, e))?;
-        sink(DownloadEvent::Data {
-            offset,
-            bytes: &buf[..n],
-        })?;
-        offset += n as u64;
-    }
-    out.sync_all().map_err(|e| Error::io("sync", dest, e))
 }
 
 /// A published directory served over HTTP(S): the catalog next to the
@@ -181,12 +146,12 @@ impl Source for HttpSource {
         Ok(None)
     }
 
-    fn fetch_image(&self, image: &Image, dest: &Path, sink: &mut Sink<'_>) -> Result<()> {
+    fn fetch_image(&self, image: &Image, landing: &mut dyn Landing) -> Result<()> {
         let mut urls = vec![self.url_of(image.safe_path()?.as_str())];
         urls.extend(image.urls.iter().cloned());
         let mut last = None;
         for url in &urls {
-            match self.client.download(url, dest, image.size, sink) {
+            match self.client.download(url, image.size, landing) {
                 Ok(()) => return Ok(()),
                 // Too many bytes is an attack, not an outage: no fallback.
                 Err(e) if e.kind() == crate::error::ErrorKind::Verification => return Err(e),

@@ -13,10 +13,11 @@ use serde::Serialize;
 
 use crate::catalog::{Catalog, Image};
 use crate::error::{Error, ErrorKind, Result};
-use crate::fetch::{DownloadEvent, HttpClient, HttpConfig};
-use crate::hashing::{Engine, Progress, StreamCheck};
+use crate::fetch::{HttpClient, HttpConfig};
+use crate::hashing::{Engine, Progress};
 use crate::hooks::{HookSummary, flush_outbox};
 use crate::minisign::PublicKey;
+use crate::partfile::{Expected, PartFile};
 use crate::site::Site;
 use crate::state::{EndorserRow, ImageRow, image_state as st};
 use crate::store;
@@ -553,30 +554,34 @@ fn fetch_one(
     if std::fs::symlink_metadata(&part).is_ok_and(|m| !m.file_type().is_file()) {
         store::remove_if_present(&part)?;
     }
-    let mut check = StreamCheck::new(engine, image.size, image.chunk_size, image.chunks.clone());
-    let fetched = source.fetch_image(image, &part, &mut |event| {
-        match event {
-            DownloadEvent::Restart => {
-                check.restart();
-                progress.begin(image.size);
-            }
-            DownloadEvent::Data { bytes, .. } => {
-                check.feed(bytes);
-                progress.advance(bytes.len() as u64);
-            }
-        }
-        Ok(())
-    });
-    if let Err(e) = fetched {
+    let expected = Expected {
+        size: image.size,
+        chunk_size: image.chunk_size,
+        chunks: image.chunks.clone(),
+    };
+    let mut landing = PartFile::open(&part, expected, engine, progress)?;
+    if let Err(e) = source.fetch_image(image, &mut landing) {
+        // Whatever arrived stays for the next run to continue from (or as
+        // evidence in quarantine).
+        let kept = landing.suspend();
         if e.kind() == ErrorKind::Verification {
             let why = e.message().to_string();
             store::quarantine(site, row, &part, &why)?;
             return Ok(FetchOutcome::Quarantined(why));
         }
-        // Transient: keep the partial file for the next run to resume.
-        return Err(e);
+        return Err(match kept {
+            Ok(()) => e,
+            Err(lost) => Error::new(
+                e.kind(),
+                format!(
+                    "{}; what arrived was not kept either: {}",
+                    e.message(),
+                    lost.message()
+                ),
+            ),
+        });
     }
-    let problems = check.finish();
+    let problems = landing.finish()?;
     if let Some(first) = problems.first() {
         let more = if problems.len() > 1 {
             format!(" (and {} more problems)", problems.len() - 1)

@@ -12,9 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
 use vmic::ErrorKind;
+use vmic::digest::Sha256Digest;
 use vmic::fetch::*;
+use vmic::hashing::{Engine, NoProgress, Problem};
+use vmic::partfile::{Expected, PartFile};
 
 // ---------------------------------------------------------------- server
 
@@ -234,50 +236,50 @@ fn data(len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn sha(bytes: &[u8]) -> Vec<u8> {
-    Sha256::digest(bytes).to_vec()
-}
+/// Chunk size of the images these tests download: small, so that even
+/// short bodies have several chunks (blocks stay 8 MiB).
+const CHUNK: usize = 4096;
 
-/// What a sink saw: the hash and length of everything since the last Restart.
-struct Seen {
-    restarts: usize,
-    hasher: Sha256,
-    len: u64,
-}
-
-impl Seen {
-    fn digest(self) -> Vec<u8> {
-        self.hasher.finalize().to_vec()
+/// The signed description of `truth`, as a catalog would declare it.
+fn expected(truth: &[u8]) -> Expected {
+    Expected {
+        size: truth.len() as u64,
+        chunk_size: CHUNK as u64,
+        chunks: truth.chunks(CHUNK).map(Sha256Digest::of).collect(),
     }
 }
 
+/// How a download into a `.part` file ended.
+struct Outcome {
+    restarts: u32,
+    discarded: u64,
+    /// What the check found once the download succeeded (empty: the file
+    /// is exactly `truth`).
+    problems: Vec<Problem>,
+}
+
+/// Download `url` into the `.part` file `dest` for an image whose content
+/// must be `truth`, as `vmic sync` does: keep what arrived on failure,
+/// check and fsync on success.
 fn download(
     client: &HttpClient,
     url: &str,
     dest: &Path,
-    expected: u64,
-) -> (vmic::Result<()>, Seen) {
-    let mut seen = Seen {
-        restarts: 0,
-        hasher: Sha256::new(),
-        len: 0,
+    truth: &[u8],
+) -> (vmic::Result<()>, Outcome) {
+    let engine = Engine::new(Some(2)).unwrap();
+    let mut part = PartFile::open(dest, expected(truth), &engine, &NoProgress).unwrap();
+    let result = client.download(url, truth.len() as u64, &mut part);
+    let mut outcome = Outcome {
+        restarts: part.restarts(),
+        discarded: part.discarded(),
+        problems: Vec::new(),
     };
-    let result = client.download(url, dest, expected, &mut |event| {
-        match event {
-            DownloadEvent::Restart => {
-                seen.restarts += 1;
-                seen.hasher = Sha256::new();
-                seen.len = 0;
-            }
-            DownloadEvent::Data { offset, bytes } => {
-                assert_eq!(offset, seen.len, "sink saw bytes out of order");
-                seen.hasher.update(bytes);
-                seen.len += bytes.len() as u64;
-            }
-        }
-        Ok(())
-    });
-    (result, seen)
+    match result {
+        Ok(()) => outcome.problems = part.finish().unwrap(),
+        Err(_) => part.suspend().unwrap(),
+    }
+    (result, outcome)
 }
 
 // ---------------------------------------------------------------- get_capped
@@ -464,10 +466,10 @@ fn download_writes_the_whole_file() {
     let server = serve(1, move |_, req| Reply::Send(ranged(&reply, req)));
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("image");
-    let (result, seen) = download(&client(), &server.url("/img"), &dest, body.len() as u64);
+    let (result, seen) = download(&client(), &server.url("/img"), &dest, &body);
     result.unwrap();
     assert_eq!(seen.restarts, 0);
-    assert_eq!(seen.digest(), sha(&body));
+    assert_eq!(seen.problems, []);
     assert_eq!(std::fs::read(&dest).unwrap(), body);
     assert_eq!(server.requests()[0].header("range"), None);
 }
@@ -482,15 +484,14 @@ fn download_resumes_a_partial_file() {
     let dest = dir.path().join("image");
     std::fs::write(&dest, &body[..half]).unwrap();
 
-    let (result, seen) = download(&client(), &server.url("/img"), &dest, body.len() as u64);
+    let (result, seen) = download(&client(), &server.url("/img"), &dest, &body);
     result.unwrap();
     assert_eq!(
         server.requests()[0].header("range"),
         Some(format!("bytes={half}-").as_str())
     );
     assert_eq!(seen.restarts, 0);
-    assert_eq!(seen.len, body.len() as u64);
-    assert_eq!(seen.digest(), sha(&body));
+    assert_eq!(seen.problems, []);
     assert_eq!(std::fs::read(&dest).unwrap(), body);
 }
 
@@ -501,9 +502,9 @@ fn a_complete_file_needs_no_request() {
     let dest = dir.path().join("image");
     std::fs::write(&dest, &body).unwrap();
     // Nothing listens here; a request would fail.
-    let (result, seen) = download(&client(), "http://127.0.0.1:9/x", &dest, 5000);
+    let (result, seen) = download(&client(), "http://127.0.0.1:9/x", &dest, &body);
     result.unwrap();
-    assert_eq!(seen.digest(), sha(&body));
+    assert_eq!(seen.problems, []);
 }
 
 #[test]
@@ -514,10 +515,10 @@ fn a_longer_partial_file_is_discarded() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("image");
     std::fs::write(&dest, data(6000)).unwrap();
-    let (result, seen) = download(&client(), &server.url("/img"), &dest, 5000);
+    let (result, seen) = download(&client(), &server.url("/img"), &dest, &body);
     result.unwrap();
     assert_eq!(server.requests()[0].header("range"), None);
-    assert_eq!(seen.digest(), sha(&body));
+    assert_eq!(seen.problems, []);
     assert_eq!(std::fs::read(&dest).unwrap(), body);
 }
 
@@ -531,11 +532,11 @@ fn a_server_ignoring_range_restarts_the_sink() {
     let dest = dir.path().join("image");
     std::fs::write(&dest, &body[..half]).unwrap();
 
-    let (result, seen) = download(&client(), &server.url("/img"), &dest, body.len() as u64);
+    let (result, seen) = download(&client(), &server.url("/img"), &dest, &body);
     result.unwrap();
     assert!(server.requests()[0].header("range").is_some());
     assert_eq!(seen.restarts, 1);
-    assert_eq!(seen.digest(), sha(&body));
+    assert_eq!(seen.problems, []);
     assert_eq!(std::fs::read(&dest).unwrap(), body);
 }
 
@@ -563,13 +564,13 @@ fn a_wrong_content_range_starts_over() {
     let dest = dir.path().join("image");
     std::fs::write(&dest, &body[..half]).unwrap();
 
-    let (result, seen) = download(&client(), &server.url("/img"), &dest, body.len() as u64);
+    let (result, seen) = download(&client(), &server.url("/img"), &dest, &body);
     result.unwrap();
     let reqs = server.requests();
     assert_eq!(reqs.len(), 2);
     assert_eq!(reqs[1].header("range"), None);
     assert_eq!(seen.restarts, 1);
-    assert_eq!(seen.digest(), sha(&body));
+    assert_eq!(seen.problems, []);
     assert_eq!(std::fs::read(&dest).unwrap(), body);
 }
 
@@ -590,7 +591,7 @@ fn a_cut_body_keeps_the_partial_file_for_the_next_call() {
     let url = server.url("/img");
     let no_retry = client_with(|c| c.retries = 0);
 
-    let (result, _) = download(&no_retry, &url, &dest, body.len() as u64);
+    let (result, _) = download(&no_retry, &url, &dest, &body);
     let err = result.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Io, "{err}");
     assert!(
@@ -601,14 +602,14 @@ fn a_cut_body_keeps_the_partial_file_for_the_next_call() {
     assert!(!partial.is_empty() && partial.len() <= sent);
     assert_eq!(partial, body[..partial.len()]);
 
-    let (result, seen) = download(&no_retry, &url, &dest, body.len() as u64);
+    let (result, seen) = download(&no_retry, &url, &dest, &body);
     result.unwrap();
     assert_eq!(
         server.requests()[1].header("range"),
         Some(format!("bytes={}-", partial.len()).as_str())
     );
     assert_eq!(seen.restarts, 0);
-    assert_eq!(seen.digest(), sha(&body));
+    assert_eq!(seen.problems, []);
     assert_eq!(std::fs::read(&dest).unwrap(), body);
 }
 
@@ -626,14 +627,92 @@ fn a_retry_resumes_where_the_cut_body_ended() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("image");
     let client = client_with(|c| c.retries = 1);
-    let (result, seen) = download(&client, &server.url("/img"), &dest, body.len() as u64);
+    let (result, seen) = download(&client, &server.url("/img"), &dest, &body);
     result.unwrap();
     let reqs = server.requests();
     assert_eq!(reqs.len(), 2);
     assert!(reqs[1].header("range").is_some_and(|r| r != "bytes=0-"));
     assert_eq!(seen.restarts, 0);
-    assert_eq!(seen.digest(), sha(&body));
+    assert_eq!(seen.problems, []);
     assert_eq!(std::fs::read(&dest).unwrap(), body);
+}
+
+#[test]
+fn a_download_of_several_blocks_cut_midway_resumes_at_the_byte() {
+    // Three 8 MiB blocks: the first is written whole (direct I/O where the
+    // filesystem allows), the cut leaves part of the second in memory,
+    // which is kept when the download is suspended.
+    let body = data((20 << 20) + 777);
+    let cut = (13 << 20) + 5;
+    let reply = body.clone();
+    let server = serve(2, move |i, req| {
+        Reply::Send(if i == 0 {
+            cut_short(&reply, cut)
+        } else {
+            ranged(&reply, req)
+        })
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("image");
+    let url = server.url("/img");
+    let no_retry = client_with(|c| c.retries = 0);
+
+    let (result, _) = download(&no_retry, &url, &dest, &body);
+    assert_eq!(result.unwrap_err().kind(), ErrorKind::Io);
+    assert_eq!(std::fs::read(&dest).unwrap(), body[..cut]);
+
+    let (result, seen) = download(&no_retry, &url, &dest, &body);
+    result.unwrap();
+    assert_eq!(
+        server.requests()[1].header("range"),
+        Some(format!("bytes={cut}-").as_str())
+    );
+    assert_eq!((seen.restarts, seen.discarded), (0, 0));
+    assert_eq!(seen.problems, []);
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+}
+
+#[test]
+fn a_damaged_partial_file_is_cut_back_to_its_last_intact_block() {
+    // What an earlier run left has a bad byte in its second block (a crash
+    // that lost a write, or a mirror that sent garbage): the first block is
+    // kept, everything from the damaged block on is fetched again.
+    let body = data((20 << 20) + 777);
+    let reply = body.clone();
+    let server = serve(1, move |_, req| Reply::Send(ranged(&reply, req)));
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("image");
+    let mut partial = body[..18 << 20].to_vec();
+    partial[(9 << 20) + 5] ^= 0x40;
+    std::fs::write(&dest, &partial).unwrap();
+
+    let (result, seen) = download(&client(), &server.url("/img"), &dest, &body);
+    result.unwrap();
+    assert_eq!(
+        server.requests()[0].header("range"),
+        Some(format!("bytes={}-", 8 << 20).as_str())
+    );
+    assert_eq!(seen.discarded, (18 << 20) - (8 << 20));
+    assert_eq!(seen.problems, []);
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+}
+
+#[test]
+fn a_wrong_byte_from_the_server_is_pinpointed_after_the_download() {
+    let body = data((9 << 20) + 3);
+    let mut tampered = body.clone();
+    tampered[(8 << 20) + 4097] ^= 1;
+    let server = serve(1, move |_, req| Reply::Send(ranged(&tampered, req)));
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("image");
+    let (result, seen) = download(&client(), &server.url("/img"), &dest, &body);
+    result.unwrap();
+    let chunk = ((8 << 20) + 4097) / CHUNK as u64;
+    assert!(
+        matches!(seen.problems[..], [Problem::ChunkMismatch { index, .. }] if index == chunk),
+        "{:?}",
+        seen.problems
+    );
 }
 
 #[test]
@@ -650,7 +729,7 @@ fn a_body_stalling_midway_times_out_and_keeps_the_partial_file() {
         c.retries = 0;
     });
     let started = Instant::now();
-    let (result, _) = download(&client, &server.url("/img"), &dest, body.len() as u64);
+    let (result, _) = download(&client, &server.url("/img"), &dest, &body);
     assert_eq!(result.unwrap_err().kind(), ErrorKind::Io);
     assert!(started.elapsed() < Duration::from_secs(4));
     assert_eq!(std::fs::read(&dest).unwrap(), body[..50_000]);
@@ -667,7 +746,7 @@ fn more_than_the_expected_size_is_refused() {
     let server = serve(3, move |_, _| Reply::Send(ok(&reply)));
     let url = server.url("/img");
     let dest = dir.path().join("announced");
-    let (result, _) = download(&client(), &url, &dest, expected);
+    let (result, _) = download(&client(), &url, &dest, &body[..expected as usize]);
     let err = result.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Verification);
     assert_eq!(
@@ -683,7 +762,12 @@ fn more_than_the_expected_size_is_refused() {
     ] {
         let server = serve(3, move |_, _| Reply::Send(reply.clone()));
         let dest = dir.path().join(name);
-        let (result, _) = download(&client(), &server.url("/img"), &dest, expected);
+        let (result, _) = download(
+            &client(),
+            &server.url("/img"),
+            &dest,
+            &body[..expected as usize],
+        );
         let err = result.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Verification, "{name}: {err}");
         assert!(
@@ -695,17 +779,36 @@ fn more_than_the_expected_size_is_refused() {
     }
 }
 
+/// A landing whose disk is full.
+struct Refusing {
+    buf: Vec<u8>,
+}
+
+impl Landing for Refusing {
+    fn held(&self) -> u64 {
+        0
+    }
+    fn restart(&mut self) -> vmic::Result<()> {
+        Ok(())
+    }
+    fn room(&mut self) -> vmic::Result<&mut [u8]> {
+        Ok(&mut self.buf)
+    }
+    fn advance(&mut self, _: usize) -> vmic::Result<()> {
+        Err(vmic::Error::input("disk quota"))
+    }
+}
+
 #[test]
-fn sink_errors_stop_the_download() {
+fn landing_errors_stop_the_download_without_retry() {
     let body = data(100_000);
     let reply = body.clone();
     let server = serve(3, move |_, req| Reply::Send(ranged(&reply, req)));
-    let dir = tempfile::tempdir().unwrap();
-    let dest = dir.path().join("image");
+    let mut landing = Refusing {
+        buf: vec![0; 65536],
+    };
     let err = client()
-        .download(&server.url("/img"), &dest, body.len() as u64, &mut |_| {
-            Err(vmic::Error::input("disk quota"))
-        })
+        .download(&server.url("/img"), body.len() as u64, &mut landing)
         .unwrap_err();
     assert_eq!(err.message(), "disk quota");
     assert_eq!(server.requests().len(), 1);
@@ -748,21 +851,21 @@ fn file_urls_download_and_resume() {
     let client = client();
 
     let dest = dir.path().join("full.img");
-    let (result, seen) = download(&client, &url, &dest, body.len() as u64);
+    let (result, seen) = download(&client, &url, &dest, &body);
     result.unwrap();
-    assert_eq!(seen.digest(), sha(&body));
+    assert_eq!(seen.problems, []);
     assert_eq!(std::fs::read(&dest).unwrap(), body);
 
     let dest = dir.path().join("resumed.img");
     std::fs::write(&dest, &body[..1000]).unwrap();
-    let (result, seen) = download(&client, &url, &dest, body.len() as u64);
+    let (result, seen) = download(&client, &url, &dest, &body);
     result.unwrap();
     assert_eq!(seen.restarts, 0);
-    assert_eq!(seen.digest(), sha(&body));
+    assert_eq!(seen.problems, []);
     assert_eq!(std::fs::read(&dest).unwrap(), body);
 
     let dest = dir.path().join("short.img");
-    let (result, _) = download(&client, &url, &dest, body.len() as u64 - 1);
+    let (result, _) = download(&client, &url, &dest, &body[..body.len() - 1]);
     let err = result.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Verification);
     assert!(
@@ -771,7 +874,8 @@ fn file_urls_download_and_resume() {
     );
 
     let dest = dir.path().join("long.img");
-    let (result, _) = download(&client, &url, &dest, body.len() as u64 + 1);
+    let longer = [&body[..], b"x"].concat();
+    let (result, _) = download(&client, &url, &dest, &longer);
     assert_eq!(result.unwrap_err().kind(), ErrorKind::Io);
 }
 

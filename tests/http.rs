@@ -200,29 +200,29 @@ fn body_cut_short_is_resumed_with_range() {
     assert_store_holds_source(&s, "big.img");
 }
 
-#[test]
-fn kill_during_download_then_rerun_is_consistent() {
-    let (s, server) = fault_site();
-    server.set(Fault::Trickle("big.img".into(), 64 << 10));
-    let mut child = spawn_sync(&s);
-    // Wait until part of the image has arrived, then kill -9.
+/// Wait (at most 20 s) until the server has sent at least `bytes`.
+fn wait_for_bytes_sent(server: &FaultServer, bytes: u64) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let partial = std::fs::read_dir(s.path("site/tmp/demo"))
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| e.ok())
-            .and_then(|e| e.metadata().ok())
-            .map_or(0, |m| m.len());
-        if partial > 256 << 10 {
-            break;
-        }
+    while server
+        .body_bytes_sent
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < bytes
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "download never started"
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+}
+
+#[test]
+fn kill_during_download_then_rerun_is_consistent() {
+    let (s, server) = fault_site();
+    server.set(Fault::Trickle("big.img".into(), 64 << 10));
+    let mut child = spawn_sync(&s);
+    // Wait until part of the image has been sent, then kill -9.
+    wait_for_bytes_sent(&server, 256 << 10);
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(store_count(&s), 0, "a partial image reached the store");
@@ -231,6 +231,46 @@ fn kill_during_download_then_rerun_is_consistent() {
     assert_eq!(store_count(&s), 1);
     assert_store_holds_source(&s, "big.img");
     expect_ok(&s.run(&["reverify"]));
+}
+
+#[test]
+fn a_download_killed_after_whole_blocks_resumes_after_them() {
+    // 20 MiB in 8 MiB chunks: blocks are written whole, in order, so what a
+    // kill -9 leaves is a prefix of whole blocks and the rerun asks only
+    // for the rest.
+    let s = Site::new(&[("big.img", 20 << 20)]);
+    s.publish();
+    let server = FaultServer::start(s.path("out"));
+    expect_ok(&s.trust_with(&server.url(), &[]));
+    server.set(Fault::Trickle("big.img".into(), 128 << 10));
+    let mut child = spawn_sync(&s);
+    let part_len = || {
+        std::fs::read_dir(s.path("site/tmp/demo"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .and_then(|e| e.metadata().ok())
+            .map_or(0, |m| m.len())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while part_len() < 8 << 20 {
+        assert!(std::time::Instant::now() < deadline, "no block written");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let kept = part_len();
+    assert!(
+        kept >= 8 << 20 && kept % (8 << 20) == 0 && kept < 20 << 20,
+        "the part file holds {kept} bytes, not whole blocks"
+    );
+    assert_eq!(store_count(&s), 0);
+
+    server.set(Fault::None);
+    expect_ok(&s.run(&["sync"]));
+    let ranges = server.ranges_seen.lock().unwrap().clone();
+    assert_eq!(ranges, [format!("/images/big.img {kept}-")]);
+    assert_store_holds_source(&s, "big.img");
 }
 
 #[test]

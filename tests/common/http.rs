@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +26,8 @@ pub struct FaultServer {
     pub port: u16,
     pub fault: Arc<Mutex<Fault>>,
     pub ranges_seen: Arc<Mutex<Vec<String>>>,
+    /// Body bytes written to clients so far (all requests).
+    pub body_bytes_sent: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
 
@@ -37,16 +39,23 @@ impl FaultServer {
         let fault = Arc::new(Mutex::new(Fault::None));
         let ranges_seen = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (f, r, s) = (fault.clone(), ranges_seen.clone(), stop.clone());
+        let body_bytes_sent = Arc::new(AtomicU64::new(0));
+        let (f, r, s, b) = (
+            fault.clone(),
+            ranges_seen.clone(),
+            stop.clone(),
+            body_bytes_sent.clone(),
+        );
         std::thread::spawn(move || {
             // Bounded: at most 10 minutes of serving, whatever happens.
             let deadline = std::time::Instant::now() + Duration::from_secs(600);
             while !s.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let (root, f, r, s) = (root.clone(), f.clone(), r.clone(), s.clone());
+                        let (root, f, r, s, b) =
+                            (root.clone(), f.clone(), r.clone(), s.clone(), b.clone());
                         std::thread::spawn(move || {
-                            let _ = handle(stream, &root, &f, &r, &s);
+                            let _ = handle(stream, &root, &f, &r, &s, &b);
                         });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -57,6 +66,7 @@ impl FaultServer {
             port,
             fault,
             ranges_seen,
+            body_bytes_sent,
             stop,
         }
     }
@@ -82,6 +92,7 @@ fn handle(
     fault: &Mutex<Fault>,
     ranges: &Mutex<Vec<String>>,
     stop: &AtomicBool,
+    sent: &AtomicU64,
 ) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -146,8 +157,10 @@ fn handle(
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
     match current {
-        Fault::CutShort(n, sent) if matches(&n) => {
-            stream.write_all(&slice[..sent.min(slice.len())])?;
+        Fault::CutShort(n, cut) if matches(&n) => {
+            let piece = &slice[..cut.min(slice.len())];
+            stream.write_all(piece)?;
+            sent.fetch_add(piece.len() as u64, Ordering::Relaxed);
         }
         Fault::Trickle(n, per_tick) if matches(&n) => {
             for piece in slice.chunks(per_tick.max(1)) {
@@ -155,10 +168,14 @@ fn handle(
                     break;
                 }
                 stream.write_all(piece)?;
+                sent.fetch_add(piece.len() as u64, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-        _ => stream.write_all(slice)?,
+        _ => {
+            stream.write_all(slice)?;
+            sent.fetch_add(slice.len() as u64, Ordering::Relaxed);
+        }
     }
     stream.flush()
 }
