@@ -7,12 +7,15 @@ mod common;
 mod fault;
 #[path = "common/nginx.rs"]
 mod nginx;
+#[path = "common/proxy.rs"]
+mod proxy;
 
 use std::path::PathBuf;
 
 use common::harness::Harness;
 use common::*;
 use fault::{Fault, FaultServer};
+use proxy::ConnectProxy;
 
 type Site = Harness;
 
@@ -421,4 +424,38 @@ fn https_with_a_per_source_ca_file() {
     expect_ok(&s.run(&["trust", "remove", "demo"]));
     let o = s.trust_with(&url, &["--ca-file", "/nonexistent/ca.pem"]);
     expect_fail(&o, 2, &["/nonexistent/ca.pem"]);
+}
+
+#[test]
+fn proxy_variables_are_honoured() {
+    // The endorser's host name resolves nowhere; only the proxy reaches it.
+    let s = Site::new(&[("a.img", 3 << 20)]);
+    s.publish();
+    let server = FaultServer::start(s.path("out"));
+    let url = format!("http://endorser.vmic-test.invalid:{}/", server.port);
+    expect_ok(&s.trust_with(&url, &[]));
+    s.set_config("retries = 3", "retries = 0");
+    let proxy = ConnectProxy::start();
+    let via_proxy = [("http_proxy", proxy.url())];
+    let env: Vec<(&str, &str)> = via_proxy.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    // no_proxy names the host: it is contacted directly, and fails.
+    let mut bypass = env.clone();
+    bypass.push(("no_proxy", ".vmic-test.invalid"));
+    expect_fail(
+        &s.run_env(&["sync"], &bypass),
+        3,
+        &["endorser.vmic-test.invalid"],
+    );
+    assert!(proxy.targets.lock().unwrap().is_empty());
+    assert!(s.store_files().is_empty());
+
+    expect_ok(&s.run_env(&["sync"], &env));
+    let target = format!("endorser.vmic-test.invalid:{}", server.port);
+    let targets = proxy.targets.lock().unwrap().clone();
+    assert!(
+        !targets.is_empty() && targets.iter().all(|t| *t == target),
+        "{targets:?}"
+    );
+    assert_store_holds_source(&s, "a.img");
 }

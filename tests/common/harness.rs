@@ -35,6 +35,14 @@ impl Harness {
         vmic(all)
     }
 
+    /// `vmic --site SITE ARGS...` with extra environment variables.
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let site = self.path("site").display().to_string();
+        let mut all = vec!["--site", site.as_str()];
+        all.extend(args);
+        vmic_env(all, env)
+    }
+
     /// Build `images/` into `out/` with the demo key.
     pub fn publish(&self) {
         expect_ok(&build(self.tmp.path(), &[]));
