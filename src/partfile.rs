@@ -87,7 +87,7 @@ impl<'e> PartFile<'e> {
             .open(path)
             .map_err(|e| Error::io("open", path, e))?;
         let chunk_size = expected.chunk_size.max(1);
-        let block_size = chunk_size * TARGET_BLOCK.div_ceil(chunk_size);
+        let block_size = block_size_for(expected.size, chunk_size);
         let blocks = (BLOCK_MEMORY / block_size).min(2 * engine.jobs() as u64 + 3);
         let direct = if block_size.is_multiple_of(ALIGN as u64) {
             open_direct(path)
@@ -256,6 +256,15 @@ impl Landing for PartFile<'_> {
     }
 }
 
+/// A whole number of chunks of at least [`TARGET_BLOCK`], so that blocks
+/// start on chunk boundaries; but an image that fits in one block gets a
+/// block of its own size (in whole pages), not megabytes it would not use.
+fn block_size_for(size: u64, chunk_size: u64) -> u64 {
+    let block = chunk_size * TARGET_BLOCK.div_ceil(chunk_size);
+    let whole_image = size.div_ceil(ALIGN as u64).max(1) * ALIGN as u64;
+    block.min(whole_image)
+}
+
 /// A second descriptor of `path` for direct I/O, where the filesystem
 /// supports it (tmpfs and some network filesystems do not).
 fn open_direct(path: &Path) -> Option<File> {
@@ -403,5 +412,21 @@ fn start_writeback(file: &File, offset: u64, len: usize) {
             len as i64,
             libc::SYNC_FILE_RANGE_WRITE,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_hold_whole_chunks_or_the_whole_image() {
+        assert_eq!(block_size_for(2 << 30, 8 << 20), 8 << 20);
+        assert_eq!(block_size_for(2 << 30, 4096), 8 << 20);
+        assert_eq!(block_size_for(2 << 30, 5000), 5000 * 1678);
+        assert_eq!(block_size_for(2 << 30, 64 << 20), 64 << 20);
+        assert_eq!(block_size_for(100_000, 8 << 20), 102_400);
+        assert_eq!(block_size_for(0, 8 << 20), 4096);
+        assert_eq!(block_size_for(8 << 20, 8 << 20), 8 << 20);
     }
 }
