@@ -1,26 +1,29 @@
 //! The `.part` file an image download lands in, checked while it arrives.
 //!
-//! The download is received straight into page-aligned blocks (a whole
-//! number of chunks each). A completed block goes, shared, to two places at
-//! once: a writer thread that writes it at its offset, and the engine's
-//! workers that hash its chunks against the signed digests. So the bytes
-//! are copied once in user space, hashing overlaps receiving, and the
-//! receiving thread never waits for the disk.
+//! The download is received straight into page-aligned 8 MiB blocks at
+//! fixed offsets (whatever the image's chunk size). A completed block goes,
+//! shared, to two places at once: a writer thread that writes it at its
+//! offset, and the engine's workers that hash its chunks against the signed
+//! digests ([`StreamCheck`]). So the bytes are copied once in user space,
+//! hashing overlaps receiving, the receiving thread never waits for the
+//! disk, and memory stays at most seven blocks per download.
 //!
 //! Full blocks are written with direct I/O (`O_DIRECT`) where the
-//! filesystem allows it and the block size is page-aligned: the data goes
-//! from the block to the device without a page-cache copy or a writeback
-//! backlog, so the fsync that must precede an import has little left to
-//! do. Anything else (a filesystem without direct I/O, an odd chunk size,
-//! the short last block) is written through the page cache.
+//! filesystem allows it: the data goes from the block to the device
+//! without a page-cache copy or a writeback backlog, so the fsync that must
+//! precede an import has little left to do. Anything else (a filesystem
+//! without direct I/O, the short last block) is written through the page
+//! cache.
 //!
 //! Resuming: the writer writes blocks in order, so the file is always a
 //! prefix of the bytes received. On open, that prefix is read back and its
-//! whole blocks are checked; the download continues after the last block
-//! whose chunks all match, and everything from the first damaged block on
-//! is discarded (a crash can leave unwritten garbage; a bad mirror can
-//! have sent some). Nothing is trusted because it is on disk: every chunk
-//! is verified again before [`PartFile::finish`] declares the file whole.
+//! complete chunks are checked; the download continues from the block
+//! holding the first damaged one, and everything from there on is
+//! discarded (a crash can leave unwritten garbage; a bad mirror can have
+//! sent some). Damage in the incomplete last chunk shows only when the
+//! chunk is complete, as a mismatch after the download. Nothing is trusted
+//! because it is on disk: every chunk is verified before
+//! [`PartFile::finish`] declares the file whole.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -34,12 +37,12 @@ use crate::block::{ALIGN, Block, BlockPool};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::fetch::Landing;
-use crate::hashing::{Engine, Problem, Progress};
+use crate::hashing::{Engine, Problem, Progress, chunk_count};
 use crate::stream_check::StreamCheck;
 
-/// Blocks are at least this large (a whole number of chunks): big enough
-/// that per-block work vanishes next to the bytes, small enough to bound
-/// memory with several blocks in flight.
+/// Block size: big enough that per-block work vanishes next to the bytes,
+/// small enough to bound memory with several blocks in flight; equal to
+/// the default chunk size, so that default chunks never straddle blocks.
 const TARGET_BLOCK: u64 = 8 << 20;
 /// Memory for blocks in flight, per download (at least three blocks).
 const BLOCK_MEMORY: u64 = 64 << 20;
@@ -86,14 +89,9 @@ impl<'e> PartFile<'e> {
             .truncate(false)
             .open(path)
             .map_err(|e| Error::io("open", path, e))?;
-        let chunk_size = expected.chunk_size.max(1);
-        let block_size = block_size_for(expected.size, chunk_size);
+        let block_size = block_size_for(expected.size);
         let blocks = (BLOCK_MEMORY / block_size).min(2 * engine.jobs() as u64 + 3);
-        let direct = if block_size.is_multiple_of(ALIGN as u64) {
-            open_direct(path)
-        } else {
-            None
-        };
+        let direct = open_direct(path);
         let writer = Writer::start(
             path,
             file.try_clone().map_err(|e| Error::io("open", path, e))?,
@@ -109,7 +107,7 @@ impl<'e> PartFile<'e> {
             fill: 0,
             block_start: 0,
             writer,
-            check: StreamCheck::new(engine, expected.size, chunk_size, expected.chunks),
+            check: StreamCheck::new(engine, expected.size, expected.chunk_size, expected.chunks),
             progress,
             restarts: 0,
             discarded: 0,
@@ -170,10 +168,7 @@ impl<'e> PartFile<'e> {
         while self.block_start < len {
             let extent = self.block_size.min(self.size - self.block_start);
             let have = extent.min(len - self.block_start) as usize;
-            let mut block = self.pool.take();
-            self.file
-                .read_exact_at(&mut block.as_mut_slice()[..have], self.block_start)
-                .map_err(|e| Error::io("read back", &self.path, e))?;
+            let block = self.read_back(self.block_start, have)?;
             if have as u64 == extent {
                 self.check.submit(Arc::new(block), have);
                 self.block_start += extent;
@@ -183,19 +178,43 @@ impl<'e> PartFile<'e> {
                 break;
             }
         }
-        let complete_chunks = self.block_start.div_ceil(self.check.chunk_size());
+        let chunk_size = self.check.chunk_size();
+        let complete_chunks = if self.block_start == self.size {
+            chunk_count(self.size, chunk_size)
+        } else {
+            self.block_start / chunk_size
+        };
         let intact = self.check.verified_chunks();
         if intact < complete_chunks {
-            let keep = intact * self.check.chunk_size() / self.block_size * self.block_size;
+            let keep = intact * chunk_size / self.block_size * self.block_size;
             self.current = None;
             self.fill = 0;
-            self.block_start = keep;
-            self.check.rewind(keep / self.check.chunk_size());
             self.truncate(keep)?;
+            // The check goes back to the start of the chunk holding `keep`;
+            // that chunk's bytes before `keep` are intact and are fed again.
+            let chunk_start = keep / chunk_size * chunk_size;
+            self.check.rewind(keep / chunk_size);
+            let mut at = chunk_start;
+            while at < keep {
+                let piece = self.block_size.min(keep - at) as usize;
+                let block = self.read_back(at, piece)?;
+                self.check.submit(Arc::new(block), piece);
+                at += piece as u64;
+            }
+            self.block_start = keep;
             self.discarded = len - keep;
         }
         self.progress.advance(self.held());
         Ok(())
+    }
+
+    /// `len` bytes of the file at `offset`, in a block.
+    fn read_back(&mut self, offset: u64, len: usize) -> Result<Block> {
+        let mut block = self.pool.take();
+        self.file
+            .read_exact_at(&mut block.as_mut_slice()[..len], offset)
+            .map_err(|e| Error::io("read back", &self.path, e))?;
+        Ok(block)
     }
 
     fn truncate(&mut self, len: u64) -> Result<()> {
@@ -256,13 +275,12 @@ impl Landing for PartFile<'_> {
     }
 }
 
-/// A whole number of chunks of at least [`TARGET_BLOCK`], so that blocks
-/// start on chunk boundaries; but an image that fits in one block gets a
-/// block of its own size (in whole pages), not megabytes it would not use.
-fn block_size_for(size: u64, chunk_size: u64) -> u64 {
-    let block = chunk_size * TARGET_BLOCK.div_ceil(chunk_size);
+/// [`TARGET_BLOCK`], or for an image that fits in one block, the image's
+/// own size in whole pages rather than megabytes it would not use. Always
+/// whole pages, so that full blocks can be written with direct I/O.
+fn block_size_for(size: u64) -> u64 {
     let whole_image = size.div_ceil(ALIGN as u64).max(1) * ALIGN as u64;
-    block.min(whole_image)
+    TARGET_BLOCK.min(whole_image)
 }
 
 /// A second descriptor of `path` for direct I/O, where the filesystem
@@ -420,13 +438,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn blocks_hold_whole_chunks_or_the_whole_image() {
-        assert_eq!(block_size_for(2 << 30, 8 << 20), 8 << 20);
-        assert_eq!(block_size_for(2 << 30, 4096), 8 << 20);
-        assert_eq!(block_size_for(2 << 30, 5000), 5000 * 1678);
-        assert_eq!(block_size_for(2 << 30, 64 << 20), 64 << 20);
-        assert_eq!(block_size_for(100_000, 8 << 20), 102_400);
-        assert_eq!(block_size_for(0, 8 << 20), 4096);
-        assert_eq!(block_size_for(8 << 20, 8 << 20), 8 << 20);
+    fn blocks_are_8_mib_or_the_whole_image_in_pages() {
+        assert_eq!(block_size_for(2 << 30), 8 << 20);
+        assert_eq!(block_size_for(8 << 20), 8 << 20);
+        assert_eq!(block_size_for(100_000), 102_400);
+        assert_eq!(block_size_for(0), 4096);
     }
 }

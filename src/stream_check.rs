@@ -1,21 +1,26 @@
 //! Checking a stream of blocks (a download) against its signed chunk
 //! digests while it arrives.
 //!
-//! Each completed block is split into its chunks, and the chunks are hashed
-//! on the engine's workers straight from the block, two at a time
-//! (`sha256x2`), so hashing overlaps receiving and the bytes are never
-//! copied or read a second time. Small chunks are grouped into tasks of at
-//! least [`TASK_BYTES`] so that per-task overhead stays negligible.
+//! Blocks may cut the stream anywhere. A chunk that lies wholly inside one
+//! block is hashed straight from it on the engine's workers, two chunks at
+//! a time (`sha256x2`); small chunks are grouped into tasks of at least
+//! [`TASK_BYTES`] so that per-task overhead stays negligible. A chunk that
+//! straddles blocks (chunks larger than a block, or sizes that do not divide
+//! the block size) is hashed piece by piece, in order, by one task at a time
+//! per chunk, so its blocks can be recycled long before the chunk is
+//! complete. Either way hashing overlaps receiving and the bytes are never
+//! copied or read a second time.
 //!
 //! Memory is bounded by whoever supplies the blocks (a [`BlockPool`]
 //! waits for blocks still being hashed); between calls this keeps back at
-//! most one chunk (and so one block), waiting for a partner.
+//! most one whole chunk (and so one block), waiting for a partner.
 //!
 //! [`BlockPool`]: crate::block::BlockPool
 
+use std::collections::VecDeque;
 use std::ops::Range;
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
 
 use crate::block::Block;
 use crate::digest::Sha256Digest;
@@ -48,9 +53,11 @@ pub struct StreamCheck<'e> {
     chunk_size: u64,
     expected: Vec<Sha256Digest>,
     actual: Vec<Option<Sha256Digest>>,
-    /// Index of the chunk the next submitted block starts with.
-    next_chunk: u64,
-    /// Chunks not yet handed to a task.
+    /// Bytes submitted since the start (or the last rewind).
+    received: u64,
+    /// The straddling chunk being received in pieces, if any.
+    chain: Option<Chain>,
+    /// Whole chunks not yet handed to a task.
     pending: Vec<ChunkRef>,
     pending_bytes: u64,
     in_flight: usize,
@@ -74,7 +81,8 @@ impl<'e> StreamCheck<'e> {
             chunk_size: chunk_size.max(1),
             actual: vec![None; expected.len()],
             expected,
-            next_chunk: 0,
+            received: 0,
+            chain: None,
             pending: Vec::new(),
             pending_bytes: 0,
             in_flight: 0,
@@ -88,25 +96,24 @@ impl<'e> StreamCheck<'e> {
     }
 
     /// Check the first `len` bytes of `block`, the next bytes of the
-    /// stream. A block starts on a chunk boundary, and only the last block
-    /// of the stream may end inside a chunk.
+    /// stream.
     pub fn submit(&mut self, block: Arc<Block>, len: usize) {
-        let chunk = self.chunk_size as usize;
-        let mut start = 0;
-        while start < len {
-            let end = (start + chunk).min(len);
-            self.pending.push(ChunkRef {
-                index: self.next_chunk,
-                block: Arc::clone(&block),
-                range: start..end,
-            });
-            self.pending_bytes += (end - start) as u64;
-            self.next_chunk += 1;
-            start = end;
-            if self.pending_bytes >= TASK_BYTES && self.pending.len().is_multiple_of(2) {
-                self.spawn();
+        let mut at = 0;
+        while at < len {
+            let offset = self.received + at as u64;
+            let index = offset / self.chunk_size;
+            let chunk_start = index * self.chunk_size;
+            let chunk_end = self.chunk_end(index);
+            let piece_end = (offset + (len - at) as u64).min(chunk_end);
+            let range = at..at + (piece_end - offset) as usize;
+            at = range.end;
+            if offset == chunk_start && piece_end == chunk_end {
+                self.add_whole(index, Arc::clone(&block), range);
+            } else {
+                self.add_piece(index, Arc::clone(&block), range, piece_end == chunk_end);
             }
         }
+        self.received += len as u64;
         // Keep back at most one chunk, waiting for a partner from the next
         // block: pending chunks pin their blocks, and a supplier with a
         // bounded pool would otherwise wait for blocks held here.
@@ -119,6 +126,59 @@ impl<'e> StreamCheck<'e> {
             }
         }
         self.collect_ready();
+    }
+
+    /// Where chunk `index` ends: a chunk size further, or at the end of the
+    /// stream for the last one.
+    fn chunk_end(&self, index: u64) -> u64 {
+        let full = (index + 1) * self.chunk_size;
+        if index * self.chunk_size < self.size {
+            full.min(self.size)
+        } else {
+            full
+        }
+    }
+
+    fn add_whole(&mut self, index: u64, block: Arc<Block>, range: Range<usize>) {
+        self.pending_bytes += range.len() as u64;
+        self.pending.push(ChunkRef {
+            index,
+            block,
+            range,
+        });
+        if self.pending_bytes >= TASK_BYTES && self.pending.len().is_multiple_of(2) {
+            self.spawn();
+        }
+    }
+
+    /// Queue a piece of a straddling chunk; a task hashes the chunk's
+    /// pieces in order and reports its digest after the `last` one.
+    fn add_piece(&mut self, index: u64, block: Arc<Block>, range: Range<usize>, last: bool) {
+        if self.chain.as_ref().is_none_or(|c| c.index != index) {
+            self.chain = Some(Chain::new(index));
+        }
+        let Some(chain) = &self.chain else { return };
+        let piece = ChunkRef {
+            index,
+            block,
+            range,
+        };
+        let start_task = {
+            let mut state = lock(&chain.state);
+            state.queue.push_back((piece, last));
+            !std::mem::replace(&mut state.running, true)
+        };
+        if start_task {
+            let state = Arc::clone(&chain.state);
+            let tx = self.tx.clone();
+            self.engine.spawn(move || {
+                let _ = tx.send(drain_chain(&state));
+            });
+            self.in_flight += 1;
+        }
+        if last {
+            self.chain = None;
+        }
     }
 
     /// How many leading chunks have been received and match, once every
@@ -138,7 +198,8 @@ impl<'e> StreamCheck<'e> {
         self.settle();
         let from = (index as usize).min(self.actual.len());
         self.actual[from..].iter_mut().for_each(|a| *a = None);
-        self.next_chunk = index;
+        self.chain = None;
+        self.received = index * self.chunk_size;
     }
 
     /// Forget everything: the stream starts again from byte 0.
@@ -219,6 +280,58 @@ impl<'e> StreamCheck<'e> {
             }
         }
     }
+}
+
+/// A chunk received in pieces, hashed in order by at most one task at a
+/// time.
+struct Chain {
+    index: u64,
+    state: Arc<Mutex<ChainState>>,
+}
+
+#[derive(Default)]
+struct ChainState {
+    /// The digest so far; taken out by the task while it hashes a piece.
+    lane: Option<Sha256Lane>,
+    /// Pieces not yet hashed, each marked when it is the chunk's last.
+    queue: VecDeque<(ChunkRef, bool)>,
+    /// A task is hashing this chunk's pieces.
+    running: bool,
+}
+
+impl Chain {
+    fn new(index: u64) -> Chain {
+        Chain {
+            index,
+            state: Arc::new(Mutex::new(ChainState::default())),
+        }
+    }
+}
+
+/// Hash the queued pieces of a chunk in order until none is left; the
+/// chunk's digest once its last piece is in.
+fn drain_chain(state: &Mutex<ChainState>) -> Digests {
+    loop {
+        let (piece, last, mut lane) = {
+            let mut guard = lock(state);
+            let Some((piece, last)) = guard.queue.pop_front() else {
+                guard.running = false;
+                return Vec::new();
+            };
+            let lane = guard.lane.take().unwrap_or_default();
+            (piece, last, lane)
+        };
+        lane.update(piece.bytes());
+        if last {
+            lock(state).running = false;
+            return vec![(piece.index, lane.finalize())];
+        }
+        lock(state).lane = Some(lane);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Digest every chunk, two at a time, interleaved.
@@ -327,6 +440,97 @@ mod tests {
         submit_all(&mut check, &mut pool, &data[2 * 4096..], 4096);
         assert_eq!(check.verified_chunks(), 6);
         assert!(check.finish(data.len() as u64).is_empty());
+    }
+
+    /// Submit `data` cut at `cuts` (offsets, ascending), from a pool of
+    /// blocks large enough for any piece.
+    fn submit_cut(check: &mut StreamCheck<'_>, data: &[u8], cuts: &[usize]) {
+        let mut pool = BlockPool::new(data.len().max(1), 6);
+        let mut start = 0;
+        for &end in cuts.iter().chain(std::iter::once(&data.len())) {
+            let end = end.clamp(start, data.len());
+            if end == start {
+                continue;
+            }
+            let mut b = pool.take();
+            b.as_mut_slice()[..end - start].copy_from_slice(&data[start..end]);
+            check.submit(Arc::new(b), end - start);
+            start = end;
+        }
+    }
+
+    #[test]
+    fn chunks_straddling_blocks_are_hashed_piece_by_piece() {
+        let engine = Engine::new(Some(2)).unwrap();
+        // Chunks of 10,000 bytes (not a page multiple) in blocks of 4096:
+        // every chunk straddles, most span three blocks.
+        let data = pattern(95_000, 5);
+        let chunks = chunk_digests(&data, 10_000);
+        let cuts: Vec<usize> = (1..24).map(|k| k * 4096).collect();
+        let mut ok = StreamCheck::new(&engine, data.len() as u64, 10_000, chunks.clone());
+        submit_cut(&mut ok, &data, &cuts);
+        assert_eq!(ok.verified_chunks(), 10);
+        assert!(ok.finish(data.len() as u64).is_empty());
+        for flip in [0usize, 9_999, 10_000, 40_960, 94_999] {
+            let mut bad = data.clone();
+            bad[flip] ^= 2;
+            let mut check = StreamCheck::new(&engine, data.len() as u64, 10_000, chunks.clone());
+            submit_cut(&mut check, &bad, &cuts);
+            let problems = check.finish(bad.len() as u64);
+            assert!(
+                matches!(problems[..], [Problem::ChunkMismatch { index, .. }] if index == (flip / 10_000) as u64),
+                "flip at {flip}: {problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rewinding_into_a_straddling_chunk_starts_it_over() {
+        let engine = Engine::new(Some(2)).unwrap();
+        let data = pattern(50_000, 6);
+        let chunks = chunk_digests(&data, 12_000);
+        let mut bad = data.clone();
+        bad[30_000] ^= 1;
+        let mut check = StreamCheck::new(&engine, data.len() as u64, 12_000, chunks);
+        // Stop in the middle of chunk 2 (24,000..36,000), after the flip.
+        submit_cut(&mut check, &bad[..32_768], &[8192, 16_384, 24_576]);
+        assert_eq!(check.verified_chunks(), 2);
+        check.rewind(2);
+        submit_cut(&mut check, &data[24_000..], &[100, 12_000, 12_001]);
+        assert_eq!(check.verified_chunks(), 5);
+        assert!(check.finish(data.len() as u64).is_empty());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        #[test]
+        fn any_cut_of_the_stream_gives_the_same_verdict(
+            size in 0usize..120_000,
+            chunk in 4096u64..40_000,
+            cuts in proptest::collection::vec(0usize..120_000, 0..12),
+            flip in proptest::option::of(0usize..120_000),
+        ) {
+            let engine = Engine::new(Some(2)).unwrap();
+            let data = pattern(size, size as u64 + chunk);
+            let chunks = chunk_digests(&data, chunk as usize);
+            let mut sent = data.clone();
+            let flip = flip.filter(|&f| f < size);
+            if let Some(f) = flip {
+                sent[f] ^= 0x10;
+            }
+            let mut cuts = cuts;
+            cuts.sort_unstable();
+            let mut check = StreamCheck::new(&engine, size as u64, chunk, chunks);
+            submit_cut(&mut check, &sent, &cuts);
+            let problems = check.finish(size as u64);
+            match flip {
+                None => proptest::prop_assert!(problems.is_empty(), "{:?}", problems),
+                Some(f) => proptest::prop_assert!(
+                    matches!(problems[..], [Problem::ChunkMismatch { index, .. }] if index == f as u64 / chunk),
+                    "flip at {}: {:?}", f, problems
+                ),
+            }
+        }
     }
 
     #[test]

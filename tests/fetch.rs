@@ -240,12 +240,13 @@ fn data(len: usize) -> Vec<u8> {
 /// short bodies have several chunks (blocks stay 8 MiB).
 const CHUNK: usize = 4096;
 
-/// The signed description of `truth`, as a catalog would declare it.
-fn expected(truth: &[u8]) -> Expected {
+/// The signed description of `truth` in chunks of `chunk` bytes, as a
+/// catalog would declare it.
+fn expected(truth: &[u8], chunk: usize) -> Expected {
     Expected {
         size: truth.len() as u64,
-        chunk_size: CHUNK as u64,
-        chunks: truth.chunks(CHUNK).map(Sha256Digest::of).collect(),
+        chunk_size: chunk as u64,
+        chunks: truth.chunks(chunk).map(Sha256Digest::of).collect(),
     }
 }
 
@@ -267,8 +268,18 @@ fn download(
     dest: &Path,
     truth: &[u8],
 ) -> (vmic::Result<()>, Outcome) {
+    download_in_chunks(client, url, dest, truth, CHUNK)
+}
+
+fn download_in_chunks(
+    client: &HttpClient,
+    url: &str,
+    dest: &Path,
+    truth: &[u8],
+    chunk: usize,
+) -> (vmic::Result<()>, Outcome) {
     let engine = Engine::new(Some(2)).unwrap();
-    let mut part = PartFile::open(dest, expected(truth), &engine, &NoProgress).unwrap();
+    let mut part = PartFile::open(dest, expected(truth, chunk), &engine, &NoProgress).unwrap();
     let result = client.download(url, truth.len() as u64, &mut part);
     let mut outcome = Outcome {
         restarts: part.restarts(),
@@ -710,6 +721,47 @@ fn a_wrong_byte_from_the_server_is_pinpointed_after_the_download() {
     let chunk = ((8 << 20) + 4097) / CHUNK as u64;
     assert!(
         matches!(seen.problems[..], [Problem::ChunkMismatch { index, .. }] if index == chunk),
+        "{:?}",
+        seen.problems
+    );
+}
+
+#[test]
+fn chunks_larger_than_a_block_are_checked_and_resumed() {
+    // 20,000,005-byte chunks (not a page multiple) span three 8 MiB blocks;
+    // memory stays at a few blocks however large the chunks are.
+    let chunk = 20_000_005;
+    let body = data(45 << 20);
+    let reply = body.clone();
+    let server = serve(2, move |_, req| Reply::Send(ranged(&reply, req)));
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("image");
+    // An earlier run left 42 MiB (two whole chunks) with a bad byte in the
+    // second chunk: the file is cut back to the block holding that chunk's
+    // start (16 MiB), and the intact first chunk's bytes in that block are
+    // hashed again from disk.
+    let mut partial = body[..42 << 20].to_vec();
+    partial[25 << 20] ^= 4;
+    std::fs::write(&dest, &partial).unwrap();
+    let (result, seen) = download_in_chunks(&client(), &server.url("/img"), &dest, &body, chunk);
+    result.unwrap();
+    assert_eq!(
+        server.requests()[0].header("range"),
+        Some(format!("bytes={}-", 16 << 20).as_str())
+    );
+    assert_eq!(seen.discarded, (42 << 20) - (16 << 20));
+    assert_eq!(seen.problems, []);
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+
+    // The server's copy is tampered with in the third chunk.
+    let mut tampered = body.clone();
+    tampered[(41 << 20) + 3] ^= 1;
+    let server = serve(1, move |_, req| Reply::Send(ranged(&tampered, req)));
+    let dest = dir.path().join("tampered");
+    let (result, seen) = download_in_chunks(&client(), &server.url("/img"), &dest, &body, chunk);
+    result.unwrap();
+    assert!(
+        matches!(seen.problems[..], [Problem::ChunkMismatch { index: 2, .. }]),
         "{:?}",
         seen.problems
     );
