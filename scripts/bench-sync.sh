@@ -7,7 +7,8 @@
 # Needs nginx (apt-get install nginx) and curl. Exits 0 unless a command fails.
 # vmic fsyncs every image before it enters the store (crash safety); plain
 # `curl -o` leaves its data in the page cache, so the table also shows curl
-# followed by `sync FILE` for a like-for-like comparison.
+# followed by `sync FILE` for a like-for-like comparison, and `curl -o
+# /dev/null` (the network part alone) as a floor that no disk noise moves.
 set -euo pipefail
 export LC_ALL=C
 
@@ -79,6 +80,10 @@ time_curl() {
     curl_times+=("$(elapsed "$t0" "$t1")")
     durable_times+=("$(elapsed "$t0" "$t2")")
     rm -f "$WORK/curl.out"
+    # The network part alone: receive and discard, no disk at all.
+    quiesce
+    t0=$(now); curl -s -o /dev/null "http://127.0.0.1:$PORT/images/big.raw"; t1=$(now)
+    null_times+=("$(elapsed "$t0" "$t1")")
 }
 
 time_vmic() {
@@ -94,13 +99,14 @@ time_vmic() {
 best() { printf '%s\n' "$@" | sort -g | head -1; }
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-curl_times=() durable_times=() sync_times=()
+curl_times=() durable_times=() null_times=() sync_times=()
 for run in $(seq "$RUNS"); do
     if (( run % 2 )); then time_curl; time_vmic; else time_vmic; time_curl; fi
-    echo "# run $run: curl -o ${curl_times[-1]}s (with fsync ${durable_times[-1]}s), vmic sync ${sync_times[-1]}s" >&2
+    echo "# run $run: curl -o ${curl_times[-1]}s (with fsync ${durable_times[-1]}s, to /dev/null ${null_times[-1]}s), vmic sync ${sync_times[-1]}s" >&2
 done
 best_curl=$(best "${curl_times[@]}")
 best_durable=$(best "${durable_times[@]}")
+best_null=$(best "${null_times[@]}")
 best_sync=$(best "${sync_times[@]}")
 median_curl=$(median "${curl_times[@]}")
 median_sync=$(median "${sync_times[@]}")
@@ -117,6 +123,9 @@ printf '| sync %d MiB from nginx on loopback (download + hash + fsync + import) 
 ratio_d=$(awk -v s="$best_sync" -v c="$best_durable" 'BEGIN { printf "%.2f", s / c }')
 printf '| same, against curl -o followed by sync FILE (equal durability) | %.2f s | %.2f s | %sx | info | |\n' \
     "$best_sync" "$best_durable" "$ratio_d"
+ratio_n=$(awk -v s="$best_sync" -v c="$best_null" 'BEGIN { printf "%.2f", s / c }')
+printf '| same, against curl -o /dev/null (network only, no disk) | %.2f s | %.2f s | %sx | info | |\n' \
+    "$best_sync" "$best_null" "$ratio_n"
 ratio_m=$(awk -v s="$median_sync" -v c="$median_curl" 'BEGIN { printf "%.2f", s / c }')
 printf '| same, medians of %d runs instead of best | %.2f s | %.2f s | %sx | info | |\n' \
     "$RUNS" "$median_sync" "$median_curl" "$ratio_m"
