@@ -66,6 +66,10 @@ pub struct PartFile<'e> {
     current: Option<Block>,
     fill: usize,
     block_start: u64,
+    /// Bytes of the stream handed to the check; ahead of `block_start`
+    /// only right after a resume, when the part of the current block read
+    /// back from the file has been checked already.
+    checked: u64,
     writer: Writer,
     check: StreamCheck<'e>,
     progress: &'e dyn Progress,
@@ -106,6 +110,7 @@ impl<'e> PartFile<'e> {
             current: None,
             fill: 0,
             block_start: 0,
+            checked: 0,
             writer,
             check: StreamCheck::new(engine, expected.size, expected.chunk_size, expected.chunks),
             progress,
@@ -152,8 +157,8 @@ impl<'e> PartFile<'e> {
         self.writer.barrier()
     }
 
-    /// Read back what the file holds, check it, and continue after the
-    /// last intact block.
+    /// Read back and check what the file holds, cut it back before the
+    /// first damaged chunk, and continue from there.
     fn resume(&mut self) -> Result<()> {
         let mut len = self
             .file
@@ -165,46 +170,45 @@ impl<'e> PartFile<'e> {
             self.truncate(0)?;
             len = 0;
         }
-        while self.block_start < len {
-            let extent = self.block_size.min(self.size - self.block_start);
-            let have = extent.min(len - self.block_start) as usize;
-            let block = self.read_back(self.block_start, have)?;
-            if have as u64 == extent {
-                self.check.submit(Arc::new(block), have);
-                self.block_start += extent;
-            } else {
-                self.current = Some(block);
-                self.fill = have;
-                break;
-            }
-        }
+        self.feed_back(0, len)?;
         let chunk_size = self.check.chunk_size();
-        let complete_chunks = if self.block_start == self.size {
+        let complete_chunks = if len == self.size {
             chunk_count(self.size, chunk_size)
         } else {
-            self.block_start / chunk_size
+            len / chunk_size
         };
         let intact = self.check.verified_chunks();
+        let mut resume_at = len;
         if intact < complete_chunks {
-            let keep = intact * chunk_size / self.block_size * self.block_size;
-            self.current = None;
-            self.fill = 0;
-            self.truncate(keep)?;
-            // The check goes back to the start of the chunk holding `keep`;
-            // that chunk's bytes before `keep` are intact and are fed again.
-            let chunk_start = keep / chunk_size * chunk_size;
-            self.check.rewind(keep / chunk_size);
-            let mut at = chunk_start;
-            while at < keep {
-                let piece = self.block_size.min(keep - at) as usize;
-                let block = self.read_back(at, piece)?;
-                self.check.submit(Arc::new(block), piece);
-                at += piece as u64;
-            }
-            self.block_start = keep;
-            self.discarded = len - keep;
+            resume_at = intact * chunk_size / self.block_size * self.block_size;
+            self.truncate(resume_at)?;
+            // The check goes back to the start of the chunk holding the cut;
+            // that chunk's bytes before the cut are intact and are fed again.
+            let chunk_start = resume_at / chunk_size * chunk_size;
+            self.check.rewind(resume_at / chunk_size);
+            self.feed_back(chunk_start, resume_at)?;
+            self.discarded = len - resume_at;
+        }
+        self.checked = resume_at;
+        // Downloading continues into the block holding `resume_at`.
+        self.block_start = resume_at / self.block_size * self.block_size;
+        self.fill = (resume_at - self.block_start) as usize;
+        if self.fill > 0 {
+            self.current = Some(self.read_back(self.block_start, self.fill)?);
         }
         self.progress.advance(self.held());
+        Ok(())
+    }
+
+    /// Hand the file's bytes `from..to` to the check, a block at a time.
+    fn feed_back(&mut self, from: u64, to: u64) -> Result<()> {
+        let mut at = from;
+        while at < to {
+            let piece = self.block_size.min(to - at) as usize;
+            let block = self.read_back(at, piece)?;
+            self.check.submit(Arc::new(block), 0..piece);
+            at += piece as u64;
+        }
         Ok(())
     }
 
@@ -232,8 +236,13 @@ impl<'e> PartFile<'e> {
         let block = Arc::new(block);
         self.writer
             .write(self.block_start, Arc::clone(&block), self.fill);
-        self.check.submit(block, self.fill);
+        // Only the first block after a resume starts with checked bytes.
+        let unchecked = (self.checked - self.block_start) as usize;
+        if unchecked < self.fill {
+            self.check.submit(block, unchecked..self.fill);
+        }
         self.block_start += self.fill as u64;
+        self.checked = self.block_start;
         self.fill = 0;
     }
 }
@@ -247,6 +256,7 @@ impl Landing for PartFile<'_> {
         self.current = None;
         self.fill = 0;
         self.block_start = 0;
+        self.checked = 0;
         self.truncate(0)?;
         self.check.restart();
         self.restarts += 1;

@@ -95,16 +95,15 @@ impl<'e> StreamCheck<'e> {
         self.chunk_size
     }
 
-    /// Check the first `len` bytes of `block`, the next bytes of the
-    /// stream.
-    pub fn submit(&mut self, block: Arc<Block>, len: usize) {
-        let mut at = 0;
-        while at < len {
-            let offset = self.received + at as u64;
+    /// Check `bytes` of `block`, the next bytes of the stream.
+    pub fn submit(&mut self, block: Arc<Block>, bytes: Range<usize>) {
+        let mut at = bytes.start;
+        while at < bytes.end {
+            let offset = self.received + (at - bytes.start) as u64;
             let index = offset / self.chunk_size;
             let chunk_start = index * self.chunk_size;
             let chunk_end = self.chunk_end(index);
-            let piece_end = (offset + (len - at) as u64).min(chunk_end);
+            let piece_end = (offset + (bytes.end - at) as u64).min(chunk_end);
             let range = at..at + (piece_end - offset) as usize;
             at = range.end;
             if offset == chunk_start && piece_end == chunk_end {
@@ -113,7 +112,7 @@ impl<'e> StreamCheck<'e> {
                 self.add_piece(index, Arc::clone(&block), range, piece_end == chunk_end);
             }
         }
-        self.received += len as u64;
+        self.received += bytes.len() as u64;
         // Keep back at most one chunk, waiting for a partner from the next
         // block: pending chunks pin their blocks, and a supplier with a
         // bounded pool would otherwise wait for blocks held here.
@@ -367,7 +366,7 @@ mod tests {
         for piece in data.chunks(block) {
             let mut b = pool.take();
             b.as_mut_slice()[..piece.len()].copy_from_slice(piece);
-            check.submit(Arc::new(b), piece.len());
+            check.submit(Arc::new(b), 0..piece.len());
         }
     }
 
@@ -454,7 +453,7 @@ mod tests {
             }
             let mut b = pool.take();
             b.as_mut_slice()[..end - start].copy_from_slice(&data[start..end]);
-            check.submit(Arc::new(b), end - start);
+            check.submit(Arc::new(b), 0..end - start);
             start = end;
         }
     }

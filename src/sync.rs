@@ -560,6 +560,19 @@ fn fetch_one(
         chunks: image.chunks.clone(),
     };
     let mut landing = PartFile::open(&part, expected, engine, progress)?;
+    if landing.discarded() > 0 {
+        let tx = site.state.transaction()?;
+        tx.audit(
+            "partial-discarded",
+            Some(&row.endorser),
+            Some(&row.label()),
+            &format!(
+                "{} bytes of an interrupted download failed their check and are fetched again",
+                landing.discarded()
+            ),
+        )?;
+        tx.commit()?;
+    }
     if let Err(e) = source.fetch_image(image, &mut landing) {
         // Whatever arrived stays for the next run to continue from (or as
         // evidence in quarantine).

@@ -277,6 +277,39 @@ fn a_download_killed_after_whole_blocks_resumes_after_them() {
 }
 
 #[test]
+fn a_damaged_partial_download_is_cut_back_logged_and_completed() {
+    // 64 KiB chunks, so the partial download holds complete chunks.
+    let s = Site::new(&[("big.img", 4 << 20)]);
+    expect_ok(&build(s.tmp.path(), &["--chunk-size", "64K"]));
+    let server = FaultServer::start(s.path("out"));
+    expect_ok(&s.trust_with(&server.url(), &[]));
+    s.set_config("retries = 3", "retries = 0");
+    server.set(Fault::CutShort("big.img".into(), 3 << 20));
+    expect_fail(&s.run(&["sync"]), 3, &["ended after"]);
+    let part = std::fs::read_dir(s.path("site/tmp/demo"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&part).unwrap();
+    assert_eq!(bytes.len(), 3 << 20);
+    // A crash that lost part of a write, say.
+    bytes[(1 << 20) + 7] ^= 0xff;
+    std::fs::write(&part, &bytes).unwrap();
+
+    server.set(Fault::None);
+    expect_ok(&s.run(&["sync"]));
+    assert_store_holds_source(&s, "big.img");
+    let log = stdout(&s.run(&["log"]));
+    assert!(
+        log.contains("partial-discarded") && log.contains(&format!("{} bytes", 3 << 20)),
+        "{log}"
+    );
+    assert!(!log.contains("quarantine"), "{log}");
+}
+
+#[test]
 fn kill_at_any_moment_of_a_local_sync_leaves_a_consistent_site() {
     // Kill a directory sync at increasing delays: whatever moment it dies,
     // the rerun must finish and the store must hold exactly verified images.
