@@ -143,8 +143,7 @@ impl<'e> PartFile<'e> {
         self.file
             .sync_all()
             .map_err(|e| Error::io("sync", &self.path, e))?;
-        let received = self.block_start;
-        Ok(self.check.finish(received))
+        Ok(self.check.finish())
     }
 
     /// The download stopped early: keep everything received, for the next

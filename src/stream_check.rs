@@ -206,10 +206,11 @@ impl<'e> StreamCheck<'e> {
         self.rewind(0);
     }
 
-    /// Every problem found in a stream of which `received` bytes arrived:
-    /// its size, and each chunk that differs or is missing.
-    pub fn finish(mut self, received: u64) -> Vec<Problem> {
+    /// Every problem found in the stream submitted: its size, and each
+    /// chunk that differs or is missing.
+    pub fn finish(mut self) -> Vec<Problem> {
         self.settle();
+        let received = self.received;
         let mut problems = Vec::new();
         if received != self.size {
             problems.push(Problem::SizeMismatch {
@@ -382,7 +383,7 @@ mod tests {
                 let mut pool = BlockPool::new(4096, 4);
                 let mut check = StreamCheck::new(&engine, data.len() as u64, 4096, chunks.clone());
                 submit_all(&mut check, &mut pool, &bad, 4096);
-                let problems = check.finish(bad.len() as u64);
+                let problems = check.finish();
                 assert!(
                     matches!(problems[..], [Problem::ChunkMismatch { index, .. }] if index == k as u64),
                     "{count} chunks, flip in {k}: {problems:?}"
@@ -402,7 +403,7 @@ mod tests {
         let mut ok = StreamCheck::new(&engine, data.len() as u64, 4096, chunks.clone());
         submit_all(&mut ok, &mut pool, &data, 2 << 20);
         assert_eq!(ok.verified_chunks(), chunks.len() as u64);
-        assert!(ok.finish(data.len() as u64).is_empty());
+        assert!(ok.finish().is_empty());
 
         let mut bad = data.clone();
         let flipped = 1000usize;
@@ -410,7 +411,7 @@ mod tests {
         let mut check = StreamCheck::new(&engine, data.len() as u64, 4096, chunks);
         submit_all(&mut check, &mut pool, &bad, 2 << 20);
         assert_eq!(check.verified_chunks(), flipped as u64);
-        let problems = check.finish(bad.len() as u64);
+        let problems = check.finish();
         assert!(
             matches!(problems[..], [Problem::ChunkMismatch { index: 1000, start, .. }] if start == 1000 * 4096),
             "{problems:?}"
@@ -431,14 +432,14 @@ mod tests {
         assert_eq!(check.verified_chunks(), 2);
         check.restart();
         submit_all(&mut check, &mut pool, &data, 4096);
-        assert!(check.finish(data.len() as u64).is_empty());
+        assert!(check.finish().is_empty());
 
         let mut check = StreamCheck::new(&engine, data.len() as u64, 4096, chunks.clone());
         submit_all(&mut check, &mut pool, &bad, 4096);
         check.rewind(2);
         submit_all(&mut check, &mut pool, &data[2 * 4096..], 4096);
         assert_eq!(check.verified_chunks(), 6);
-        assert!(check.finish(data.len() as u64).is_empty());
+        assert!(check.finish().is_empty());
     }
 
     /// Submit `data` cut at `cuts` (offsets, ascending), from a pool of
@@ -469,13 +470,13 @@ mod tests {
         let mut ok = StreamCheck::new(&engine, data.len() as u64, 10_000, chunks.clone());
         submit_cut(&mut ok, &data, &cuts);
         assert_eq!(ok.verified_chunks(), 10);
-        assert!(ok.finish(data.len() as u64).is_empty());
+        assert!(ok.finish().is_empty());
         for flip in [0usize, 9_999, 10_000, 40_960, 94_999] {
             let mut bad = data.clone();
             bad[flip] ^= 2;
             let mut check = StreamCheck::new(&engine, data.len() as u64, 10_000, chunks.clone());
             submit_cut(&mut check, &bad, &cuts);
-            let problems = check.finish(bad.len() as u64);
+            let problems = check.finish();
             assert!(
                 matches!(problems[..], [Problem::ChunkMismatch { index, .. }] if index == (flip / 10_000) as u64),
                 "flip at {flip}: {problems:?}"
@@ -497,7 +498,7 @@ mod tests {
         check.rewind(2);
         submit_cut(&mut check, &data[24_000..], &[100, 12_000, 12_001]);
         assert_eq!(check.verified_chunks(), 5);
-        assert!(check.finish(data.len() as u64).is_empty());
+        assert!(check.finish().is_empty());
     }
 
     proptest::proptest! {
@@ -521,7 +522,7 @@ mod tests {
             cuts.sort_unstable();
             let mut check = StreamCheck::new(&engine, size as u64, chunk, chunks);
             submit_cut(&mut check, &sent, &cuts);
-            let problems = check.finish(size as u64);
+            let problems = check.finish();
             match flip {
                 None => proptest::prop_assert!(problems.is_empty(), "{:?}", problems),
                 Some(f) => proptest::prop_assert!(
@@ -540,7 +541,7 @@ mod tests {
         let mut pool = BlockPool::new(4096, 4);
         let mut short = StreamCheck::new(&engine, data.len() as u64, 4096, chunks);
         submit_all(&mut short, &mut pool, &data[..4096 * 3], 4096);
-        let problems = short.finish(4096 * 3);
+        let problems = short.finish();
         assert!(matches!(
             problems[0],
             Problem::SizeMismatch { actual: 12288, .. }
