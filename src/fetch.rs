@@ -208,8 +208,8 @@ impl HttpClient {
 
 /// Copy the local file at `path` (named `label` in messages) into
 /// `landing` with the same guarantees as a download: it continues after the
-/// bytes already held, and a file larger than `expected` is refused before
-/// anything is read.
+/// bytes already held, a file whose size is not `expected` is refused
+/// before anything is read, and one that grows while read is cut off.
 pub fn read_local(
     label: &str,
     path: &Path,
@@ -225,8 +225,12 @@ pub fn read_local(
         .metadata()
         .map_err(|e| Error::io("inspect", named, e))?
         .len();
-    if len > expected {
-        return Err(too_much(label, expected));
+    if len != expected {
+        // A local file does not grow by waiting: a wrong size is a wrong
+        // image (quarantined by the caller), not an outage.
+        return Err(Error::verification(format!(
+            "{label} is {len} bytes, not the declared {expected}"
+        )));
     }
     source
         .seek(SeekFrom::Start(landing.held()))

@@ -247,6 +247,28 @@ fn tampered_image_is_quarantined_then_imported_once_fixed() {
 }
 
 #[test]
+fn a_truncated_local_image_is_quarantined_then_imported_once_whole() {
+    let w = World::new(&[("a.img", 300_000)]);
+    w.publish();
+    w.trust(&[]);
+    let published = w.path("out/images/a.img");
+    let good = std::fs::read(&published).unwrap();
+    std::fs::remove_file(&published).unwrap();
+    std::fs::write(&published, &good[..200_000]).unwrap();
+    let o = w.sync();
+    expect_fail(
+        &o,
+        1,
+        &["QUARANTINED", "is 200000 bytes, not the declared 300000"],
+    );
+    assert!(w.store_files().is_empty());
+    assert_eq!(w.state_of("a")[0].1, "quarantined");
+    std::fs::write(&published, &good).unwrap();
+    expect_ok(&w.sync());
+    assert_eq!(w.state_of("a")[0].1, "imported");
+}
+
+#[test]
 fn replayed_older_catalog_is_refused_and_state_kept() {
     let w = World::new(&[("a.img", 5000)]);
     w.publish();
