@@ -93,14 +93,19 @@ impl BlockPool {
     /// A free block: a recycled one if any is back, a new one while under
     /// the limit, otherwise the next one to come back.
     pub fn take(&mut self) -> Block {
+        let fresh = |n| vec![Page([0; ALIGN]); n];
         let pages = match self.returned.try_recv() {
             Ok(pages) => pages,
             Err(_) if self.allocated < self.limit => {
                 self.allocated += 1;
-                vec![Page([0; ALIGN]); self.pages_per_block]
+                fresh(self.pages_per_block)
             }
-            // Cannot fail: this pool holds a sender itself.
-            Err(_) => self.returned.recv().unwrap_or_default(),
+            // Cannot fail (this pool holds a sender itself); if it did,
+            // a fresh block beats a wrong-sized one.
+            Err(_) => self
+                .returned
+                .recv()
+                .unwrap_or_else(|_| fresh(self.pages_per_block)),
         };
         Block {
             pages,
