@@ -511,14 +511,7 @@ fn fetch_approved(
                 report.quarantined.push(format!("{}: {why}", row.label()))
             }
             Err(e) => {
-                let tx = site.state.transaction()?;
-                tx.audit(
-                    "fetch-failed",
-                    Some(&row.endorser),
-                    Some(&row.label()),
-                    e.message(),
-                )?;
-                tx.commit()?;
+                audit_image(site, row, "fetch-failed", e.message())?;
                 if e.kind() == ErrorKind::Verification {
                     report
                         .quarantined
@@ -532,6 +525,13 @@ fn fetch_approved(
         }
     }
     Ok(())
+}
+
+/// Record one event about an image in the audit log, on its own.
+fn audit_image(site: &mut Site, row: &ImageRow, action: &str, message: &str) -> Result<()> {
+    let tx = site.state.transaction()?;
+    tx.audit(action, Some(&row.endorser), Some(&row.label()), message)?;
+    tx.commit()
 }
 
 enum FetchOutcome {
@@ -561,17 +561,11 @@ fn fetch_one(
     };
     let mut landing = PartFile::open(&part, expected, engine, progress)?;
     if landing.discarded() > 0 {
-        let tx = site.state.transaction()?;
-        tx.audit(
-            "partial-discarded",
-            Some(&row.endorser),
-            Some(&row.label()),
-            &format!(
-                "{} bytes of an interrupted download failed their check and are fetched again",
-                landing.discarded()
-            ),
-        )?;
-        tx.commit()?;
+        let why = format!(
+            "{} bytes of an interrupted download failed their check and are fetched again",
+            landing.discarded()
+        );
+        audit_image(site, row, "partial-discarded", &why)?;
     }
     if let Err(e) = source.fetch_image(image, &mut landing) {
         // Whatever arrived stays for the next run to continue from (or as

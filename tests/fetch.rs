@@ -207,6 +207,19 @@ fn ranged(data: &[u8], req: &Req) -> Vec<u8> {
 
 // ---------------------------------------------------------------- helpers
 
+/// A server whose first answer stops after `cut` bytes of `body` and whose
+/// second honours the range request that resumes it.
+fn cut_once_then_ranged(body: &[u8], cut: usize) -> Server {
+    let reply = body.to_vec();
+    serve(2, move |i, req| {
+        Reply::Send(if i == 0 {
+            cut_short(&reply, cut)
+        } else {
+            ranged(&reply, req)
+        })
+    })
+}
+
 fn client() -> HttpClient {
     client_with(|_| {})
 }
@@ -589,14 +602,7 @@ fn a_wrong_content_range_starts_over() {
 fn a_cut_body_keeps_the_partial_file_for_the_next_call() {
     let body = data(1 << 20);
     let sent = 400_000;
-    let reply = body.clone();
-    let server = serve(2, move |i, req| {
-        Reply::Send(if i == 0 {
-            cut_short(&reply, sent)
-        } else {
-            ranged(&reply, req)
-        })
-    });
+    let server = cut_once_then_ranged(&body, sent);
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("image");
     let url = server.url("/img");
@@ -627,14 +633,7 @@ fn a_cut_body_keeps_the_partial_file_for_the_next_call() {
 #[test]
 fn a_retry_resumes_where_the_cut_body_ended() {
     let body = data(1 << 20);
-    let reply = body.clone();
-    let server = serve(2, move |i, req| {
-        Reply::Send(if i == 0 {
-            cut_short(&reply, 300_000)
-        } else {
-            ranged(&reply, req)
-        })
-    });
+    let server = cut_once_then_ranged(&body, 300_000);
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("image");
     let client = client_with(|c| c.retries = 1);
@@ -655,14 +654,7 @@ fn a_download_of_several_blocks_cut_midway_resumes_at_the_byte() {
     // which is kept when the download is suspended.
     let body = data((20 << 20) + 777);
     let cut = (13 << 20) + 5;
-    let reply = body.clone();
-    let server = serve(2, move |i, req| {
-        Reply::Send(if i == 0 {
-            cut_short(&reply, cut)
-        } else {
-            ranged(&reply, req)
-        })
-    });
+    let server = cut_once_then_ranged(&body, cut);
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("image");
     let url = server.url("/img");

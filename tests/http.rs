@@ -126,6 +126,12 @@ fn assert_store_holds_source(s: &Site, image: &str) {
     );
 }
 
+/// The demo endorser's download in progress, if there is one.
+fn part_file(s: &Site) -> Option<PathBuf> {
+    let mut entries = std::fs::read_dir(s.path("site/tmp/demo")).ok()?;
+    Some(entries.next()?.ok()?.path())
+}
+
 fn fault_site() -> (Site, FaultServer) {
     let s = Site::new(&[("big.img", 4 << 20)]);
     s.publish();
@@ -180,12 +186,7 @@ fn body_cut_short_is_resumed_with_range() {
     server.set(Fault::CutShort("big.img".into(), 1 << 20));
     expect_fail(&s.run(&["sync"]), 3, &["big@"]);
     assert_eq!(store_count(&s), 0);
-    let part = std::fs::read_dir(s.path("site/tmp/demo"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let part = part_file(&s).expect("the partial download was kept");
     assert!(
         std::fs::metadata(&part).unwrap().len() >= 1 << 20,
         "partial download was not kept"
@@ -248,11 +249,8 @@ fn a_download_killed_after_whole_blocks_resumes_after_them() {
     server.set(Fault::Trickle("big.img".into(), 128 << 10));
     let mut child = spawn_sync(&s);
     let part_len = || {
-        std::fs::read_dir(s.path("site/tmp/demo"))
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| e.ok())
-            .and_then(|e| e.metadata().ok())
+        part_file(&s)
+            .and_then(|p| std::fs::metadata(p).ok())
             .map_or(0, |m| m.len())
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -286,12 +284,7 @@ fn a_damaged_partial_download_is_cut_back_logged_and_completed() {
     s.set_config("retries = 3", "retries = 0");
     server.set(Fault::CutShort("big.img".into(), 3 << 20));
     expect_fail(&s.run(&["sync"]), 3, &["ended after"]);
-    let part = std::fs::read_dir(s.path("site/tmp/demo"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let part = part_file(&s).expect("the partial download was kept");
     let mut bytes = std::fs::read(&part).unwrap();
     assert_eq!(bytes.len(), 3 << 20);
     // A crash that lost part of a write, say.
