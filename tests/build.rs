@@ -150,7 +150,7 @@ fn rebuild_increments_serial_and_chains_previous_hash() {
     assert_eq!(second["serial"], 2);
     assert_eq!(
         second["previous_sha256"].as_str().unwrap(),
-        vmic::digest::Sha256Digest::of(&first).to_hex()
+        vmic_format::digest::Sha256Digest::of(&first).to_hex()
     );
     expect_ok(&verify(&tmp.path().join("out"), &[]));
 }

@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use vmic::ErrorKind;
-use vmic::digest::Sha256Digest;
-use vmic::fetch::*;
-use vmic::hashing::{Engine, NoProgress, Problem};
-use vmic::partfile::{Expected, PartFile};
+use vmic_engine::fetch::*;
+use vmic_engine::hashing::{Engine, NoProgress, Problem};
+use vmic_engine::partfile::{Expected, PartFile};
+use vmic_format::ErrorKind;
+use vmic_format::digest::Sha256Digest;
 
 // ---------------------------------------------------------------- server
 
@@ -280,7 +280,7 @@ fn download(
     url: &str,
     dest: &Path,
     truth: &[u8],
-) -> (vmic::Result<()>, Outcome) {
+) -> (vmic_format::Result<()>, Outcome) {
     download_in_chunks(client, url, dest, truth, CHUNK)
 }
 
@@ -290,7 +290,7 @@ fn download_in_chunks(
     dest: &Path,
     truth: &[u8],
     chunk: usize,
-) -> (vmic::Result<()>, Outcome) {
+) -> (vmic_format::Result<()>, Outcome) {
     let engine = Engine::new(Some(2)).unwrap();
     let mut part = PartFile::open(dest, expected(truth, chunk), &engine, &NoProgress).unwrap();
     let result = client.download(url, truth.len() as u64, &mut part);
@@ -832,14 +832,14 @@ impl Landing for Refusing {
     fn held(&self) -> u64 {
         0
     }
-    fn restart(&mut self) -> vmic::Result<()> {
+    fn restart(&mut self) -> vmic_format::Result<()> {
         Ok(())
     }
-    fn room(&mut self) -> vmic::Result<&mut [u8]> {
+    fn room(&mut self) -> vmic_format::Result<&mut [u8]> {
         Ok(&mut self.buf)
     }
-    fn advance(&mut self, _: usize) -> vmic::Result<()> {
-        Err(vmic::Error::input("disk quota"))
+    fn advance(&mut self, _: usize) -> vmic_format::Result<()> {
+        Err(vmic_format::Error::input("disk quota"))
     }
 }
 

@@ -17,7 +17,7 @@ fn keygen_writes_0600_secret_and_refuses_to_overwrite() {
     let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let pubkey = std::fs::read_to_string(tmp.path().join("k.key.pub")).unwrap();
-    let parsed = vmic::minisign::PublicKey::parse(&pubkey).unwrap();
+    let parsed = vmic_format::minisign::PublicKey::parse(&pubkey).unwrap();
     assert!(stdout(&o).contains(&parsed.key_id.to_string()));
     let before = std::fs::read(&key).unwrap();
     expect_fail(
@@ -44,7 +44,7 @@ fn encrypted_key_needs_the_right_password() {
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(report["encrypted"], true);
     let text = std::fs::read_to_string(&key).unwrap();
-    assert!(vmic::minisign::SecretKey::is_encrypted(&text).unwrap());
+    assert!(vmic_format::minisign::SecretKey::is_encrypted(&text).unwrap());
 
     let out = tmp.path().join("out");
     let args = |key: &std::path::Path| {
@@ -164,7 +164,7 @@ fn minisign_made_key_and_signatures_work_in_vmic() {
             .unwrap();
         assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
         let sig = std::fs::read_to_string(out.join("catalog.json.minisig")).unwrap();
-        let parsed = vmic::minisign::Signature::parse(&sig).unwrap();
+        let parsed = vmic_format::minisign::Signature::parse(&sig).unwrap();
         assert_eq!(parsed.prehashed, !legacy);
         expect_ok(&verify_with_minisign_key());
     }

@@ -124,7 +124,7 @@ fn first_sync_imports_and_fires_hooks_with_metadata() {
     ] {
         assert!(line.contains(needle), "{needle} missing in {line}");
     }
-    let sha = vmic::digest::Sha256Digest::of(&original).to_hex();
+    let sha = vmic_format::digest::Sha256Digest::of(&original).to_hex();
     assert!(line.contains(&format!("VMIC_IMAGE_SHA256={sha}")));
     // A second sync with nothing new changes nothing and fires nothing.
     let before = w.hook_log();
@@ -348,7 +348,7 @@ fn catalog_from_another_key_is_refused() {
     let w = World::new(&[("a.img", 5000)]);
     w.publish();
     w.trust(&[]);
-    let other = vmic::minisign::SecretKey::generate().unwrap();
+    let other = vmic_format::minisign::SecretKey::generate().unwrap();
     let bytes = std::fs::read(w.path("out/catalog.json")).unwrap();
     std::fs::write(
         w.path("out/catalog.json.minisig"),

@@ -75,7 +75,7 @@ fn catalog_with_one_byte_changed_is_refused() {
 #[test]
 fn signature_from_another_key_names_both_keys() {
     let tmp = published();
-    let other = vmic::minisign::SecretKey::generate().unwrap();
+    let other = vmic_format::minisign::SecretKey::generate().unwrap();
     let bytes = std::fs::read(out(&tmp).join("catalog.json")).unwrap();
     let sig = other.sign(&bytes, "x", "y");
     std::fs::write(out(&tmp).join("catalog.json.minisig"), sig.to_file_string()).unwrap();

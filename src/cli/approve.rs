@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use vmic::error::Result;
-use vmic::review;
+use vmic_format::error::Result;
+use vmic_site::review;
 
 use super::Output;
 

@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use vmic::build::{BuildOptions, build};
-use vmic::error::{Error, Result};
-use vmic::hashing::{DEFAULT_CHUNK_SIZE, Engine, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+use vmic_endorser::build::{BuildOptions, build};
+use vmic_engine::hashing::{DEFAULT_CHUNK_SIZE, Engine, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+use vmic_format::error::{Error, Result};
 
 use super::Output;
 use super::password::{PasswordArgs, load_secret_key};
@@ -53,7 +53,7 @@ pub fn run(args: Args, quiet: bool) -> Result<i32> {
     let expires_secs = args
         .expires
         .as_deref()
-        .map(vmic::duration::parse_seconds)
+        .map(vmic_format::duration::parse_seconds)
         .transpose()?;
     let chunk_size = match &args.chunk_size {
         Some(text) => parse_size(text)?,

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use vmic::error::Result;
+use vmic_format::error::Result;
 
 use super::Output;
 

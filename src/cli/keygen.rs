@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use vmic::error::Result;
-use vmic::fsutil::{atomic_write, refuse_existing, write_secret};
-use vmic::minisign::SecretKey;
+use vmic_engine::fsutil::{atomic_write, refuse_existing, write_secret};
+use vmic_format::error::Result;
+use vmic_format::minisign::SecretKey;
 
 use super::Output;
 use super::password::PasswordArgs;

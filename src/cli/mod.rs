@@ -16,7 +16,7 @@ mod trust;
 mod verify;
 
 use clap::{Parser, Subcommand};
-use vmic::error::{Error, ErrorKind};
+use vmic_format::error::{Error, ErrorKind};
 
 /// Signed, static catalogs of virtual-machine images.
 ///

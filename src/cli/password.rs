@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use vmic::error::{Error, Result};
+use vmic_format::error::{Error, Result};
 
 pub const PASSWORD_ENV: &str = "VMIC_PASSWORD";
 
@@ -62,8 +62,11 @@ fn prompt(text: &str) -> Result<String> {
 }
 
 /// Read and unlock a secret key file, asking for a password only if needed.
-pub fn load_secret_key(path: &Path, password: &PasswordArgs) -> Result<vmic::minisign::SecretKey> {
-    use vmic::minisign::SecretKey;
+pub fn load_secret_key(
+    path: &Path,
+    password: &PasswordArgs,
+) -> Result<vmic_format::minisign::SecretKey> {
+    use vmic_format::minisign::SecretKey;
     let text = std::fs::read_to_string(path).map_err(|e| Error::io("read secret key", path, e))?;
     let context = |e: Error| e.context(format!("secret key {}", path.display()));
     let encrypted = SecretKey::is_encrypted(&text).map_err(context)?;
@@ -76,8 +79,8 @@ pub fn load_secret_key(path: &Path, password: &PasswordArgs) -> Result<vmic::min
 }
 
 /// Read a minisign public key file.
-pub fn load_public_key(path: &Path) -> Result<vmic::minisign::PublicKey> {
+pub fn load_public_key(path: &Path) -> Result<vmic_format::minisign::PublicKey> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io("read public key", path, e))?;
-    vmic::minisign::PublicKey::parse(&text)
+    vmic_format::minisign::PublicKey::parse(&text)
         .map_err(|e| e.context(format!("public key {}", path.display())))
 }

@@ -1,7 +1,7 @@
 //! Terminal progress bars (indicatif) behind the library's `Progress` trait.
 
 use indicatif::{ProgressBar, ProgressStyle};
-use vmic::hashing::{NoProgress, Progress};
+use vmic_engine::hashing::{NoProgress, Progress};
 
 pub struct Bar {
     bar: ProgressBar,

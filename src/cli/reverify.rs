@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use vmic::error::Result;
-use vmic::hashing::Engine;
+use vmic_engine::hashing::Engine;
+use vmic_format::error::Result;
 
 use super::Output;
 
@@ -12,7 +12,7 @@ pub fn run(json: bool, jobs: Option<usize>, site: &Option<PathBuf>, quiet: bool)
     let engine = Engine::new(jobs)?;
     let mut site = super::site::open(site)?;
     let progress = super::progress::for_terminal(out.show_progress(), "reverifying");
-    let report = vmic::review::reverify(&mut site, &engine, progress.as_ref())?;
+    let report = vmic_site::review::reverify(&mut site, &engine, progress.as_ref())?;
     drop(progress);
     if json {
         super::print_json(&report);

@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use vmic::error::{Error, Result};
-use vmic::fsutil::atomic_write;
+use vmic_engine::fsutil::atomic_write;
+use vmic_format::error::{Error, Result};
 
 use super::Output;
 use super::password::{PasswordArgs, load_secret_key};

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use vmic::error::Result;
-use vmic::site::{Site, default_root};
+use vmic_format::error::Result;
+use vmic_site::site::{Site, default_root};
 
 use super::Output;
 

@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
-use vmic::error::Result;
-use vmic::hashing::Engine;
-use vmic::sync::{SyncOptions, sync};
+use vmic_engine::hashing::Engine;
+use vmic_format::error::Result;
+use vmic_site::sync::{SyncOptions, sync};
 
 use super::Output;
 

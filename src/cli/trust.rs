@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use vmic::config::ApproveMode;
-use vmic::error::{Error, Result};
-use vmic::trust::{self, TrustAdd};
+use vmic_format::error::{Error, Result};
+use vmic_site::config::ApproveMode;
+use vmic_site::trust::{self, TrustAdd};
 
 use super::Output;
 

@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use vmic::error::Result;
-use vmic::hashing::Engine;
-use vmic::source::{self, DEFAULT_MAX_CATALOG_BYTES};
-use vmic::verify::{VerifyOptions, verify};
+use vmic_engine::hashing::Engine;
+use vmic_engine::source::{self, DEFAULT_MAX_CATALOG_BYTES};
+use vmic_engine::verify::{VerifyOptions, verify};
+use vmic_format::error::Result;
 
 use super::Output;
 use super::password::load_public_key;

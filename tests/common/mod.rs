@@ -140,9 +140,9 @@ pub fn verify(target: &Path, extra: &[&str]) -> Output {
     vmic(args)
 }
 
-pub fn demo_secret() -> vmic::minisign::SecretKey {
+pub fn demo_secret() -> vmic_format::minisign::SecretKey {
     let text = std::fs::read_to_string(demo_key()).unwrap();
-    vmic::minisign::SecretKey::parse(&text, None).unwrap()
+    vmic_format::minisign::SecretKey::parse(&text, None).unwrap()
 }
 
 /// Write `bytes` as OUT/catalog.json with a valid demo-key signature.

@@ -69,17 +69,10 @@ pub struct Sidecar {
     pub tags: Vec<String>,
 }
 
-/// Read and parse a TOML file; errors name the file and (via the toml crate)
-/// the line and column.
+/// Read and parse one of vmic's TOML files; errors name the file and line.
 pub fn load_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
-    toml::from_str(&text).map_err(|e| {
-        let line = e
-            .span()
-            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-        let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
-        Error::input(format!("{}{at}: {}", path.display(), e.message()))
-    })
+    vmic_format::strict_toml::parse(&text, &path.display().to_string())
 }
 
 /// `catalog.toml` if present, defaults otherwise.

@@ -5,18 +5,13 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::build::CATALOG_FILE;
 use crate::catalog::Image;
 use crate::error::{Error, Result};
 use crate::fetch::{HttpClient, Landing};
 use crate::fsutil::resolve_inside;
 use crate::relpath::SafeRelPath;
-
-/// Default cap on catalog.json: a 10,000-image catalog of multi-GB images
-/// is a few tens of MiB; anything much larger is an endless-data attack.
-pub const DEFAULT_MAX_CATALOG_BYTES: u64 = 256 << 20;
-/// A minisign signature is a few hundred bytes.
-pub const MAX_SIGNATURE_BYTES: u64 = 64 << 10;
+pub use vmic_format::limits::{DEFAULT_MAX_CATALOG_BYTES, MAX_SIGNATURE_BYTES};
+use vmic_format::publication::{CATALOG_FILE, SIGNATURE_FILE};
 
 pub trait Source {
     /// Human-readable location for messages.
@@ -57,7 +52,7 @@ impl DirSource {
 
     fn signature_path(&self) -> PathBuf {
         let mut name = self.catalog.as_os_str().to_owned();
-        name.push(".minisig");
+        name.push(vmic_format::publication::SIGNATURE_SUFFIX);
         PathBuf::from(name)
     }
 }
@@ -135,7 +130,7 @@ impl Source for HttpSource {
     }
 
     fn read_signature(&self) -> Result<String> {
-        let url = self.url_of(&format!("{CATALOG_FILE}.minisig"));
+        let url = self.url_of(SIGNATURE_FILE);
         let bytes = self.client.get_capped(&url, MAX_SIGNATURE_BYTES)?;
         String::from_utf8(bytes).map_err(|_| {
             Error::verification(format!("{url} is not text; it is not a minisign signature"))

@@ -1,11 +1,5 @@
 //! Image format detection from magic bytes, never from the file name.
 
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
-
-use crate::error::{Error, Result};
-
 /// Formats vmic recognises. `Unknown` is published as-is: endorsers may
 /// distribute formats vmic does not know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -34,29 +28,25 @@ impl ImageFormat {
             ImageFormat::Unknown => "unknown",
         }
     }
+
+    pub fn from_name(name: &str) -> Option<ImageFormat> {
+        [
+            ImageFormat::Qcow2,
+            ImageFormat::Vmdk,
+            ImageFormat::Vhdx,
+            ImageFormat::Vhd,
+            ImageFormat::Iso,
+            ImageFormat::Ova,
+            ImageFormat::Raw,
+            ImageFormat::Unknown,
+        ]
+        .into_iter()
+        .find(|f| f.as_str() == name)
+    }
 }
 
-/// Read the few header (and, for VHD, footer) bytes needed and classify.
-pub fn detect(path: &Path) -> Result<ImageFormat> {
-    let mut file = File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| Error::io("stat", path, e))?
-        .len();
-    let mut head = vec![0u8; 0x8006.min(len as usize)];
-    file.read_exact(&mut head)
-        .map_err(|e| Error::io("read", path, e))?;
-    let mut footer = [0u8; 512];
-    let has_footer = len >= 512 && {
-        file.seek(SeekFrom::Start(len - 512))
-            .and_then(|_| file.read_exact(&mut footer))
-            .map_err(|e| Error::io("read", path, e))?;
-        true
-    };
-    Ok(classify(&head, has_footer.then_some(&footer[..]), len))
-}
-
-/// Pure classification, for testing without files.
+/// Classify an image from its first bytes (at least 0x8006 when the file
+/// is that long), its last 512 bytes and its length.
 pub fn classify(head: &[u8], footer: Option<&[u8]>, len: u64) -> ImageFormat {
     let starts = |magic: &[u8]| head.starts_with(magic);
     if starts(b"QFI\xfb") {

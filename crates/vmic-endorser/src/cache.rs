@@ -35,7 +35,7 @@ struct CacheEntry {
     chunks: Vec<Sha256Digest>,
     /// Detected image format, so an unchanged file is not even opened.
     #[serde(default)]
-    format: Option<crate::format::ImageFormat>,
+    format: Option<vmic_format::image_format::ImageFormat>,
 }
 
 fn dir_id(images_dir: &Path) -> String {
@@ -104,7 +104,11 @@ impl DigestCache {
     }
 
     /// The format detected when the file looked exactly like this.
-    pub fn format(&self, rel: &str, stamp: &FileStamp) -> Option<crate::format::ImageFormat> {
+    pub fn format(
+        &self,
+        rel: &str,
+        stamp: &FileStamp,
+    ) -> Option<vmic_format::image_format::ImageFormat> {
         self.entries
             .get(rel)
             .filter(|e| e.stamp == *stamp)
@@ -116,7 +120,7 @@ impl DigestCache {
         rel: &str,
         digest: &FileDigest,
         stamp: FileStamp,
-        format: crate::format::ImageFormat,
+        format: vmic_format::image_format::ImageFormat,
     ) {
         self.entries.insert(
             rel.to_string(),

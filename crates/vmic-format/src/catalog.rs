@@ -1,7 +1,7 @@
 //! The catalog model (`vmic.catalog/1`) and its validation.
 //!
 //! A catalog is only ever parsed from bytes whose signature has already been
-//! checked ([`crate::verify`]); even then every field that could hurt is
+//! checked (the `authenticate` step of a reader); even then every field that could hurt is
 //! validated here: paths, ids, sizes, digest counts, duplicates, times.
 //! Unknown fields are tolerated (forward compatibility); unknown major format
 //! versions are refused.
@@ -11,20 +11,17 @@ use std::collections::HashSet;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::chunks::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, chunk_count};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
-use crate::format::ImageFormat;
-use crate::hashing::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, chunk_count};
+use crate::image_format::ImageFormat;
 use crate::relpath::SafeRelPath;
 
 pub const FORMAT: &str = "vmic.catalog/1";
 const FORMAT_PREFIX: &str = "vmic.catalog/";
 const SUPPORTED_MAJOR: u64 = 1;
-/// 1 PiB: anything larger is a hostile or corrupt catalog, not an image.
-pub const MAX_IMAGE_SIZE: u64 = 1 << 50;
-pub const MAX_IMAGES: usize = 1_000_000;
-const MAX_TEXT: usize = 64 * 1024;
-const MAX_TOKEN: usize = 128;
+pub use crate::limits::{MAX_IMAGE_SIZE, MAX_IMAGES};
+use crate::limits::{MAX_TEXT, MAX_TOKEN};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Catalog {
@@ -303,23 +300,6 @@ fn check_text(what: &str, value: &str) -> std::result::Result<(), String> {
         return Err(format!("{what} contains a NUL byte"));
     }
     Ok(())
-}
-
-impl ImageFormat {
-    pub fn from_name(name: &str) -> Option<ImageFormat> {
-        [
-            ImageFormat::Qcow2,
-            ImageFormat::Vmdk,
-            ImageFormat::Vhdx,
-            ImageFormat::Vhd,
-            ImageFormat::Iso,
-            ImageFormat::Ova,
-            ImageFormat::Raw,
-            ImageFormat::Unknown,
-        ]
-        .into_iter()
-        .find(|f| f.as_str() == name)
-    }
 }
 
 #[cfg(test)]

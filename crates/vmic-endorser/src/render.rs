@@ -7,10 +7,11 @@ use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use minijinja::{Environment, context};
 
-const INDEX_TEMPLATE: &str = include_str!("../templates/index.html");
+const INDEX_TEMPLATE: &str = include_str!("../../../templates/index.html");
 
 /// Static files copied into every published directory.
-pub const SITE_ASSETS: &[(&str, &[u8])] = &[("style.css", include_bytes!("../site/style.css"))];
+pub const SITE_ASSETS: &[(&str, &[u8])] =
+    &[("style.css", include_bytes!("../../../site/style.css"))];
 
 /// Render `index.html` for `catalog`. HTML autoescaping is on (the template
 /// name ends in `.html`), so catalog text can never inject markup.

@@ -15,18 +15,16 @@ use crate::cache::DigestCache;
 use crate::catalog::{self, Catalog, Endorser, Image, Revocation};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
-use crate::format;
 use crate::fsutil::{self, DirLock, atomic_write};
 use crate::hashing::{Engine, EngineStats, FileDigest, FileStamp, Progress};
 use crate::meta::{self, CATALOG_TOML, CatalogToml, SIDECAR_SUFFIX, Sidecar};
 use crate::minisign::SecretKey;
 use crate::relpath::SafeRelPath;
+use vmic_engine::detect;
 
-pub const CATALOG_FILE: &str = "catalog.json";
-pub const SIGNATURE_FILE: &str = "catalog.json.minisig";
-pub const INDEX_FILE: &str = "index.html";
-pub const SUMS_FILE: &str = "SHA256SUMS";
-pub const IMAGES_SUBDIR: &str = "images";
+pub use vmic_format::publication::{
+    CATALOG_FILE, IMAGES_SUBDIR, INDEX_FILE, SIGNATURE_FILE, SUMS_FILE,
+};
 const LOCK_FILE: &str = ".vmic-build.lock";
 const DEFAULT_EXPIRY_SECS: u64 = 30 * 86_400;
 
@@ -137,7 +135,7 @@ fn build_into(
         .iter()
         .map(|c| match cache.format(c.rel.as_str(), &c.stamp) {
             Some(f) => Ok(f),
-            None => format::detect(&c.abs),
+            None => detect::detect(&c.abs),
         })
         .collect::<Result<Vec<_>>>()?;
     let mut images = Vec::with_capacity(candidates.len());
@@ -412,7 +410,7 @@ fn hash_candidates(
 fn describe(
     c: &Candidate,
     d: &FileDigest,
-    format: format::ImageFormat,
+    format: vmic_format::image_format::ImageFormat,
     base_url: Option<&str>,
 ) -> Result<Image> {
     let s = &c.sidecar;

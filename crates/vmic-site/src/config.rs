@@ -82,7 +82,7 @@ fn default_approve() -> ApproveMode {
 }
 
 fn default_max_catalog() -> u64 {
-    crate::source::DEFAULT_MAX_CATALOG_BYTES
+    vmic_format::limits::DEFAULT_MAX_CATALOG_BYTES
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -233,7 +233,9 @@ fn default_retries() -> u32 {
 
 impl SiteConfig {
     pub fn load(path: &Path) -> Result<SiteConfig> {
-        let config: SiteConfig = crate::meta::load_toml(path)?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
+        let config: SiteConfig =
+            vmic_format::strict_toml::parse(&text, &path.display().to_string())?;
         // Parse durations now so a typo fails at load time, naming the file.
         for (what, text) in [
             ("hooks.timeout", &config.hooks.timeout),

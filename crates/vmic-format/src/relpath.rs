@@ -10,9 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-/// The longest relative path accepted, in bytes (PATH_MAX-ish, and keeps hostile
-/// catalogs from making huge names).
-const MAX_LEN: usize = 1024;
+use crate::limits::MAX_REL_PATH as MAX_LEN;
 
 /// A validated, `/`-separated relative path.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -63,7 +61,7 @@ impl SafeRelPath {
     }
 
     /// This path under `root`. Cannot leave `root` lexically; symlinks are
-    /// the caller's concern (see [`crate::fsutil::open_inside`]).
+    /// the caller's concern (see `vmic_engine::fsutil::resolve_inside`).
     pub fn join_to(&self, root: &Path) -> PathBuf {
         let mut p = root.to_path_buf();
         for part in self.0.split('/') {

@@ -35,11 +35,7 @@ use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::sha256x2::{self, Sha256Lane};
 
-/// Default chunk size: small enough that a 2 GiB image makes 256 parallel
-/// tasks, large enough that a 100 GB image lists only ~12,000 digests.
-pub const DEFAULT_CHUNK_SIZE: u64 = 8 << 20;
-pub const MIN_CHUNK_SIZE: u64 = 4 << 10;
-pub const MAX_CHUNK_SIZE: u64 = 1 << 30;
+pub use vmic_format::chunks::{DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, chunk_count};
 /// Read size when a piece is hashed right after it is read (checking, and
 /// digesting single-chunk files): small enough to stay in a core's L2 cache
 /// between the read that fills it and the hash that consumes it.
@@ -87,11 +83,6 @@ impl FileStamp {
             dev: meta.dev(),
         }
     }
-}
-
-/// Number of chunks for a file of `size` bytes.
-pub fn chunk_count(size: u64, chunk_size: u64) -> u64 {
-    size.div_ceil(chunk_size)
 }
 
 /// One file to check against the digests a catalog declares.

@@ -1,0 +1,13 @@
+//! The endorser side of vmic: discover the images of a directory, describe
+//! them (sidecars, `catalog.toml`, detected format), hash them through the
+//! engine (reusing the digest cache), sign the catalog and render the
+//! publication. Knows nothing of sites.
+
+pub mod build;
+pub mod cache;
+pub mod meta;
+pub mod render;
+
+use vmic_engine::{fsutil, hashing};
+pub use vmic_format::{Error, ErrorKind, Result};
+use vmic_format::{catalog, digest, duration, error, minisign, relpath};

@@ -1,0 +1,24 @@
+//! vmic's engine: the parallel hashing pipeline (chunk digests on every core,
+//! two SHA-256 lanes per core), the direct-I/O landing of downloads hashed
+//! as they arrive, the transports that bring bytes from HTTP(S), `file://`
+//! URLs and directories, and the verification of a whole publication.
+//!
+//! Depends only on `vmic-format`; knows nothing of the endorser's build or
+//! of a site's state.
+
+pub mod block;
+pub mod detect;
+pub mod fetch;
+pub mod fsutil;
+pub mod hashing;
+pub mod partfile;
+pub mod sha256x2;
+pub mod source;
+pub mod stream_check;
+#[cfg(test)]
+mod test_support;
+pub mod verify;
+
+// The format crate's modules, by their old names inside this crate.
+pub use vmic_format::{Error, ErrorKind, Result};
+use vmic_format::{catalog, digest, error, minisign, relpath};

@@ -1,0 +1,24 @@
+//! vmic's wire formats and nothing else: the signed catalog (`vmic.catalog/1`)
+//! parsed into validated types, minisign keys and signatures, chunk
+//! geometry, image-format detection from a byte prefix, the publication's
+//! file names and every size limit.
+//!
+//! No network, database, thread pool or templating here, and no `unsafe`:
+//! this is the crate another tool depends on to read and authenticate a vmic
+//! catalog. Functions never print, never exit and never panic on input.
+
+#![forbid(unsafe_code)]
+
+pub mod catalog;
+pub mod chunks;
+pub mod digest;
+pub mod duration;
+pub mod error;
+pub mod image_format;
+pub mod limits;
+pub mod minisign;
+pub mod publication;
+pub mod relpath;
+pub mod strict_toml;
+
+pub use error::{Error, ErrorKind, Result};

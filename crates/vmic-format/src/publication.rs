@@ -1,0 +1,21 @@
+//! The names of the files a publication (the output of `vmic build`) holds.
+//! Spelled once, here, for the endorser that writes them and the site and
+//! verifier that read them.
+
+/// The signed catalog.
+pub const CATALOG_FILE: &str = "catalog.json";
+/// Its minisign signature.
+pub const SIGNATURE_FILE: &str = "catalog.json.minisig";
+/// The human-readable page.
+pub const INDEX_FILE: &str = "index.html";
+/// coreutils checksums of every image and of the catalog.
+pub const SUMS_FILE: &str = "SHA256SUMS";
+/// Where images live inside a publication.
+pub const IMAGES_SUBDIR: &str = "images";
+/// The suffix minisign gives a detached signature.
+pub const SIGNATURE_SUFFIX: &str = ".minisig";
+
+/// The detached signature's name for a file name or path text.
+pub fn signature_name(file: &str) -> String {
+    format!("{file}{SIGNATURE_SUFFIX}")
+}

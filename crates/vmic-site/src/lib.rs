@@ -1,0 +1,17 @@
+//! The site side of vmic: trusted endorsers, site policy, the sync that
+//! authenticates catalogs, plans and applies decisions, fetches and imports
+//! verified images, the store, the SQLite state with its audit log, and the
+//! hooks. Knows nothing of how catalogs are built.
+
+pub mod config;
+pub mod hooks;
+pub mod review;
+pub mod site;
+pub mod state;
+pub mod store;
+pub mod sync;
+pub mod trust;
+
+use vmic_engine::{fetch, fsutil, hashing, partfile, source, verify};
+pub use vmic_format::{Error, ErrorKind, Result};
+use vmic_format::{catalog, duration, error, minisign};
