@@ -256,11 +256,12 @@ const CHUNK: usize = 4096;
 /// The signed description of `truth` in chunks of `chunk` bytes, as a
 /// catalog would declare it.
 fn expected(truth: &[u8], chunk: usize) -> Expected {
-    Expected {
-        size: truth.len() as u64,
-        chunk_size: chunk as u64,
-        chunks: truth.chunks(chunk).map(Sha256Digest::of).collect(),
-    }
+    Expected::new(
+        truth.len() as u64,
+        chunk as u64,
+        truth.chunks(chunk).map(Sha256Digest::of).collect(),
+    )
+    .unwrap()
 }
 
 /// How a download into a `.part` file ended.

@@ -32,9 +32,8 @@ pub struct Args {
     /// Ignore the digest cache and hash every image again.
     #[arg(long)]
     rehash: bool,
-    /// Hashing workers (default: one per core).
-    #[arg(long, short = 'j', value_name = "N")]
-    jobs: Option<usize>,
+    #[command(flatten)]
+    jobs: super::JobsArg,
     /// Chunk size for per-chunk digests, e.g. 8M (default), 64K.
     #[arg(long, value_name = "SIZE")]
     chunk_size: Option<String>,
@@ -66,7 +65,7 @@ pub fn run(args: Args, quiet: bool) -> Result<i32> {
             "--base-url {url:?} must be an http(s) URL"
         )));
     }
-    let engine = Engine::new(args.jobs)?;
+    let engine = Engine::new(args.jobs.jobs)?;
     let key = load_secret_key(&args.key, &args.password)?;
     let opts = BuildOptions {
         images_dir: args.images_dir,

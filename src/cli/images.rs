@@ -3,15 +3,17 @@
 use std::path::PathBuf;
 
 use vmic_format::error::Result;
+use vmic_site::state::ImageSummary;
 
 use super::Output;
 
 pub fn run(json: bool, site: &Option<PathBuf>, quiet: bool) -> Result<i32> {
     let out = Output { quiet, json };
-    let site = super::site::open(site)?;
+    let site = super::site::open_read_only(site)?;
     let rows = site.state.images()?;
     if json {
-        super::print_json(&rows);
+        let summaries: Vec<ImageSummary> = rows.iter().map(ImageSummary::from).collect();
+        super::print_json(&summaries);
         return Ok(0);
     }
     if rows.is_empty() {

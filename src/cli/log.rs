@@ -8,7 +8,7 @@ use super::Output;
 
 pub fn run(json: bool, site: &Option<PathBuf>, quiet: bool) -> Result<i32> {
     let out = Output { quiet, json };
-    let site = super::site::open(site)?;
+    let site = super::site::open_read_only(site)?;
     let rows = site.state.audit()?;
     if json {
         super::print_json(&rows);

@@ -18,6 +18,22 @@ mod verify;
 use clap::{Parser, Subcommand};
 use vmic_format::error::{Error, ErrorKind};
 
+/// `--json`, the same on every command a script reads.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct JsonArg {
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--jobs`, the same on every command that hashes.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct JobsArg {
+    /// Hashing workers (default: one per core).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+}
+
 /// Signed, static catalogs of virtual-machine images.
 ///
 /// Exit codes: 0 ok; 1 verification or trust failure; 2 usage, configuration
@@ -56,30 +72,20 @@ enum Command {
     Trust(trust::Command),
     Sync(sync::Args),
     /// List every image the site knows, with its state.
-    Images {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Images(JsonArg),
     /// Approve an image (ID or ID@VERSION) for import.
     Approve(approve::Args),
     /// Reject an image (ID or ID@VERSION); imported copies are withdrawn.
     Reject(approve::Args),
     /// Re-hash every imported image; tampering at rest is quarantined.
     Reverify {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-        /// Hashing workers (default: one per core).
-        #[arg(long, short = 'j', value_name = "N")]
-        jobs: Option<usize>,
+        #[command(flatten)]
+        json: JsonArg,
+        #[command(flatten)]
+        jobs: JobsArg,
     },
     /// Show the audit log.
-    Log {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Log(JsonArg),
 }
 
 /// Shared output settings.
@@ -112,7 +118,7 @@ pub fn run() -> i32 {
         Err(e) => {
             let _ = e.print();
             return if e.use_stderr() {
-                ErrorKind::Input.exit_code()
+                exit_code(Some(ErrorKind::Input))
             } else {
                 0
             };
@@ -127,11 +133,11 @@ pub fn run() -> i32 {
         Command::Site(cmd) => site::run(cmd, &cli.site, Output { quiet, json: false }),
         Command::Trust(cmd) => trust::run(cmd, &cli.site, quiet),
         Command::Sync(args) => sync::run(args, &cli.site, quiet),
-        Command::Images { json } => images::run(json, &cli.site, quiet),
+        Command::Images(json) => images::run(json.json, &cli.site, quiet),
         Command::Approve(args) => approve::run(args, true, &cli.site, quiet),
         Command::Reject(args) => approve::run(args, false, &cli.site, quiet),
-        Command::Reverify { json, jobs } => reverify::run(json, jobs, &cli.site, quiet),
-        Command::Log { json } => log::run(json, &cli.site, quiet),
+        Command::Reverify { json, jobs } => reverify::run(json.json, jobs.jobs, &cli.site, quiet),
+        Command::Log(json) => log::run(json.json, &cli.site, quiet),
     };
     match result {
         Ok(code) => code,
@@ -141,7 +147,19 @@ pub fn run() -> i32 {
 
 pub fn report_error(e: &Error) -> i32 {
     eprintln!("vmic: error: {e}");
-    e.kind().exit_code()
+    exit_code(Some(e.kind()))
+}
+
+/// The documented exit code of an outcome: decided here and nowhere else.
+/// 0 ok; 1 verification or trust failure; 2 usage, configuration or input
+/// error; 3 I/O or network failure worth retrying.
+pub fn exit_code(failure: Option<ErrorKind>) -> i32 {
+    match failure {
+        None => 0,
+        Some(ErrorKind::Verification) => 1,
+        Some(ErrorKind::Input) => 2,
+        Some(ErrorKind::Io) => 3,
+    }
 }
 
 /// Print a value as pretty JSON on stdout.
@@ -149,5 +167,24 @@ pub fn print_json<T: serde::Serialize>(value: &T) {
     match serde_json::to_string_pretty(value) {
         Ok(text) => println!("{text}"),
         Err(e) => eprintln!("vmic: error: cannot print JSON: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn exit_codes_are_the_documented_ones() {
+        assert_eq!(exit_code(None), 0);
+        assert_eq!(exit_code(Some(ErrorKind::Verification)), 1);
+        assert_eq!(exit_code(Some(ErrorKind::Input)), 2);
+        assert_eq!(exit_code(Some(ErrorKind::Io)), 3);
     }
 }

@@ -20,8 +20,14 @@ pub fn root(site: &Option<PathBuf>) -> Result<PathBuf> {
     }
 }
 
+/// The site, with its exclusive lock (commands that write).
 pub fn open(site: &Option<PathBuf>) -> Result<Site> {
     Site::open(&root(site)?)
+}
+
+/// The site, read-only and without the lock (commands that only read).
+pub fn open_read_only(site: &Option<PathBuf>) -> Result<Site> {
+    Site::open_read_only(&root(site)?)
 }
 
 pub fn run(cmd: Command, site: &Option<PathBuf>, out: Output) -> Result<i32> {

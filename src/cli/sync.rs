@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use vmic_engine::hashing::Engine;
 use vmic_format::error::Result;
-use vmic_site::sync::{SyncOptions, sync};
+use vmic_site::plan::Action;
+use vmic_site::sync::{SyncOptions, SyncReport, sync};
 
-use super::Output;
+use super::{JobsArg, Output};
 
 /// Fetch, verify and apply the catalogs of trusted endorsers.
 #[derive(clap::Args)]
@@ -20,9 +21,8 @@ pub struct Args {
     /// Use expired catalogs (loudly); older serials are still refused.
     #[arg(long)]
     allow_expired: bool,
-    /// Hashing workers (default: one per core).
-    #[arg(long, short = 'j', value_name = "N")]
-    jobs: Option<usize>,
+    #[command(flatten)]
+    jobs: JobsArg,
     /// Print the whole report as JSON.
     #[arg(long)]
     json: bool,
@@ -33,7 +33,7 @@ pub fn run(args: Args, site: &Option<PathBuf>, quiet: bool) -> Result<i32> {
         quiet,
         json: args.json,
     };
-    let engine = Engine::new(args.jobs)?;
+    let engine = Engine::new(args.jobs.jobs)?;
     let mut site = super::site::open(site)?;
     let opts = SyncOptions {
         endorsers: args.names,
@@ -44,9 +44,10 @@ pub fn run(args: Args, site: &Option<PathBuf>, quiet: bool) -> Result<i32> {
     let progress = super::progress::for_terminal(out.show_progress(), "fetching");
     let report = sync(&mut site, &opts, &engine, progress.as_ref())?;
     drop(progress);
+    let exit_code = super::exit_code(report.failure());
     if args.json {
-        super::print_json(&report);
-        return Ok(report.exit_code);
+        super::print_json(&with_exit_codes(&report, exit_code));
+        return Ok(exit_code);
     }
     for note in &report.reconciled {
         out.warn(note);
@@ -59,15 +60,18 @@ pub fn run(args: Args, site: &Option<PathBuf>, quiet: bool) -> Result<i32> {
         if report.dry_run {
             out.say(format!("{}{serial}: plan", e.name));
             for p in &e.plan {
-                let sign = match p.action.as_str() {
-                    "import" => "+",
-                    "withdraw" => "-",
-                    "keep" => "=",
-                    _ => "?",
+                let sign = match p.action {
+                    Action::Import => "+",
+                    Action::Withdraw => "-",
+                    Action::Keep => "=",
+                    Action::Pending | Action::Reject => "?",
                 };
                 out.say(format!(
                     "  {sign} {:8} {} ({} bytes): {}",
-                    p.action, p.image, p.size, p.reason
+                    action_name(p.action),
+                    p.image,
+                    p.size,
+                    p.reason
                 ));
             }
         }
@@ -94,5 +98,27 @@ pub fn run(args: Args, site: &Option<PathBuf>, quiet: bool) -> Result<i32> {
     for err in &report.hooks.errors {
         out.warn(format!("hook failed (will be re-sent next sync): {err}"));
     }
-    Ok(report.exit_code)
+    Ok(exit_code)
+}
+
+fn action_name(action: Action) -> &'static str {
+    match action {
+        Action::Import => "import",
+        Action::Pending => "pending",
+        Action::Reject => "reject",
+        Action::Withdraw => "withdraw",
+        Action::Keep => "keep",
+    }
+}
+
+/// The report as JSON with the exit codes the binary decided: the whole
+/// run's, and each endorser's.
+fn with_exit_codes(report: &SyncReport, exit_code: i32) -> serde_json::Value {
+    let mut value = serde_json::to_value(report).unwrap_or_default();
+    value["exit_code"] = exit_code.into();
+    let endorsers = value["endorsers"].as_array_mut();
+    for (json, endorser) in endorsers.into_iter().flatten().zip(&report.endorsers) {
+        json["exit_code"] = super::exit_code(endorser.failure).into();
+    }
+    value
 }

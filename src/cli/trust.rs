@@ -2,11 +2,12 @@
 
 use std::path::PathBuf;
 
-use vmic_format::error::{Error, Result};
+use vmic_format::error::Result;
 use vmic_site::config::ApproveMode;
 use vmic_site::trust::{self, TrustAdd};
 
 use super::Output;
+use super::password::load_public_key;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -37,8 +38,7 @@ pub enum Command {
     Remove { name: String },
 }
 
-pub fn run(cmd: Command, site: &Option<PathBuf>, quiet: bool) -> Result<i32> {
-    let mut site = super::site::open(site)?;
+pub fn run(cmd: Command, site_dir: &Option<PathBuf>, quiet: bool) -> Result<i32> {
     match cmd {
         Command::Add {
             name,
@@ -48,54 +48,31 @@ pub fn run(cmd: Command, site: &Option<PathBuf>, quiet: bool) -> Result<i32> {
             approve,
         } => {
             let out = Output { quiet, json: false };
-            let pubkey_text = std::fs::read_to_string(&pubkey)
-                .map_err(|e| Error::io("read public key", &pubkey, e))?;
+            let mut site = super::site::open(site_dir)?;
+            let pubkey = load_public_key(&pubkey)?;
             let approve = approve.as_deref().map(ApproveMode::parse).transpose()?;
             let row = trust::add(
                 &mut site,
                 TrustAdd {
                     name,
-                    pubkey_text,
+                    pubkey,
                     url,
                     ca_file,
                     approve,
                 },
-            )
-            .map_err(|e| {
-                if e.message().starts_with("public key") {
-                    e.context(pubkey.display())
-                } else {
-                    e
-                }
-            })?;
+            )?;
             out.say(format!(
                 "trusting {} (key {}) at {}, approval {}",
-                row.name, row.key_id, row.url, row.approve
+                row.name,
+                row.key_id,
+                row.url,
+                row.approve.as_str()
             ));
         }
-        Command::List { json } => {
-            let out = Output { quiet, json };
-            let rows = site.state.endorsers()?;
-            if json {
-                super::print_json(&rows);
-            } else if rows.is_empty() {
-                out.say("no trusted endorsers (add one with `vmic trust add`)");
-            } else {
-                for e in rows {
-                    let status = match (&e.last_sync, &e.last_error) {
-                        (None, _) => "never synced".to_string(),
-                        (Some(t), None) => format!("last sync {t} ok"),
-                        (Some(t), Some(err)) => format!("last sync {t} FAILED: {err}"),
-                    };
-                    out.say(format!(
-                        "{}  key {}  {}  approve={}  {status}",
-                        e.name, e.key_id, e.url, e.approve
-                    ));
-                }
-            }
-        }
+        Command::List { json } => return list(json, site_dir, quiet),
         Command::Remove { name } => {
             let out = Output { quiet, json: false };
+            let mut site = super::site::open(site_dir)?;
             let removal = trust::remove(&mut site, &name)?;
             out.say(format!(
                 "{} is no longer trusted; {} image(s) withdrawn",
@@ -105,6 +82,34 @@ pub fn run(cmd: Command, site: &Option<PathBuf>, quiet: bool) -> Result<i32> {
             for w in removal.withdrawn {
                 out.say(format!("withdrawn {w}"));
             }
+        }
+    }
+    Ok(0)
+}
+
+/// `trust list` only reads: no lock, works while a sync runs.
+fn list(json: bool, site_dir: &Option<PathBuf>, quiet: bool) -> Result<i32> {
+    let out = Output { quiet, json };
+    let site = super::site::open_read_only(site_dir)?;
+    let rows = site.state.endorsers()?;
+    if json {
+        super::print_json(&rows);
+    } else if rows.is_empty() {
+        out.say("no trusted endorsers (add one with `vmic trust add`)");
+    } else {
+        for e in rows {
+            let status = match (&e.last_sync, &e.last_error) {
+                (None, _) => "never synced".to_string(),
+                (Some(t), None) => format!("last sync {t} ok"),
+                (Some(t), Some(err)) => format!("last sync {t} FAILED: {err}"),
+            };
+            out.say(format!(
+                "{}  key {}  {}  approve={}  {status}",
+                e.name,
+                e.key_id,
+                e.url,
+                e.approve.as_str()
+            ));
         }
     }
     Ok(0)

@@ -2,13 +2,15 @@
 
 use std::path::PathBuf;
 
+use vmic_engine::fetch::{HttpClient, HttpConfig};
 use vmic_engine::hashing::Engine;
-use vmic_engine::source::{self, DEFAULT_MAX_CATALOG_BYTES};
+use vmic_engine::publication::Publication;
 use vmic_engine::verify::{VerifyOptions, verify};
 use vmic_format::error::Result;
+use vmic_format::limits::DEFAULT_MAX_CATALOG_BYTES;
 
-use super::Output;
 use super::password::load_public_key;
+use super::{JobsArg, Output};
 
 /// Verify the signature, format, expiry and every image of a catalog.
 #[derive(clap::Args)]
@@ -24,9 +26,8 @@ pub struct Args {
     /// Accept an expired catalog (a loud warning is printed). For air-gapped use.
     #[arg(long)]
     allow_expired: bool,
-    /// Hashing workers (default: one per core).
-    #[arg(long, short = 'j', value_name = "N")]
-    jobs: Option<usize>,
+    #[command(flatten)]
+    jobs: JobsArg,
     /// Refuse catalogs larger than this many bytes.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_CATALOG_BYTES)]
     max_catalog_size: u64,
@@ -40,7 +41,7 @@ pub fn run(args: Args, quiet: bool) -> Result<i32> {
         quiet,
         json: args.json,
     };
-    let engine = Engine::new(args.jobs)?;
+    let engine = Engine::new(args.jobs.jobs)?;
     let key = load_public_key(&args.pubkey)?;
     let opts = VerifyOptions {
         key: &key,
@@ -49,10 +50,12 @@ pub fn run(args: Args, quiet: bool) -> Result<i32> {
         max_catalog_bytes: args.max_catalog_size,
         now: None,
     };
-    let result = source::open(&args.source).and_then(|src| {
-        let progress = super::progress::for_terminal(out.show_progress(), "verifying");
-        verify(src.as_ref(), &opts, &engine, progress.as_ref())
-    });
+    let result = HttpClient::new(&HttpConfig::default())
+        .and_then(|client| Publication::open(&args.source, &client))
+        .and_then(|publication| {
+            let progress = super::progress::for_terminal(out.show_progress(), "verifying");
+            verify(&publication, &opts, &engine, progress.as_ref())
+        });
     let report = match result {
         Ok(report) => report,
         Err(e) => {
@@ -61,7 +64,7 @@ pub fn run(args: Args, quiet: bool) -> Result<i32> {
                     "ok": false,
                     "source": args.source,
                     "error": e.message(),
-                    "exit_code": e.kind().exit_code(),
+                    "exit_code": super::exit_code(Some(e.kind())),
                 }));
             }
             return Ok(super::report_error(&e));
@@ -123,5 +126,5 @@ pub fn run(args: Args, quiet: bool) -> Result<i32> {
             );
         }
     }
-    Ok(report.failure_kind().map_or(0, |k| k.exit_code()))
+    Ok(super::exit_code(report.failure_kind()))
 }

@@ -12,7 +12,13 @@ use std::path::{Path, PathBuf};
 use jiff::{SignedDuration, Timestamp};
 
 use crate::cache::DigestCache;
-use crate::catalog::{self, Catalog, Endorser, Image, Revocation};
+use vmic_format::catalog::{CatalogParts, HttpUrl};
+use vmic_format::chunks::ChunkDigests;
+use vmic_format::ids::{ImageId, InvalidValue, Serial, Version, sanitize_token};
+use vmic_format::image_format::{FormatName, ImageFormat};
+use vmic_format::trusted_comment::CatalogComment;
+
+use crate::catalog::{Catalog, Endorser, Image, Revocation};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::fsutil::{self, DirLock, atomic_write};
@@ -105,19 +111,70 @@ fn build_into(
     settings: &CatalogToml,
     candidates: &[Candidate],
 ) -> Result<BuildReport> {
-    let (images_dir, out_dir) = (images_dir.to_path_buf(), out_dir.to_path_buf());
-    let _lock = DirLock::acquire(&out_dir, LOCK_FILE, "build")?;
-    let previous = load_previous(&out_dir)?;
+    let _lock = DirLock::acquire(out_dir, LOCK_FILE, "build")?;
+    let previous = load_previous(out_dir)?;
     let mut warnings = Vec::new();
-
     let (mut cache, warning) = if opts.rehash {
-        (DigestCache::empty(&images_dir), None)
+        (DigestCache::empty(images_dir), None)
     } else {
-        DigestCache::load(&out_dir, &images_dir)
+        DigestCache::load(out_dir, images_dir)
     };
     warnings.extend(warning);
     let digests = hash_candidates(candidates, &cache, opts.chunk_size, engine, progress)?;
+    let formats = candidates
+        .iter()
+        .map(|c| match cache.format(c.rel.as_str(), &c.stamp) {
+            Some(f) => Ok(f),
+            None => detect::detect(&c.abs),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let catalog = assemble(
+        opts,
+        settings,
+        images_dir,
+        previous.as_ref(),
+        candidates,
+        &digests.digests,
+        &formats,
+    )?;
+    publish(opts, out_dir, candidates, &catalog)?;
+    let removed = if opts.copy_images {
+        remove_stale_images(out_dir, &catalog)?
+    } else {
+        Vec::new()
+    };
+    remember_digests(&mut cache, candidates, &digests.digests, &formats);
+    if let Err(e) = cache.save(out_dir) {
+        warnings.push(format!("could not save the digest cache: {e}"));
+    }
+    Ok(BuildReport {
+        out_dir: out_dir.display().to_string(),
+        key_id: opts.key.key_id.to_string(),
+        serial: catalog.serial().get(),
+        issued: catalog.issued(),
+        expires: catalog.expires(),
+        images: catalog.images().len(),
+        hashed: digests.hashed,
+        reused_from_cache: candidates.len() - digests.hashed,
+        bytes_hashed: digests.stats.bytes_hashed,
+        removed_images: removed,
+        warnings,
+        hashing: digests.stats,
+    })
+}
 
+/// The new catalog: validity window, images, revocations, chained to the
+/// previous one. Every rule of the format is checked here, before anything
+/// is written.
+fn assemble(
+    opts: &BuildOptions,
+    settings: &CatalogToml,
+    images_dir: &Path,
+    previous: Option<&Previous>,
+    candidates: &[Candidate],
+    digests: &[FileDigest],
+    formats: &[ImageFormat],
+) -> Result<Catalog> {
     let now = opts.now.unwrap_or_else(Timestamp::now);
     let issued = Timestamp::from_second(now.as_second()).unwrap_or(now);
     let expires_secs = match (opts.expires_secs, &settings.catalog.expires) {
@@ -130,55 +187,64 @@ fn build_into(
         .checked_add(SignedDuration::from_secs(expires_secs as i64))
         .map_err(|e| Error::input(format!("expiry out of range: {e}")))?;
     let base_url = opts.base_url.clone().or(settings.catalog.base_url.clone());
-
-    let formats = candidates
-        .iter()
-        .map(|c| match cache.format(c.rel.as_str(), &c.stamp) {
-            Some(f) => Ok(f),
-            None => detect::detect(&c.abs),
-        })
-        .collect::<Result<Vec<_>>>()?;
     let mut images = Vec::with_capacity(candidates.len());
-    for ((c, d), f) in candidates.iter().zip(&digests.digests).zip(&formats) {
+    for ((c, d), f) in candidates.iter().zip(digests).zip(formats) {
         images.push(describe(c, d, *f, base_url.as_deref())?);
     }
     images.sort_by(|a, b| (&a.id, &a.version).cmp(&(&b.id, &b.version)));
-    let catalog = Catalog {
-        format: catalog::FORMAT.into(),
-        endorser: endorser(settings, opts.key, &images_dir),
-        serial: previous.as_ref().map_or(1, |p| p.catalog.serial + 1),
+    let serial = match previous {
+        None => Serial::FIRST,
+        Some(p) => p.catalog.serial().next().map_err(|e| {
+            Error::input(format!(
+                "cannot build a catalog after serial {}: {e}",
+                p.catalog.serial()
+            ))
+        })?,
+    };
+    Catalog::new(CatalogParts {
+        endorser: endorser(settings, opts.key, images_dir),
+        serial,
         issued,
         expires,
-        previous_sha256: previous.as_ref().map(|p| p.sha256),
+        previous_sha256: previous.map(|p| p.sha256),
         images,
-        revoked: revocations(settings, previous.as_ref().map(|p| &p.catalog), issued),
-    };
-    catalog.validate().map_err(|e| {
-        let why = e.message().trim_start_matches("catalog.json is invalid: ");
+        revoked: revocations(settings, previous.map(|p| &p.catalog), issued),
+    })
+    .map_err(|e| {
         Error::input(format!(
-            "cannot build a valid catalog: {why} (check the sidecars and catalog.toml in {})",
+            "cannot build a valid catalog: {e} (check the sidecars and catalog.toml in {})",
             images_dir.display()
         ))
-    })?;
+    })
+}
 
+/// Images first, then assets, the signed catalog, the page and the sums.
+fn publish(
+    opts: &BuildOptions,
+    out_dir: &Path,
+    candidates: &[Candidate],
+    catalog: &Catalog,
+) -> Result<()> {
     if opts.copy_images {
         for c in candidates {
-            fsutil::link_or_copy(&c.abs, &c.rel.prefixed(IMAGES_SUBDIR)?.join_to(&out_dir))?;
+            fsutil::link_or_copy(&c.abs, &c.rel.prefixed(IMAGES_SUBDIR)?.join_to(out_dir))?;
         }
     }
     for (name, bytes) in crate::render::SITE_ASSETS {
         atomic_write(&out_dir.join(name), bytes)?;
     }
-    publish_catalog(&out_dir, &catalog, opts.key)?;
-    let removed = if opts.copy_images {
-        remove_stale_images(&out_dir, &catalog)?
-    } else {
-        Vec::new()
-    };
+    publish_catalog(out_dir, catalog, opts.key)
+}
 
-    // Linking changes the source's ctime; record the post-link stamp when
-    // nothing else (size, mtime, inode) moved, so the next build can reuse it.
-    for ((c, d), f) in candidates.iter().zip(&digests.digests).zip(formats) {
+/// Linking changes the source's ctime; record the post-link stamp when
+/// nothing else (size, mtime, inode) moved, so the next build can reuse it.
+fn remember_digests(
+    cache: &mut DigestCache,
+    candidates: &[Candidate],
+    digests: &[FileDigest],
+    formats: &[ImageFormat],
+) {
+    for ((c, d), f) in candidates.iter().zip(digests).zip(formats) {
         let stamp = std::fs::metadata(&c.abs)
             .map(|m| FileStamp::of(&m))
             .unwrap_or(c.stamp);
@@ -186,27 +252,9 @@ fn build_into(
             && stamp.mtime_ns == d.stamp.mtime_ns
             && stamp.inode == d.stamp.inode;
         if same_content {
-            cache.insert(c.rel.as_str(), d, stamp, f);
+            cache.insert(c.rel.as_str(), d, stamp, *f);
         }
     }
-    if let Err(e) = cache.save(&out_dir) {
-        warnings.push(format!("could not save the digest cache: {e}"));
-    }
-
-    Ok(BuildReport {
-        out_dir: out_dir.display().to_string(),
-        key_id: opts.key.key_id.to_string(),
-        serial: catalog.serial,
-        issued: catalog.issued,
-        expires: catalog.expires,
-        images: catalog.images.len(),
-        hashed: digests.hashed,
-        reused_from_cache: candidates.len() - digests.hashed,
-        bytes_hashed: digests.stats.bytes_hashed,
-        removed_images: removed,
-        warnings,
-        hashing: digests.stats,
-    })
 }
 
 fn canonical_images_dir(dir: &Path) -> Result<PathBuf> {
@@ -410,34 +458,37 @@ fn hash_candidates(
 fn describe(
     c: &Candidate,
     d: &FileDigest,
-    format: vmic_format::image_format::ImageFormat,
+    format: ImageFormat,
     base_url: Option<&str>,
 ) -> Result<Image> {
     let s = &c.sidecar;
     let path = c.rel.prefixed(IMAGES_SUBDIR)?;
+    let invalid = |e: InvalidValue| Error::input(format!("{}: {e}", c.abs.display()));
     let id = match &s.id {
         Some(id) => id.clone(),
-        None => id_from_file_name(&c.rel),
+        None => ImageId::parse(&id_from_file_name(&c.rel)).map_err(invalid)?,
     };
-    let version = s
-        .version
-        .clone()
-        .unwrap_or_else(|| d.sha256.to_hex()[..12].to_string());
-    let urls = base_url
-        .map(|b| vec![format!("{}/{}", b.trim_end_matches('/'), path)])
-        .unwrap_or_default();
+    let version = match &s.version {
+        Some(v) => v.clone(),
+        None => Version::parse(&d.sha256.to_hex()[..12]).map_err(invalid)?,
+    };
+    let urls = match base_url {
+        Some(b) => vec![
+            HttpUrl::parse(&format!("{}/{}", b.trim_end_matches('/'), path)).map_err(invalid)?,
+        ],
+        None => Vec::new(),
+    };
+    let digests = ChunkDigests::new(d.size, d.chunk_size, d.chunks.clone()).map_err(invalid)?;
     Ok(Image {
         id,
         version,
         title: s.title.clone(),
         description: s.description.clone(),
-        path: path.to_string(),
+        path,
         urls,
-        size: d.size,
         sha256: d.sha256,
-        chunk_size: d.chunk_size,
-        chunks: d.chunks.clone(),
-        format: format.as_str().into(),
+        digests,
+        format: FormatName::known(format),
         arch: s.arch.clone(),
         os_family: s.os_family.clone(),
         os: s.os.clone(),
@@ -457,19 +508,7 @@ fn id_from_file_name(rel: &SafeRelPath) -> String {
         Some(dot) if dot > text.rfind('/').map_or(0, |s| s + 1) => &text[..dot],
         _ => text,
     };
-    let mut id: String = stem
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    id = id.trim_start_matches(['.', '-']).to_string();
-    id.truncate(128);
-    if id.is_empty() { "image".into() } else { id }
+    sanitize_token(stem, "image")
 }
 
 fn endorser(settings: &CatalogToml, key: &SecretKey, images_dir: &Path) -> Endorser {
@@ -481,7 +520,7 @@ fn endorser(settings: &CatalogToml, key: &SecretKey, images_dir: &Path) -> Endor
         name: settings.endorser.name.clone().unwrap_or(fallback),
         contact: settings.endorser.contact.clone(),
         vo: settings.endorser.vo.clone(),
-        key_id: key.key_id.to_string(),
+        key_id: key.key_id,
     }
 }
 
@@ -497,7 +536,7 @@ fn revocations(
         .iter()
         .map(|r| {
             let earlier = previous.and_then(|p| {
-                p.revoked
+                p.revoked()
                     .iter()
                     .find(|old| old.id == r.id && old.version == r.version)
             });
@@ -524,7 +563,7 @@ fn publish_catalog(out_dir: &Path, catalog: &Catalog, key: &SecretKey) -> Result
     let html = crate::render::render_index(catalog, &key.public_key().to_file_string())?;
     atomic_write(&out_dir.join(INDEX_FILE), html.as_bytes())?;
     let mut sums = String::new();
-    for image in &catalog.images {
+    for image in catalog.images() {
         sums.push_str(&format!("{}  {}\n", image.sha256, image.path));
     }
     sums.push_str(&format!("{}  {CATALOG_FILE}\n", Sha256Digest::of(&bytes)));
@@ -534,13 +573,13 @@ fn publish_catalog(out_dir: &Path, catalog: &Catalog, key: &SecretKey) -> Result
 /// The trusted comment carries what a human running `minisign -V` should
 /// see, and what vmic cross-checks against the catalog.
 pub fn trusted_comment(catalog: &Catalog) -> String {
-    format!(
-        "timestamp:{}\tfile:{CATALOG_FILE}\tserial:{}\texpires:{}\tkey:{}",
-        catalog.issued.as_second(),
-        catalog.serial,
-        catalog.expires,
-        catalog.endorser.key_id
-    )
+    CatalogComment {
+        timestamp: catalog.issued().as_second(),
+        serial: catalog.serial(),
+        expires: catalog.expires(),
+        key: catalog.endorser().key_id,
+    }
+    .render()
 }
 
 /// Remove files under OUT_DIR/images that the new catalog no longer lists.
@@ -549,7 +588,7 @@ fn remove_stale_images(out_dir: &Path, catalog: &Catalog) -> Result<Vec<String>>
     if !images_root.is_dir() {
         return Ok(Vec::new());
     }
-    let listed: BTreeSet<&str> = catalog.images.iter().map(|i| i.path.as_str()).collect();
+    let listed: BTreeSet<&str> = catalog.images().iter().map(|i| i.path.as_str()).collect();
     let mut removed = Vec::new();
     for entry in walkdir::WalkDir::new(&images_root).follow_links(false) {
         let entry = entry.map_err(|e| {

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use vmic_format::ids::{ImageId, Version};
+
 use crate::error::{Error, Result};
 
 pub const CATALOG_TOML: &str = "catalog.toml";
@@ -45,8 +47,8 @@ pub struct CatalogSettings {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeToml {
-    pub id: String,
-    pub version: Option<String>,
+    pub id: ImageId,
+    pub version: Option<Version>,
     pub reason: String,
 }
 
@@ -54,8 +56,8 @@ pub struct RevokeToml {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sidecar {
-    pub id: Option<String>,
-    pub version: Option<String>,
+    pub id: Option<ImageId>,
+    pub version: Option<Version>,
     pub title: Option<String>,
     pub description: Option<String>,
     pub os_family: Option<String>,
@@ -75,24 +77,14 @@ pub fn load_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     vmic_format::strict_toml::parse(&text, &path.display().to_string())
 }
 
-/// `catalog.toml` if present, defaults otherwise.
+/// `catalog.toml` if present, defaults otherwise. Ids and versions are
+/// validated while parsing, so errors name the file and line.
 pub fn load_catalog_toml(images_dir: &Path) -> Result<CatalogToml> {
     let path = images_dir.join(CATALOG_TOML);
     if !path.exists() {
         return Ok(CatalogToml::default());
     }
-    let parsed: CatalogToml = load_toml(&path)?;
-    for r in &parsed.revoke {
-        let check = |what: &str, v: &str| {
-            crate::catalog::check_token(what, v)
-                .map_err(|m| Error::input(format!("{}: [[revoke]] {m}", path.display())))
-        };
-        check("id", &r.id)?;
-        if let Some(v) = &r.version {
-            check("version", v)?;
-        }
-    }
-    Ok(parsed)
+    load_toml(&path)
 }
 
 /// The sidecar path for an image file.
@@ -102,14 +94,7 @@ pub fn sidecar_path(image: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Load a sidecar, checking `id` and `version` here so errors name the file.
+/// Load a sidecar.
 pub fn load_sidecar(path: &Path) -> Result<Sidecar> {
-    let sidecar: Sidecar = load_toml(path)?;
-    for (what, value) in [("id", &sidecar.id), ("version", &sidecar.version)] {
-        if let Some(v) = value {
-            crate::catalog::check_token(what, v)
-                .map_err(|m| Error::input(format!("{}: {m}", path.display())))?;
-        }
-    }
-    Ok(sidecar)
+    load_toml(path)
 }

@@ -22,8 +22,8 @@ pub fn render_index(catalog: &Catalog, pubkey_text: &str) -> Result<String> {
     let mut view = serde_json::to_value(catalog)
         .map_err(|e| Error::io_failure(format!("cannot serialise the catalog: {e}")))?;
     if let Some(images) = view.get_mut("images").and_then(|v| v.as_array_mut()) {
-        for (value, image) in images.iter_mut().zip(&catalog.images) {
-            value["size_human"] = human_size(image.size).into();
+        for (value, image) in images.iter_mut().zip(catalog.images()) {
+            value["size_human"] = human_size(image.size()).into();
         }
     }
     let template = env

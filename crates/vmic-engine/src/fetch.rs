@@ -29,6 +29,7 @@ use ureq::http::{HeaderMap, StatusCode};
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 
 use crate::error::{Error, Result};
+use crate::transport::Location;
 
 /// First retry delay; doubled for every further retry.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -125,9 +126,9 @@ impl HttpClient {
 
     /// The whole body of `url`, refusing anything larger than `max` bytes.
     pub fn get_capped(&self, url: &str, max: u64) -> Result<Vec<u8>> {
-        match Target::parse(url)? {
-            Target::File(path) => read_file_capped(url, &path, max),
-            Target::Http => self.retrying(|| self.get_attempt(url, max)),
+        match Location::parse(url)? {
+            Location::Local(path) => read_file_capped(url, &path, max),
+            Location::Http(_) => self.retrying(|| self.get_attempt(url, max)),
         }
     }
 
@@ -135,13 +136,13 @@ impl HttpClient {
     /// it already holds, and never accepting more than `expected_size`
     /// bytes in all.
     pub fn download(&self, url: &str, expected_size: u64, landing: &mut dyn Landing) -> Result<()> {
-        let target = Target::parse(url)?;
+        let target = Location::parse(url)?;
         if landing.held() >= expected_size {
             return Ok(());
         }
         match target {
-            Target::File(path) => read_local(url, &path, expected_size, landing),
-            Target::Http => {
+            Location::Local(path) => read_local(url, &path, expected_size, landing),
+            Location::Http(_) => {
                 let mut job = Job {
                     url,
                     expected: expected_size,
@@ -492,54 +493,6 @@ fn read_ca_file(path: &Path) -> Result<Vec<Certificate<'static>>> {
         )));
     }
     Ok(certs)
-}
-
-enum Target {
-    File(PathBuf),
-    Http,
-}
-
-impl Target {
-    fn parse(url: &str) -> Result<Target> {
-        let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-        match scheme.as_deref() {
-            Some("http" | "https") => Ok(Target::Http),
-            Some("file") => file_url_path(url).map(Target::File),
-            _ => Err(Error::input(format!(
-                "{url}: only http://, https:// and file:// URLs are supported"
-            ))),
-        }
-    }
-}
-
-fn file_url_path(url: &str) -> Result<PathBuf> {
-    let rest = &url["file://".len()..];
-    let path = rest.strip_prefix("localhost").unwrap_or(rest);
-    if !path.starts_with('/') {
-        return Err(Error::input(format!(
-            "{url}: a file:// URL needs an absolute path"
-        )));
-    }
-    percent_decode(path)
-        .map(PathBuf::from)
-        .ok_or_else(|| Error::input(format!("{url}: bad percent-escape or non-UTF-8 path")))
-}
-
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// A local file's bytes, refusing more than `max`; `url` names it in errors.

@@ -35,7 +35,9 @@ use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::sha256x2::{self, Sha256Lane};
 
-pub use vmic_format::chunks::{DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, chunk_count};
+pub use vmic_format::chunks::{
+    ChunkDigests, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, chunk_count,
+};
 /// Read size when a piece is hashed right after it is read (checking, and
 /// digesting single-chunk files): small enough to stay in a core's L2 cache
 /// between the read that fills it and the hash that consumes it.
@@ -90,9 +92,8 @@ impl FileStamp {
 pub struct CheckItem {
     pub name: String,
     pub path: PathBuf,
-    pub size: u64,
-    pub chunk_size: u64,
-    pub chunks: Vec<Sha256Digest>,
+    /// What the file must be.
+    pub expected: ChunkDigests,
 }
 
 /// Everything found wrong with one file. Empty means verified.
@@ -280,13 +281,13 @@ impl Engine {
             match stat_for_check(item) {
                 Err(problem) => found.push(problem),
                 Ok(actual) => {
-                    if actual != item.size {
+                    if actual != item.expected.size() {
                         found.push(Problem::SizeMismatch {
-                            expected: item.size,
+                            expected: item.expected.size(),
                             actual,
                         });
                     }
-                    tasks.extend((0..item.chunks.len() as u64).map(|k| (i, k)));
+                    tasks.extend((0..item.expected.chunks().len() as u64).map(|k| (i, k)));
                 }
             }
             problems.push(Mutex::new(found));
@@ -344,7 +345,7 @@ fn problem_order(p: &Problem) -> u64 {
 }
 
 fn chunk_len(item: &CheckItem, k: u64) -> u64 {
-    chunk_len_of(item.size, item.chunk_size, k)
+    chunk_len_of(item.expected.size(), item.expected.chunk_size(), k)
 }
 
 /// Length of chunk `k` of a file of `size` bytes (0 past the end).
@@ -390,7 +391,7 @@ impl<'i> ChunkJob<'i> {
             index,
             ended: file.is_err(),
             file,
-            start: index * item.chunk_size,
+            start: index * item.expected.chunk_size(),
             len: chunk_len(item, index),
             done: 0,
             hasher: Sha256Lane::new(),
@@ -458,7 +459,7 @@ impl<'i> ChunkJob<'i> {
             });
         }
         let actual = self.hasher.finalize();
-        let expected = self.item.chunks[index as usize];
+        let expected = self.item.expected.chunks()[index as usize];
         (actual != expected).then_some(Problem::ChunkMismatch {
             index,
             start,
@@ -889,9 +890,7 @@ mod tests {
                 CheckItem {
                     name: format!("img{n}"),
                     path: p,
-                    size: d.size,
-                    chunk_size: chunk,
-                    chunks: d.chunks,
+                    expected: ChunkDigests::new(d.size, chunk, d.chunks).unwrap(),
                 },
             ));
         }
@@ -899,7 +898,7 @@ mod tests {
         let (clean, _) = engine.check_files(&check_items, &NoProgress);
         assert!(clean.iter().all(|o| o.problems.is_empty()), "{clean:?}");
         for (n, (data, item)) in items.iter().enumerate() {
-            for k in 0..item.chunks.len() {
+            for k in 0..item.expected.chunks().len() {
                 let mut bad = data.clone();
                 bad[k * chunk as usize] ^= 0x40;
                 std::fs::write(&item.path, &bad).unwrap();
@@ -948,9 +947,7 @@ mod tests {
         let item = CheckItem {
             name: "img".into(),
             path: p,
-            size: d.size,
-            chunk_size: chunk,
-            chunks: d.chunks,
+            expected: ChunkDigests::new(d.size, chunk, d.chunks).unwrap(),
         };
         let (out, _) = engine.check_files(&[item], &NoProgress);
         assert_eq!(out[0].problems.len(), 1);
@@ -1072,7 +1069,7 @@ mod tests {
             let (whole, chunks) = reference(&data, chunk);
             proptest::prop_assert_eq!(d.sha256, whole);
             proptest::prop_assert_eq!(&d.chunks, &chunks);
-            let item = CheckItem { name: "f".into(), path: p, size: size as u64, chunk_size: chunk as u64, chunks };
+            let item = CheckItem { name: "f".into(), path: p, expected: ChunkDigests::new(size as u64, chunk as u64, chunks).unwrap() };
             let (out, _) = engine.check_files(&[item], &NoProgress);
             proptest::prop_assert!(out[0].problems.is_empty());
         }

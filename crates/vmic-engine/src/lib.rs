@@ -12,13 +12,14 @@ pub mod fetch;
 pub mod fsutil;
 pub mod hashing;
 pub mod partfile;
+pub mod publication;
 pub mod sha256x2;
-pub mod source;
 pub mod stream_check;
 #[cfg(test)]
 mod test_support;
+pub mod transport;
 pub mod verify;
 
 // The format crate's modules, by their old names inside this crate.
 pub use vmic_format::{Error, ErrorKind, Result};
-use vmic_format::{catalog, digest, error, minisign, relpath};
+use vmic_format::{digest, error, relpath};

@@ -34,7 +34,6 @@ use std::sync::mpsc::{Receiver, Sender, channel, sync_channel};
 use std::thread::JoinHandle;
 
 use crate::block::{ALIGN, Block, BlockPool};
-use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::fetch::Landing;
 use crate::hashing::{Engine, Problem, Progress, chunk_count};
@@ -48,12 +47,7 @@ const TARGET_BLOCK: u64 = 8 << 20;
 const BLOCK_MEMORY: u64 = 64 << 20;
 
 /// An image's expected content, as the signed catalog declares it.
-#[derive(Clone, Debug)]
-pub struct Expected {
-    pub size: u64,
-    pub chunk_size: u64,
-    pub chunks: Vec<Sha256Digest>,
-}
+pub use vmic_format::chunks::ChunkDigests as Expected;
 
 /// A download in progress into one `.part` file.
 pub struct PartFile<'e> {
@@ -93,7 +87,8 @@ impl<'e> PartFile<'e> {
             .truncate(false)
             .open(path)
             .map_err(|e| Error::io("open", path, e))?;
-        let block_size = block_size_for(expected.size);
+        let (size, chunk_size, chunks) = expected.into_parts();
+        let block_size = block_size_for(size);
         let blocks = (BLOCK_MEMORY / block_size).min(2 * engine.jobs() as u64 + 3);
         let direct = open_direct(path);
         let writer = Writer::start(
@@ -104,7 +99,7 @@ impl<'e> PartFile<'e> {
         let mut part = PartFile {
             path: path.to_path_buf(),
             file,
-            size: expected.size,
+            size,
             block_size,
             pool: BlockPool::new(block_size as usize, blocks as usize),
             current: None,
@@ -112,7 +107,7 @@ impl<'e> PartFile<'e> {
             block_start: 0,
             checked: 0,
             writer,
-            check: StreamCheck::new(engine, expected.size, expected.chunk_size, expected.chunks),
+            check: StreamCheck::new(engine, size, chunk_size, chunks),
             progress,
             restarts: 0,
             discarded: 0,

@@ -7,45 +7,75 @@
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::catalog::Catalog;
+use vmic_format::authenticate::Authenticated;
+use vmic_format::catalog::Catalog;
+use vmic_format::ids::{ImageId, Serial, Version};
+use vmic_format::minisign::{KeyId, PublicKey};
+
 use crate::error::{Error, ErrorKind, Result};
 use crate::hashing::{CheckItem, Engine, EngineStats, Problem, Progress};
-use crate::minisign::{self, PublicKey, Signature};
-use crate::source::Source;
+use crate::publication::Publication;
+use crate::relpath::SafeRelPath;
 
+/// What to check and against which key.
 pub struct VerifyOptions<'a> {
+    /// The one key the catalog must be signed by.
     pub key: &'a PublicKey,
+    /// Check the signed catalog only, not the images.
     pub catalog_only: bool,
+    /// Accept an expired catalog (reported loudly).
     pub allow_expired: bool,
+    /// Refuse catalogs larger than this.
     pub max_catalog_bytes: u64,
     /// Time to judge expiry against; `None` means now.
     pub now: Option<Timestamp>,
 }
 
+/// The result of verifying a publication (`vmic verify --json`).
 #[derive(Debug, Serialize)]
 pub struct VerifyReport {
+    /// Every image verified.
     pub ok: bool,
+    /// Where the catalog was read.
     pub source: String,
-    pub key_id: String,
+    /// The signing key.
+    pub key_id: KeyId,
+    /// The endorser's name from the catalog.
     pub endorser: String,
-    pub serial: u64,
+    /// The catalog serial.
+    pub serial: Serial,
+    /// When it was made.
     pub issued: Timestamp,
+    /// When it expires.
     pub expires: Timestamp,
+    /// Whether it had expired (only with `allow_expired`).
     pub expired: bool,
+    /// The signed trusted comment.
     pub trusted_comment: String,
+    /// Whether images were skipped.
     pub catalog_only: bool,
+    /// One result per image, in catalog order.
     pub images: Vec<ImageResult>,
+    /// Loud warnings (an expired catalog accepted).
     pub warnings: Vec<String>,
+    /// Hashing figures, when images were checked.
     pub hashing: Option<EngineStats>,
 }
 
+/// The result for one image.
 #[derive(Debug, Serialize)]
 pub struct ImageResult {
-    pub id: String,
-    pub version: String,
-    pub path: String,
+    /// Image id.
+    pub id: ImageId,
+    /// Image version.
+    pub version: Version,
+    /// Path in the publication.
+    pub path: SafeRelPath,
+    /// Declared size.
     pub size: u64,
+    /// No problem found.
     pub ok: bool,
+    /// Everything wrong with it.
     pub problems: Vec<Problem>,
 }
 
@@ -69,146 +99,54 @@ impl VerifyReport {
     }
 }
 
-/// A catalog whose signature, format and content checked out.
-pub struct Authenticated {
-    pub catalog: Catalog,
-    pub signature: Signature,
-    /// SHA-256 of the exact catalog bytes (rollback memory, history chain).
-    pub sha256: crate::digest::Sha256Digest,
-}
-
-/// Fetch and authenticate a catalog: signature first, then parsing and
-/// validation, then the cross-checks between signature and content.
-pub fn authenticate(
-    source: &dyn Source,
-    key: &PublicKey,
-    max_catalog_bytes: u64,
-) -> Result<Authenticated> {
-    let bytes = source.read_catalog(max_catalog_bytes)?;
-    let sig_text = source.read_signature()?;
-    let signature = Signature::parse(&sig_text)
-        .map_err(|e| e.context(format!("{}.minisig", source.describe())))?;
-    minisign::verify(key, &bytes, &signature).map_err(|e| e.context(source.describe()))?;
-    let catalog = Catalog::parse(&bytes).map_err(|e| e.context(source.describe()))?;
-    cross_check(&catalog, &signature, key)?;
-    Ok(Authenticated {
-        catalog,
-        signature,
-        sha256: crate::digest::Sha256Digest::of(&bytes),
-    })
-}
-
-/// The signed trusted comment and the signed catalog must tell the same story;
-/// comments from stock minisign carry no such fields and pass.
-fn cross_check(catalog: &Catalog, signature: &Signature, key: &PublicKey) -> Result<()> {
-    if catalog.endorser.key_id != key.key_id.to_string() {
-        return Err(Error::verification(format!(
-            "catalog names key {} as its endorser key but is signed by {}",
-            catalog.endorser.key_id, key.key_id
-        )));
-    }
-    for field in signature.trusted_comment.split(['\t', ' ']) {
-        let mismatch = |what: &str, value: &str, actual: String| {
-            Error::verification(format!(
-                "trusted comment says {what} {value} but catalog.json says {actual}"
-            ))
-        };
-        if let Some(v) = field.strip_prefix("serial:") {
-            if v != catalog.serial.to_string() {
-                return Err(mismatch("serial", v, catalog.serial.to_string()));
-            }
-        } else if let Some(v) = field.strip_prefix("expires:")
-            && v != catalog.expires.to_string()
-        {
-            return Err(mismatch("expires", v, catalog.expires.to_string()));
-        }
-    }
-    Ok(())
-}
-
+/// Authenticate the publication's catalog, judge its freshness, then check
+/// the size and every chunk of every image on all cores.
 pub fn verify(
-    source: &dyn Source,
+    publication: &Publication,
     opts: &VerifyOptions,
     engine: &Engine,
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
     let Authenticated {
         catalog, signature, ..
-    } = authenticate(source, opts.key, opts.max_catalog_bytes)?;
+    } = publication.authenticate(opts.key, opts.max_catalog_bytes)?;
     let now = opts.now.unwrap_or_else(Timestamp::now);
     let expired = catalog.is_expired_at(now);
-    let mut warnings = Vec::new();
-    if expired {
-        if !opts.allow_expired {
-            return Err(Error::verification(format!(
-                "catalog {} (serial {}) expired at {}; refusing it. The endorser must publish a fresh catalog (--allow-expired overrides this, loudly)",
-                source.describe(),
-                catalog.serial,
-                catalog.expires
-            )));
-        }
-        warnings.push(format!(
-            "CATALOG EXPIRED at {} — accepted only because of --allow-expired; its contents may be stale or withdrawn",
-            catalog.expires
-        ));
-    }
-
+    let warnings = judge_expiry(&catalog, expired, opts.allow_expired, publication)?;
     let mut images: Vec<ImageResult> = catalog
-        .images
+        .images()
         .iter()
         .map(|i| ImageResult {
             id: i.id.clone(),
             version: i.version.clone(),
             path: i.path.clone(),
-            size: i.size,
+            size: i.size(),
             ok: true,
             problems: Vec::new(),
         })
         .collect();
-    let mut stats = None;
-    if !opts.catalog_only {
-        let mut items = Vec::new();
-        let mut index = Vec::new();
-        for (n, image) in catalog.images.iter().enumerate() {
-            let rel = image.safe_path()?;
-            match source.local_image(&rel) {
-                Ok(Some(path)) => {
-                    items.push(CheckItem {
-                        name: image.label(),
-                        path,
-                        size: image.size,
-                        chunk_size: image.chunk_size,
-                        chunks: image.chunks.clone(),
-                    });
-                    index.push(n);
-                }
-                Ok(None) => images[n].problems.push(Problem::Unreadable {
-                    path: image.path.clone(),
-                    error: "remote sources cannot be verified in place".into(),
-                }),
-                Err(e) => images[n].problems.push(Problem::OutsideSource {
-                    path: image.path.clone(),
-                    error: e.message().to_string(),
-                }),
-            }
-        }
-        let (outcomes, engine_stats) = engine.check_files(&items, progress);
-        for (n, outcome) in index.into_iter().zip(outcomes) {
-            images[n].problems.extend(outcome.problems);
-        }
-        stats = Some(engine_stats);
-    }
+    let stats = if opts.catalog_only {
+        None
+    } else {
+        Some(check_images(
+            publication,
+            &catalog,
+            &mut images,
+            engine,
+            progress,
+        ))
+    };
     for image in &mut images {
         image.ok = image.problems.is_empty();
     }
     Ok(VerifyReport {
         ok: images.iter().all(|i| i.ok),
-        source: source.describe(),
-        key_id: opts.key.key_id.to_string(),
-        endorser: catalog.endorser.name.clone(),
-        serial: catalog.serial,
-        issued: catalog.issued,
-        expires: catalog.expires,
+        source: publication.describe(),
+        key_id: opts.key.key_id,
+        endorser: catalog.endorser().name.clone(),
+        serial: catalog.serial(),
+        issued: catalog.issued(),
+        expires: catalog.expires(),
         expired,
         trusted_comment: signature.trusted_comment,
         catalog_only: opts.catalog_only,
@@ -216,4 +154,67 @@ pub fn verify(
         warnings,
         hashing: stats,
     })
+}
+
+/// An expired catalog is refused unless the caller allowed it, loudly.
+fn judge_expiry(
+    catalog: &Catalog,
+    expired: bool,
+    allow_expired: bool,
+    publication: &Publication,
+) -> Result<Vec<String>> {
+    if !expired {
+        return Ok(Vec::new());
+    }
+    if !allow_expired {
+        return Err(Error::verification(format!(
+            "catalog {} (serial {}) expired at {}; refusing it. The endorser must publish a fresh catalog (--allow-expired overrides this, loudly)",
+            publication.describe(),
+            catalog.serial(),
+            catalog.expires()
+        )));
+    }
+    Ok(vec![format!(
+        "CATALOG EXPIRED at {} — accepted only because of --allow-expired; its contents may be stale or withdrawn",
+        catalog.expires()
+    )])
+}
+
+/// Hash every local image against its chunk digests; problems land in
+/// `results` (same order as the catalog's images).
+fn check_images(
+    publication: &Publication,
+    catalog: &Catalog,
+    results: &mut [ImageResult],
+    engine: &Engine,
+    progress: &dyn Progress,
+) -> EngineStats {
+    let mut items = Vec::new();
+    let mut index = Vec::new();
+    for (n, image) in catalog.images().iter().enumerate() {
+        let path = image.path.to_string();
+        match publication.local_image(image) {
+            Ok(Some(local)) => {
+                items.push(CheckItem {
+                    name: image.label(),
+                    path: local,
+                    expected: image.digests.clone(),
+                });
+                index.push(n);
+            }
+            Ok(None) => results[n].problems.push(Problem::Unreadable {
+                path,
+                error: "remote sources cannot be verified in place".into(),
+            }),
+            Err(e) => results[n].problems.push(Problem::OutsideSource {
+                path,
+                error: e.message().to_string(),
+            }),
+        }
+    }
+    let (outcomes, stats) = engine.check_files(&items, progress);
+    for (n, outcome) in index.into_iter().zip(outcomes) {
+        results[n].problems.extend(outcome.problems);
+    }
+    stats
 }

@@ -1,92 +1,168 @@
-//! The catalog model (`vmic.catalog/1`) and its validation.
+//! The catalog model (`vmic.catalog/1`), parsed into validated types.
 //!
 //! A catalog is only ever parsed from bytes whose signature has already been
-//! checked (the `authenticate` step of a reader); even then every field that could hurt is
-//! validated here: paths, ids, sizes, digest counts, duplicates, times.
-//! Unknown fields are tolerated (forward compatibility); unknown major format
-//! versions are refused.
+//! checked (see [`crate::authenticate`]); even then nothing untrusted gets
+//! past this module as a raw string: ids, versions, paths, URLs, digests,
+//! chunk geometry and the serial become validated types while the JSON is
+//! read, and the whole-catalog rules (no duplicates, nothing both published
+//! and revoked, a sane validity window) are checked before a [`Catalog`]
+//! exists. Unknown fields are tolerated (forward compatibility); unknown
+//! major format versions are refused.
 
 use std::collections::HashSet;
+use std::fmt;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::chunks::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, chunk_count};
+use crate::chunks::ChunkDigests;
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
-use crate::image_format::ImageFormat;
+use crate::ids::{ImageId, InvalidValue, Serial, Version};
+use crate::image_format::FormatName;
+use crate::limits::MAX_TEXT;
+pub use crate::limits::{MAX_IMAGE_SIZE, MAX_IMAGES};
+use crate::minisign::KeyId;
 use crate::relpath::SafeRelPath;
 
+/// The format string vmic writes.
 pub const FORMAT: &str = "vmic.catalog/1";
 const FORMAT_PREFIX: &str = "vmic.catalog/";
 const SUPPORTED_MAJOR: u64 = 1;
-pub use crate::limits::{MAX_IMAGE_SIZE, MAX_IMAGES};
-use crate::limits::{MAX_TEXT, MAX_TOKEN};
 
+/// A validated catalog. Only [`Catalog::parse`] and [`Catalog::new`] make
+/// one, so every catalog in memory meets every rule.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(try_from = "RawCatalog")]
 pub struct Catalog {
-    pub format: String,
+    format: String,
+    endorser: Endorser,
+    serial: Serial,
+    issued: Timestamp,
+    expires: Timestamp,
+    previous_sha256: Option<Sha256Digest>,
+    images: Vec<Image>,
+    revoked: Vec<Revocation>,
+}
+
+/// Everything a writer supplies to make a catalog (see [`Catalog::new`]).
+pub struct CatalogParts {
+    /// Who signs it.
     pub endorser: Endorser,
-    pub serial: u64,
+    /// One more than the previous catalog's.
+    pub serial: Serial,
+    /// When it was made.
     pub issued: Timestamp,
+    /// When it stops being valid.
     pub expires: Timestamp,
-    #[serde(default)]
+    /// SHA-256 of the previous catalog's bytes.
     pub previous_sha256: Option<Sha256Digest>,
+    /// The published images.
     pub images: Vec<Image>,
-    #[serde(default)]
+    /// The explicit revocations.
     pub revoked: Vec<Revocation>,
 }
 
+/// The endorser as the catalog names it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Endorser {
+    /// Human name, non-empty.
     pub name: String,
+    /// How to reach the endorser.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contact: Option<String>,
+    /// The virtual organisation it endorses for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vo: Option<String>,
-    pub key_id: String,
+    /// The id of the key that signs this catalog.
+    pub key_id: KeyId,
 }
 
+/// One published image, every field validated.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(try_from = "RawImage")]
 pub struct Image {
-    pub id: String,
-    pub version: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Stable id across versions.
+    pub id: ImageId,
+    /// This version.
+    pub version: Version,
+    /// One-line title.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Longer description.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    pub path: SafeRelPathField,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub urls: Vec<String>,
-    pub size: u64,
+    /// Where the image is, relative to the publication.
+    pub path: SafeRelPath,
+    /// Absolute mirror URLs of this one image.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<HttpUrl>,
+    /// Whole-file SHA-256, as `sha256sum` prints it.
     pub sha256: Sha256Digest,
-    pub chunk_size: u64,
-    pub chunks: Vec<Sha256Digest>,
-    pub format: ImageFormatField,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Size, chunk size and chunk digests.
+    #[serde(flatten)]
+    pub digests: ChunkDigests,
+    /// Detected format.
+    pub format: FormatName,
+    /// CPU architecture.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub arch: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// OS family (`linux`, `windows`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub os_family: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// OS name.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub os: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// OS version.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub os_version: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Hypervisor it is made for.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub hypervisor: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Minimum cores.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub min_cores: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Minimum memory in MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub min_memory_mb: Option<u64>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Free tags.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
 }
 
-/// The relative path is kept as the raw string during deserialisation so that
-/// validation can name the image in its error; [`Image::safe_path`] parses it.
-pub type SafeRelPathField = String;
+/// An absolute `http://` or `https://` URL without whitespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct HttpUrl(String);
 
-/// Formats newer writers may add are kept as text, not refused.
-pub type ImageFormatField = String;
+impl HttpUrl {
+    /// Parse a mirror URL.
+    pub fn parse(text: &str) -> std::result::Result<HttpUrl, InvalidValue> {
+        let scheme_ok = text.starts_with("https://") || text.starts_with("http://");
+        if !scheme_ok || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(InvalidValue(format!("url {text:?} is not an http(s) URL")));
+        }
+        Ok(HttpUrl(text.into()))
+    }
+
+    /// The URL text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for HttpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for HttpUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        HttpUrl::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
 
 impl Image {
     /// `id@version`, the name users see in every message.
@@ -94,41 +170,204 @@ impl Image {
         format!("{}@{}", self.id, self.version)
     }
 
-    pub fn safe_path(&self) -> Result<SafeRelPath> {
-        SafeRelPath::parse(&self.path).map_err(|e| e.context(format!("image {}", self.label())))
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.digests.size()
+    }
+
+    /// Check the rules that tie fields together and bound free text.
+    pub fn check(&self) -> std::result::Result<(), InvalidValue> {
+        let label = self.label();
+        let bad = |m: String| InvalidValue(format!("image {label}: {m}"));
+        if self
+            .digests
+            .implied_file_digest()
+            .is_some_and(|d| d != self.sha256)
+        {
+            return Err(bad("sha256 disagrees with its only chunk digest".into()));
+        }
+        for (what, value) in [
+            ("title", &self.title),
+            ("description", &self.description),
+            ("arch", &self.arch),
+            ("os_family", &self.os_family),
+            ("os", &self.os),
+            ("os_version", &self.os_version),
+            ("hypervisor", &self.hypervisor),
+        ] {
+            if let Some(v) = value {
+                check_text(what, v).map_err(|e| bad(e.0))?;
+            }
+        }
+        for tag in &self.tags {
+            check_text("tag", tag).map_err(|e| bad(e.0))?;
+        }
+        Ok(())
     }
 }
 
+/// An image as it appears in JSON, before validation.
+#[derive(Deserialize)]
+struct RawImage {
+    id: String,
+    version: String,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    path: String,
+    #[serde(default)]
+    urls: Vec<String>,
+    size: u64,
+    sha256: Sha256Digest,
+    chunk_size: u64,
+    chunks: Vec<Sha256Digest>,
+    format: String,
+    #[serde(default)]
+    arch: Option<String>,
+    #[serde(default)]
+    os_family: Option<String>,
+    #[serde(default)]
+    os: Option<String>,
+    #[serde(default)]
+    os_version: Option<String>,
+    #[serde(default)]
+    hypervisor: Option<String>,
+    #[serde(default)]
+    min_cores: Option<u32>,
+    #[serde(default)]
+    min_memory_mb: Option<u64>,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+impl TryFrom<RawImage> for Image {
+    type Error = InvalidValue;
+
+    fn try_from(raw: RawImage) -> std::result::Result<Image, InvalidValue> {
+        // Name the image in every message; escaped, since it is not yet valid.
+        let label = format!("{}@{}", raw.id.escape_debug(), raw.version.escape_debug());
+        let bad = |m: String| InvalidValue(format!("image {label}: {m}"));
+        let image = Image {
+            id: ImageId::parse(&raw.id).map_err(|e| bad(e.0))?,
+            version: Version::parse(&raw.version).map_err(|e| bad(e.0))?,
+            title: raw.title,
+            description: raw.description,
+            path: SafeRelPath::parse(&raw.path).map_err(|e| bad(e.message().into()))?,
+            urls: raw
+                .urls
+                .iter()
+                .map(|u| HttpUrl::parse(u))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| bad(e.0))?,
+            sha256: raw.sha256,
+            digests: ChunkDigests::new(raw.size, raw.chunk_size, raw.chunks)
+                .map_err(|e| bad(e.0))?,
+            format: FormatName::parse(&raw.format).map_err(|e| bad(e.0))?,
+            arch: raw.arch,
+            os_family: raw.os_family,
+            os: raw.os,
+            os_version: raw.os_version,
+            hypervisor: raw.hypervisor,
+            min_cores: raw.min_cores,
+            min_memory_mb: raw.min_memory_mb,
+            tags: raw.tags,
+        };
+        image.check()?;
+        Ok(image)
+    }
+}
+
+/// An explicit revocation: one version, or every version of an id.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Revocation {
-    pub id: String,
+    /// The revoked id.
+    pub id: ImageId,
     /// `None` revokes every version of the id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
+    pub version: Option<Version>,
+    /// Why, for the sites' logs.
     pub reason: String,
+    /// When it was first published.
     pub revoked_at: Timestamp,
 }
 
 impl Revocation {
+    /// Whether this revocation covers `id@version`.
+    pub fn matches(&self, id: &str, version: &str) -> bool {
+        self.id == *id && self.version.as_ref().is_none_or(|v| *v == *version)
+    }
+
+    /// Whether this revocation covers `image`.
     pub fn covers(&self, image: &Image) -> bool {
-        self.id == image.id && self.version.as_ref().is_none_or(|v| *v == image.version)
+        self.matches(image.id.as_str(), image.version.as_str())
+    }
+}
+
+/// A catalog as it appears in JSON, before the whole-catalog rules.
+#[derive(Deserialize)]
+struct RawCatalog {
+    format: String,
+    endorser: Endorser,
+    serial: Serial,
+    issued: Timestamp,
+    expires: Timestamp,
+    #[serde(default)]
+    previous_sha256: Option<Sha256Digest>,
+    images: Vec<Image>,
+    #[serde(default)]
+    revoked: Vec<Revocation>,
+}
+
+impl TryFrom<RawCatalog> for Catalog {
+    type Error = InvalidValue;
+
+    fn try_from(raw: RawCatalog) -> std::result::Result<Catalog, InvalidValue> {
+        check_format_version(&raw.format).map_err(|e| InvalidValue(e.message().into()))?;
+        let mut catalog = Catalog::new(CatalogParts {
+            endorser: raw.endorser,
+            serial: raw.serial,
+            issued: raw.issued,
+            expires: raw.expires,
+            previous_sha256: raw.previous_sha256,
+            images: raw.images,
+            revoked: raw.revoked,
+        })?;
+        catalog.format = raw.format;
+        Ok(catalog)
     }
 }
 
 impl Catalog {
+    /// Make a catalog from its parts, checking every whole-catalog rule.
+    pub fn new(parts: CatalogParts) -> std::result::Result<Catalog, InvalidValue> {
+        let catalog = Catalog {
+            format: FORMAT.into(),
+            endorser: parts.endorser,
+            serial: parts.serial,
+            issued: parts.issued,
+            expires: parts.expires,
+            previous_sha256: parts.previous_sha256,
+            images: parts.images,
+            revoked: parts.revoked,
+        };
+        catalog.check()?;
+        Ok(catalog)
+    }
+
     /// Parse and validate catalog bytes. Call only on signature-checked bytes.
     pub fn parse(bytes: &[u8]) -> Result<Catalog> {
         let invalid =
-            |e: serde_json::Error| Error::verification(format!("catalog.json is invalid: {e}"));
+            |e: &dyn fmt::Display| Error::verification(format!("catalog.json is invalid: {e}"));
         #[derive(Deserialize)]
         struct Header {
             format: String,
         }
-        let header: Header = serde_json::from_slice(bytes).map_err(invalid)?;
+        // The version first, so a future format is named as such rather
+        // than reported as whatever field it changed.
+        let header: Header = serde_json::from_slice(bytes).map_err(|e| invalid(&e))?;
         check_format_version(&header.format)?;
-        let catalog: Catalog = serde_json::from_slice(bytes).map_err(invalid)?;
-        catalog.validate()?;
-        Ok(catalog)
+        serde_json::from_slice(bytes).map_err(|e| invalid(&e))
     }
 
     /// The exact bytes to publish and sign.
@@ -139,57 +378,138 @@ impl Catalog {
         Ok(bytes)
     }
 
+    /// Whether the catalog has expired at `now`.
     pub fn is_expired_at(&self, now: Timestamp) -> bool {
         self.expires <= now
     }
 
-    /// Every structural rule a catalog must meet; the first violation is
-    /// reported with the image it concerns.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |msg: String| Error::verification(format!("catalog.json is invalid: {msg}"));
-        check_format_version(&self.format)?;
-        if self.serial == 0 {
-            return Err(bad("serial must be at least 1".into()));
-        }
+    /// The format string as written (`vmic.catalog/1[.MINOR]`).
+    pub fn format(&self) -> &str {
+        &self.format
+    }
+
+    /// The endorser as the catalog names it.
+    pub fn endorser(&self) -> &Endorser {
+        &self.endorser
+    }
+
+    /// The serial.
+    pub fn serial(&self) -> Serial {
+        self.serial
+    }
+
+    /// When it was made.
+    pub fn issued(&self) -> Timestamp {
+        self.issued
+    }
+
+    /// When it stops being valid.
+    pub fn expires(&self) -> Timestamp {
+        self.expires
+    }
+
+    /// SHA-256 of the previous catalog's bytes.
+    pub fn previous_sha256(&self) -> Option<Sha256Digest> {
+        self.previous_sha256
+    }
+
+    /// The published images.
+    pub fn images(&self) -> &[Image] {
+        &self.images
+    }
+
+    /// The image with this id and version.
+    pub fn image(&self, id: &str, version: &str) -> Option<&Image> {
+        self.images
+            .iter()
+            .find(|i| i.id == *id && i.version == *version)
+    }
+
+    /// The explicit revocations.
+    pub fn revoked(&self) -> &[Revocation] {
+        &self.revoked
+    }
+
+    /// The revocation covering `id@version`, if any.
+    pub fn revocation_of(&self, id: &str, version: &str) -> Option<&Revocation> {
+        self.revoked.iter().find(|r| r.matches(id, version))
+    }
+
+    /// Every whole-catalog rule; the first violation names what it concerns.
+    fn check(&self) -> std::result::Result<(), InvalidValue> {
         if self.expires <= self.issued {
-            return Err(bad(format!(
+            return Err(InvalidValue(format!(
                 "expires ({}) is not after issued ({})",
                 self.expires, self.issued
             )));
         }
-        check_text("endorser name", &self.endorser.name).map_err(bad)?;
+        check_text("endorser name", &self.endorser.name)?;
+        for (what, value) in [
+            ("contact", &self.endorser.contact),
+            ("vo", &self.endorser.vo),
+        ] {
+            if let Some(v) = value {
+                check_text(what, v)?;
+            }
+        }
         if self.endorser.name.trim().is_empty() {
-            return Err(bad("endorser name is empty".into()));
+            return Err(InvalidValue("endorser name is empty".into()));
         }
         if self.images.len() > MAX_IMAGES {
-            return Err(bad(format!(
+            return Err(InvalidValue(format!(
                 "{} images is more than the {MAX_IMAGES} allowed",
                 self.images.len()
             )));
         }
-        let mut labels = HashSet::new();
-        let mut paths = HashSet::new();
+        self.check_unique()?;
+        for r in &self.revoked {
+            check_text("revocation reason", &r.reason)?;
+        }
+        self.check_not_both_published_and_revoked()
+    }
+
+    fn check_unique(&self) -> std::result::Result<(), InvalidValue> {
+        let mut labels = HashSet::with_capacity(self.images.len());
+        let mut paths = HashSet::with_capacity(self.images.len());
         for image in &self.images {
-            validate_image(image).map_err(|m| bad(format!("image {}: {m}", image.label())))?;
+            image.check()?;
             if !labels.insert((image.id.as_str(), image.version.as_str())) {
-                return Err(bad(format!("image {} is listed twice", image.label())));
+                return Err(InvalidValue(format!(
+                    "image {} is listed twice",
+                    image.label()
+                )));
             }
             if !paths.insert(image.path.as_str()) {
-                return Err(bad(format!(
+                return Err(InvalidValue(format!(
                     "image {}: path {:?} is used by another image",
                     image.label(),
-                    image.path
+                    image.path.as_str()
                 )));
             }
         }
-        for r in &self.revoked {
-            check_token("revoked id", &r.id).map_err(bad)?;
-            if let Some(v) = &r.version {
-                check_token("revoked version", v).map_err(bad)?;
-            }
-            check_text("revocation reason", &r.reason).map_err(bad)?;
-            if let Some(image) = self.images.iter().find(|i| r.covers(i)) {
-                return Err(bad(format!(
+        Ok(())
+    }
+
+    /// Linear in images + revocations, whatever their number.
+    fn check_not_both_published_and_revoked(&self) -> std::result::Result<(), InvalidValue> {
+        if self.revoked.is_empty() {
+            return Ok(());
+        }
+        let whole_ids: HashSet<&str> = self
+            .revoked
+            .iter()
+            .filter(|r| r.version.is_none())
+            .map(|r| r.id.as_str())
+            .collect();
+        let versions: HashSet<(&str, &str)> = self
+            .revoked
+            .iter()
+            .filter_map(|r| r.version.as_ref().map(|v| (r.id.as_str(), v.as_str())))
+            .collect();
+        for image in &self.images {
+            let key = (image.id.as_str(), image.version.as_str());
+            if whole_ids.contains(key.0) || versions.contains(&key) {
+                return Err(InvalidValue(format!(
                     "image {} is both published and revoked",
                     image.label()
                 )));
@@ -215,201 +535,180 @@ fn check_format_version(format: &str) -> Result<()> {
     }
 }
 
-fn validate_image(image: &Image) -> std::result::Result<(), String> {
-    check_token("id", &image.id)?;
-    check_token("version", &image.version)?;
-    SafeRelPath::parse(&image.path).map_err(|e| e.message().to_string())?;
-    if image.size > MAX_IMAGE_SIZE {
-        return Err(format!("size {} is absurd (more than 1 PiB)", image.size));
-    }
-    if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&image.chunk_size) {
-        return Err(format!(
-            "chunk_size {} is outside {MIN_CHUNK_SIZE}..={MAX_CHUNK_SIZE}",
-            image.chunk_size
-        ));
-    }
-    let expected = chunk_count(image.size, image.chunk_size);
-    if image.chunks.len() as u64 != expected {
-        return Err(format!(
-            "has {} chunk digests, but size {} in chunks of {} needs {expected}",
-            image.chunks.len(),
-            image.size,
-            image.chunk_size
-        ));
-    }
-    // With at most one chunk the whole-file digest is determined by it.
-    let single = match image.chunks.as_slice() {
-        [] => Some(Sha256Digest::of(b"")),
-        [only] => Some(*only),
-        _ => None,
-    };
-    if single.is_some_and(|d| d != image.sha256) {
-        return Err("sha256 disagrees with its only chunk digest".into());
-    }
-    for url in &image.urls {
-        if !(url.starts_with("https://") || url.starts_with("http://"))
-            || url.chars().any(char::is_whitespace)
-        {
-            return Err(format!("url {url:?} is not an http(s) URL"));
-        }
-    }
-    for (what, value) in [
-        ("title", &image.title),
-        ("description", &image.description),
-        ("arch", &image.arch),
-        ("os_family", &image.os_family),
-        ("os", &image.os),
-        ("os_version", &image.os_version),
-        ("hypervisor", &image.hypervisor),
-    ] {
-        if let Some(v) = value {
-            check_text(what, v)?;
-        }
-    }
-    for tag in &image.tags {
-        check_text("tag", tag)?;
-    }
-    if ImageFormat::from_name(&image.format).is_none() {
-        check_token("format", &image.format)?;
-    }
-    Ok(())
-}
-
-/// Ids, versions: what can safely become part of a file name or an
-/// environment variable in a hook.
-pub fn check_token(what: &str, value: &str) -> std::result::Result<(), String> {
-    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+');
-    if value.is_empty() || value.len() > MAX_TOKEN {
-        return Err(format!(
-            "{what} {value:?} must be 1 to {MAX_TOKEN} characters"
-        ));
-    }
-    if !value.chars().all(ok_char) || value.starts_with(['.', '-']) {
-        return Err(format!(
-            "{what} {value:?} may contain only letters, digits, '.', '_', '-', '+', and may not start with '.' or '-'"
-        ));
-    }
-    Ok(())
-}
-
-fn check_text(what: &str, value: &str) -> std::result::Result<(), String> {
+/// Free text: bounded, and no NUL (it ends up in environments and logs).
+fn check_text(what: &str, value: &str) -> std::result::Result<(), InvalidValue> {
     if value.len() > MAX_TEXT {
-        return Err(format!("{what} is longer than {MAX_TEXT} bytes"));
+        return Err(InvalidValue(format!(
+            "{what} is longer than {MAX_TEXT} bytes"
+        )));
     }
     if value.contains('\0') {
-        return Err(format!("{what} contains a NUL byte"));
+        return Err(InvalidValue(format!("{what} contains a NUL byte")));
     }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{Value, json};
+
     use super::*;
 
-    pub(crate) fn sample() -> Catalog {
-        let data = b"hello";
-        let d = Sha256Digest::of(data);
-        Catalog {
-            format: FORMAT.into(),
-            endorser: Endorser {
-                name: "Test".into(),
-                contact: None,
-                vo: None,
-                key_id: "0000000000000001".into(),
-            },
-            serial: 1,
-            issued: "2026-01-01T00:00:00Z".parse().unwrap(),
-            expires: "2026-02-01T00:00:00Z".parse().unwrap(),
-            previous_sha256: None,
-            images: vec![Image {
-                id: "a".into(),
-                version: "1".into(),
-                title: None,
-                description: None,
-                path: "images/a.raw".into(),
-                urls: vec![],
-                size: 5,
-                sha256: d,
-                chunk_size: 8 << 20,
-                chunks: vec![d],
-                format: "raw".into(),
-                arch: None,
-                os_family: None,
-                os: None,
-                os_version: None,
-                hypervisor: None,
-                min_cores: None,
-                min_memory_mb: None,
-                tags: vec![],
+    /// A valid catalog as JSON, for mutation.
+    fn sample() -> Value {
+        let d = Sha256Digest::of(b"hello").to_hex();
+        json!({
+            "format": FORMAT,
+            "endorser": {"name": "Test", "key_id": "0000000000000001"},
+            "serial": 1,
+            "issued": "2026-01-01T00:00:00Z",
+            "expires": "2026-02-01T00:00:00Z",
+            "previous_sha256": null,
+            "images": [{
+                "id": "a", "version": "1", "path": "images/a.raw",
+                "size": 5, "sha256": d, "chunk_size": 8 << 20, "chunks": [d],
+                "format": "raw"
             }],
-            revoked: vec![],
-        }
+            "revoked": []
+        })
+    }
+
+    fn parse(v: &Value) -> Result<Catalog> {
+        Catalog::parse(&serde_json::to_vec(v).unwrap())
     }
 
     #[test]
     fn round_trip_and_unknown_fields_tolerated() {
-        let c = sample();
-        let bytes = c.to_bytes().unwrap();
-        assert_eq!(Catalog::parse(&bytes).unwrap(), c);
-        let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        v["future_field"] = serde_json::json!({"x": 1});
-        v["images"][0]["another"] = serde_json::json!(true);
-        assert!(Catalog::parse(&serde_json::to_vec(&v).unwrap()).is_ok());
+        let c = parse(&sample()).unwrap();
+        assert_eq!(Catalog::parse(&c.to_bytes().unwrap()).unwrap(), c);
+        let mut v = sample();
+        v["future_field"] = json!({"x": 1});
+        v["images"][0]["another"] = json!(true);
+        v["images"][0]["format"] = json!("qcow3");
+        let c = parse(&v).unwrap();
+        assert_eq!(c.images()[0].format.known_format(), None);
     }
 
     #[test]
     fn hostile_catalogs_are_refused() {
-        type Mutation = Box<dyn Fn(&mut Catalog)>;
+        type Mutation = Box<dyn Fn(&mut Value)>;
         let cases: Vec<(&str, Mutation)> = vec![
-            ("'..'", Box::new(|c| c.images[0].path = "../x".into())),
+            ("'..'", Box::new(|v| v["images"][0]["path"] = json!("../x"))),
             (
                 "is absolute",
-                Box::new(|c| c.images[0].path = "/etc/passwd".into()),
+                Box::new(|v| v["images"][0]["path"] = json!("/etc/passwd")),
             ),
-            ("backslash", Box::new(|c| c.images[0].path = "a\\b".into())),
-            ("NUL", Box::new(|c| c.images[0].path = "a\0b".into())),
-            ("absurd", Box::new(|c| c.images[0].size = u64::MAX)),
+            (
+                "backslash",
+                Box::new(|v| v["images"][0]["path"] = json!("a\\b")),
+            ),
+            (
+                "NUL",
+                Box::new(|v| v["images"][0]["path"] = json!("a\u{0}b")),
+            ),
+            (
+                "absurd",
+                Box::new(|v| v["images"][0]["size"] = json!(u64::MAX)),
+            ),
             (
                 "listed twice",
-                Box::new(|c| {
-                    let mut dup = c.images[0].clone();
-                    dup.path = "images/b.raw".into();
-                    c.images.push(dup);
+                Box::new(|v| {
+                    let mut dup = v["images"][0].clone();
+                    dup["path"] = json!("images/b.raw");
+                    v["images"].as_array_mut().unwrap().push(dup);
+                }),
+            ),
+            (
+                "used by another image",
+                Box::new(|v| {
+                    let mut dup = v["images"][0].clone();
+                    dup["version"] = json!("2");
+                    v["images"].as_array_mut().unwrap().push(dup);
                 }),
             ),
             (
                 "may contain only",
-                Box::new(|c| c.images[0].id = "../../etc".into()),
+                Box::new(|v| v["images"][0]["id"] = json!("../../etc")),
             ),
-            ("chunk digests", Box::new(|c| c.images[0].size = 20 << 20)),
+            (
+                "chunk digests",
+                Box::new(|v| v["images"][0]["size"] = json!(20 << 20)),
+            ),
+            (
+                "chunk_size",
+                Box::new(|v| v["images"][0]["chunk_size"] = json!(1)),
+            ),
+            (
+                "only chunk",
+                Box::new(|v| v["images"][0]["sha256"] = json!("00".repeat(32))),
+            ),
+            (
+                "not an http(s) URL",
+                Box::new(|v| v["images"][0]["urls"] = json!(["file:///etc/passwd"])),
+            ),
+            (
+                "format",
+                Box::new(|v| v["images"][0]["format"] = json!("../x")),
+            ),
+            ("serial", Box::new(|v| v["serial"] = json!(0))),
+            ("serial", Box::new(|v| v["serial"] = json!(1u64 << 63))),
+            (
+                "not after issued",
+                Box::new(|v| v["expires"] = v["issued"].clone()),
+            ),
+            (
+                "endorser name is empty",
+                Box::new(|v| v["endorser"]["name"] = json!(" ")),
+            ),
             (
                 "both published and revoked",
-                Box::new(|c| {
-                    c.revoked.push(Revocation {
-                        id: "a".into(),
-                        version: None,
-                        reason: "x".into(),
-                        revoked_at: c.issued,
-                    })
+                Box::new(|v| {
+                    v["revoked"] =
+                        json!([{"id": "a", "reason": "x", "revoked_at": "2026-01-01T00:00:00Z"}])
                 }),
             ),
         ];
         for (needle, mutate) in cases {
-            let mut c = sample();
-            mutate(&mut c);
-            let bytes = serde_json::to_vec(&c).unwrap();
-            let err = Catalog::parse(&bytes).unwrap_err();
+            let mut v = sample();
+            mutate(&mut v);
+            let err = parse(&v).unwrap_err();
             assert!(err.message().contains(needle), "{needle}: {err}");
+            assert!(
+                err.message().starts_with("catalog.json is invalid"),
+                "{err}"
+            );
         }
     }
 
     #[test]
+    fn errors_name_the_image() {
+        let mut v = sample();
+        v["images"][0]["size"] = json!(20 << 20);
+        let err = parse(&v).unwrap_err();
+        assert!(err.message().contains("image a@1:"), "{err}");
+    }
+
+    #[test]
     fn unknown_major_version_is_named() {
-        let mut c = sample();
-        c.format = "vmic.catalog/2".into();
-        let err = Catalog::parse(&serde_json::to_vec(&c).unwrap()).unwrap_err();
+        let mut v = sample();
+        v["format"] = json!("vmic.catalog/2");
+        let err = parse(&v).unwrap_err();
         assert!(err.message().contains("major version 2"), "{err}");
-        c.format = "vmic.catalog/1.3".into();
-        assert!(Catalog::parse(&serde_json::to_vec(&c).unwrap()).is_ok());
+        v["format"] = json!("vmic.catalog/1.3");
+        assert_eq!(parse(&v).unwrap().format(), "vmic.catalog/1.3");
+    }
+
+    #[test]
+    fn revocation_scope() {
+        let mut v = sample();
+        v["revoked"] = json!([
+            {"id": "b", "version": "2", "reason": "bad", "revoked_at": "2026-01-01T00:00:00Z"},
+            {"id": "c", "reason": "gone", "revoked_at": "2026-01-01T00:00:00Z"}
+        ]);
+        let c = parse(&v).unwrap();
+        assert!(c.revocation_of("b", "2").is_some());
+        assert!(c.revocation_of("b", "3").is_none());
+        assert!(c.revocation_of("c", "anything").is_some());
+        assert!(c.revocation_of("a", "1").is_none());
     }
 }

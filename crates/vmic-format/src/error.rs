@@ -1,11 +1,14 @@
-//! One error type for the whole library, carrying the class of failure that
-//! decides the process exit code, and a message a user can act on alone.
+//! One error type for all vmic libraries: a typed kind (what class of
+//! failure, which a caller may act on; the binary maps it to an exit code)
+//! and a message a user can act on alone. Nothing matches on the message.
 
 use std::fmt;
 use std::path::Path;
 
-/// What kind of failure happened; maps one-to-one onto the documented exit codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What kind of failure happened. The `vmic` binary maps each kind onto
+/// one documented exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ErrorKind {
     /// Signature, digest, expiry, rollback or trust failure (exit 1).
     Verification,
@@ -16,13 +19,20 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// The process exit code documented for this kind of failure.
-    pub fn exit_code(self) -> i32 {
+    /// How serious a failure is when several are summed up in one outcome:
+    /// a verification failure outranks a retryable one, which outranks an
+    /// input error.
+    pub fn severity(self) -> u8 {
         match self {
-            ErrorKind::Verification => 1,
-            ErrorKind::Input => 2,
-            ErrorKind::Io => 3,
+            ErrorKind::Verification => 3,
+            ErrorKind::Io => 2,
+            ErrorKind::Input => 1,
         }
+    }
+
+    /// The most severe of several failures, if any.
+    pub fn most_severe(kinds: impl IntoIterator<Item = ErrorKind>) -> Option<ErrorKind> {
+        kinds.into_iter().max_by_key(|k| k.severity())
     }
 }
 
@@ -34,6 +44,7 @@ pub struct Error {
 }
 
 impl Error {
+    /// An error of `kind` with `message`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
             kind,
@@ -41,14 +52,17 @@ impl Error {
         }
     }
 
+    /// A verification or trust failure.
     pub fn verification(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Verification, message)
     }
 
+    /// A usage, configuration or input error.
     pub fn input(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Input, message)
     }
 
+    /// A failure worth retrying.
     pub fn io_failure(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Io, message)
     }
@@ -66,10 +80,12 @@ impl Error {
         Self::new(kind, format!("cannot {action} {}: {err}", path.display()))
     }
 
+    /// The kind of failure.
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
 
+    /// The whole message.
     pub fn message(&self) -> &str {
         &self.message
     }
@@ -91,4 +107,5 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// A result with vmic's error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

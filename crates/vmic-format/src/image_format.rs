@@ -1,4 +1,7 @@
-//! Image format detection from magic bytes, never from the file name.
+//! Image format detection from magic bytes, never from the file name, and
+//! the format names a catalog may carry.
+
+use crate::ids::{InvalidValue, Token, TokenKind};
 
 /// Formats vmic recognises. `Unknown` is published as-is: endorsers may
 /// distribute formats vmic does not know.
@@ -16,6 +19,7 @@ pub enum ImageFormat {
 }
 
 impl ImageFormat {
+    /// The name used in catalogs and store file names.
     pub fn as_str(self) -> &'static str {
         match self {
             ImageFormat::Qcow2 => "qcow2",
@@ -29,6 +33,7 @@ impl ImageFormat {
         }
     }
 
+    /// The format with this name, if vmic knows it.
     pub fn from_name(name: &str) -> Option<ImageFormat> {
         [
             ImageFormat::Qcow2,
@@ -43,6 +48,62 @@ impl ImageFormat {
         .into_iter()
         .find(|f| f.as_str() == name)
     }
+}
+
+/// The `format` of a catalog image: one of the [`ImageFormat`] names, or
+/// another token that a newer writer may use (kept, not refused).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FormatName(String);
+
+impl FormatName {
+    /// The name of a format vmic detects.
+    pub fn known(format: ImageFormat) -> FormatName {
+        FormatName(format.as_str().into())
+    }
+
+    /// Parse a format name from a catalog.
+    pub fn parse(text: &str) -> Result<FormatName, InvalidValue> {
+        if ImageFormat::from_name(text).is_none() {
+            Token::<FormatKind>::parse(text)?;
+        }
+        Ok(FormatName(text.into()))
+    }
+
+    /// The format, when vmic knows it.
+    pub fn known_format(&self) -> Option<ImageFormat> {
+        ImageFormat::from_name(&self.0)
+    }
+
+    /// The name as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for FormatName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl serde::Serialize for FormatName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for FormatName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        FormatName::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Marker: format names outside the known list follow the token alphabet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct FormatKind;
+impl TokenKind for FormatKind {
+    const WHAT: &'static str = "format";
 }
 
 /// Classify an image from its first bytes (at least 0x8006 when the file

@@ -9,16 +9,19 @@
 
 #![forbid(unsafe_code)]
 
+pub mod authenticate;
 pub mod catalog;
 pub mod chunks;
 pub mod digest;
 pub mod duration;
 pub mod error;
+pub mod ids;
 pub mod image_format;
 pub mod limits;
 pub mod minisign;
 pub mod publication;
 pub mod relpath;
 pub mod strict_toml;
+pub mod trusted_comment;
 
 pub use error::{Error, ErrorKind, Result};

@@ -51,6 +51,33 @@ impl fmt::Display for KeyId {
     }
 }
 
+impl KeyId {
+    /// Parse the 16 hex digits minisign shows (either case).
+    pub fn parse(text: &str) -> Option<KeyId> {
+        if text.len() != 16 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u64::from_str_radix(text, 16)
+            .ok()
+            .map(|n| KeyId(n.to_le_bytes()))
+    }
+}
+
+impl serde::Serialize for KeyId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for KeyId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        KeyId::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!("key id {text:?} is not 16 hex digits"))
+        })
+    }
+}
+
 impl fmt::Debug for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "KeyId({self})")

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::catalog::Image;
 use crate::error::{Error, Result};
+pub use crate::model::ApproveMode;
 
 pub const DEFAULT_SITE_TOML: &str = r#"# vmic site configuration. See docs/SITE.md.
 
@@ -85,32 +86,6 @@ fn default_max_catalog() -> u64 {
     vmic_format::limits::DEFAULT_MAX_CATALOG_BYTES
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ApproveMode {
-    Auto,
-    Manual,
-}
-
-impl ApproveMode {
-    pub fn parse(text: &str) -> Result<ApproveMode> {
-        match text {
-            "auto" => Ok(ApproveMode::Auto),
-            "manual" => Ok(ApproveMode::Manual),
-            other => Err(Error::input(format!(
-                "approval mode {other:?} must be \"auto\" or \"manual\""
-            ))),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ApproveMode::Auto => "auto",
-            ApproveMode::Manual => "manual",
-        }
-    }
-}
-
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnExpired {
@@ -151,7 +126,7 @@ impl DenyRule {
             || !eq(&self.arch, &image.arch, "arch", &mut why)
             || !eq(
                 &self.format,
-                &Some(image.format.clone()),
+                &Some(image.format.to_string()),
                 "format",
                 &mut why,
             )
@@ -165,10 +140,10 @@ impl DenyRule {
             why.push(format!("tag = {tag}"));
         }
         if let Some(max) = self.max_size {
-            if image.size <= max {
+            if image.size() <= max {
                 return None;
             }
-            why.push(format!("size {} > {max}", image.size));
+            why.push(format!("size {} > {max}", image.size()));
         }
         if why.is_empty() {
             return None; // an empty rule denies nothing

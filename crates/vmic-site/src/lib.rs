@@ -5,6 +5,8 @@
 
 pub mod config;
 pub mod hooks;
+pub mod model;
+pub mod plan;
 pub mod review;
 pub mod site;
 pub mod state;
@@ -12,6 +14,6 @@ pub mod store;
 pub mod sync;
 pub mod trust;
 
-use vmic_engine::{fetch, fsutil, hashing, partfile, source, verify};
+use vmic_engine::{fsutil, hashing};
 pub use vmic_format::{Error, ErrorKind, Result};
 use vmic_format::{catalog, duration, error, minisign};

@@ -3,31 +3,32 @@
 
 use serde::Serialize;
 
-use crate::catalog::Image;
+use vmic_format::ids::{ImageId, InvalidValue, Version};
+
 use crate::error::{Error, Result};
 use crate::hashing::{CheckItem, Engine};
+use crate::model::{Decider, HookEvent, ImageState};
 use crate::site::Site;
-use crate::state::{ImageRow, image_state as st};
+use crate::state::ImageRow;
 use crate::store;
 
 /// `ID` or `ID@VERSION`.
-pub fn parse_selector(text: &str) -> Result<(String, Option<String>)> {
+pub fn parse_selector(text: &str) -> Result<(ImageId, Option<Version>)> {
     let (id, version) = match text.split_once('@') {
-        Some((id, v)) => (id, Some(v.to_string())),
+        Some((id, v)) => (id, Some(v)),
         None => (text, None),
     };
-    crate::catalog::check_token("id", id).map_err(Error::input)?;
-    if let Some(v) = &version {
-        crate::catalog::check_token("version", v).map_err(Error::input)?;
-    }
-    Ok((id.into(), version))
+    let invalid = |e: InvalidValue| Error::input(e.0);
+    let id = ImageId::parse(id).map_err(invalid)?;
+    let version = version.map(Version::parse).transpose().map_err(invalid)?;
+    Ok((id, version))
 }
 
 fn select(
     site: &Site,
     selector: &str,
     endorser: Option<&str>,
-    states: &[&str],
+    states: &[ImageState],
 ) -> Result<Vec<ImageRow>> {
     let (id, version) = parse_selector(selector)?;
     let rows: Vec<ImageRow> = site
@@ -35,7 +36,7 @@ fn select(
         .images()?
         .into_iter()
         .filter(|r| r.id == id && version.as_ref().is_none_or(|v| *v == r.version))
-        .filter(|r| endorser.is_none_or(|e| e == r.endorser))
+        .filter(|r| endorser.is_none_or(|e| r.endorser == *e))
         .collect();
     if rows.is_empty() {
         return Err(Error::input(format!(
@@ -44,7 +45,7 @@ fn select(
     }
     let matching: Vec<ImageRow> = rows
         .iter()
-        .filter(|r| states.contains(&r.state.as_str()))
+        .filter(|r| states.contains(&r.state))
         .cloned()
         .collect();
     if matching.is_empty() {
@@ -62,13 +63,24 @@ fn select(
 
 /// Approve pending (or manually rejected) images; the next sync imports them.
 pub fn approve(site: &mut Site, selector: &str, endorser: Option<&str>) -> Result<Vec<String>> {
-    let rows = select(site, selector, endorser, &[st::PENDING, st::REJECTED])?;
+    let rows = select(
+        site,
+        selector,
+        endorser,
+        &[ImageState::Pending, ImageState::Rejected],
+    )?;
     let tx = site.state.transaction()?;
     for row in &rows {
-        tx.set_state(row, st::APPROVED, "approved by the site", "manual", None)?;
+        tx.set_state(
+            row,
+            ImageState::Approved,
+            "approved by the site",
+            Decider::Manual,
+            None,
+        )?;
         tx.audit(
             "approved",
-            Some(&row.endorser),
+            Some(row.endorser.as_str()),
             Some(&row.label()),
             "approved by the site operator",
         )?;
@@ -83,16 +95,21 @@ pub fn reject(site: &mut Site, selector: &str, endorser: Option<&str>) -> Result
         site,
         selector,
         endorser,
-        &[st::PENDING, st::APPROVED, st::IMPORTED, st::QUARANTINED],
+        &[
+            ImageState::Pending,
+            ImageState::Approved,
+            ImageState::Imported,
+            ImageState::Quarantined,
+        ],
     )?;
     for row in &rows {
         store::withdraw(
             site,
             row,
-            st::REJECTED,
+            ImageState::Rejected,
             "rejected by the site operator",
-            "reject",
-            "manual",
+            HookEvent::Reject,
+            Decider::Manual,
         )?;
     }
     crate::hooks::flush_outbox(site)?;
@@ -117,16 +134,11 @@ pub fn reverify(
         .state
         .images()?
         .into_iter()
-        .filter(|r| r.state == st::IMPORTED)
+        .filter(|r| r.state == ImageState::Imported)
         .collect();
     let mut items = Vec::new();
     for row in &rows {
-        let image: Image = serde_json::from_str(&row.entry).map_err(|e| {
-            Error::io_failure(format!(
-                "site database: entry of {} is corrupt: {e}",
-                row.label()
-            ))
-        })?;
+        let image = row.image()?;
         let rel = row
             .store_path
             .clone()
@@ -134,9 +146,7 @@ pub fn reverify(
         items.push(CheckItem {
             name: row.label(),
             path: site.store().join(rel),
-            size: image.size,
-            chunk_size: image.chunk_size,
-            chunks: image.chunks,
+            expected: image.digests,
         });
     }
     let (outcomes, _) = engine.check_files(&items, progress);

@@ -9,6 +9,7 @@
 //!   quarantine/ENDORSER/ID@VERSION.TIME   bytes that failed verification
 //!   tmp/ENDORSER/ID@VERSION.part          downloads in progress (resumable)
 //!   .lock              exclusive lock held by every command that writes
+//!                      (read-only commands take none: SQLite WAL snapshots)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -24,7 +25,8 @@ pub struct Site {
     pub root: PathBuf,
     pub config: SiteConfig,
     pub state: State,
-    _lock: DirLock,
+    /// Held by every command that writes; `None` for a read-only view.
+    _lock: Option<DirLock>,
 }
 
 /// The default site directory: `$XDG_DATA_HOME/vmic/site`, else
@@ -98,7 +100,30 @@ impl Site {
             root,
             config,
             state,
-            _lock: lock,
+            _lock: Some(lock),
+        })
+    }
+
+    /// Open an existing site for reading only (`images`, `log`, `trust
+    /// list`): no lock, so it works while a sync runs and for a user who may
+    /// read the site but not write it.
+    pub fn open_read_only(root: &Path) -> Result<Site> {
+        if !Site::config_path(root).exists() {
+            return Err(Error::input(format!(
+                "{} is not a vmic site (no site.toml); run `vmic site init` first",
+                root.display()
+            )));
+        }
+        let config = SiteConfig::load(&Site::config_path(root))?;
+        let state = State::open_read_only(&root.join("state.db"))?;
+        let root = root
+            .canonicalize()
+            .map_err(|e| Error::io("resolve", root, e))?;
+        Ok(Site {
+            root,
+            config,
+            state,
+            _lock: None,
         })
     }
 }

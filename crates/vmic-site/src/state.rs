@@ -12,7 +12,13 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 
+use vmic_format::catalog::Image;
+use vmic_format::digest::Sha256Digest;
+use vmic_format::ids::{EndorserName, ImageId, InvalidValue, Version};
+use vmic_format::image_format::FormatName;
+
 use crate::error::{Error, Result};
+use crate::model::{ApproveMode, Decider, HookEvent, ImageState, StoredText};
 
 const SCHEMA_VERSION: i64 = 1;
 
@@ -75,29 +81,19 @@ CREATE TABLE outbox (
 );
 "#];
 
-/// Image states, as stored and shown.
-pub mod image_state {
-    pub const PENDING: &str = "pending";
-    pub const APPROVED: &str = "approved";
-    pub const IMPORTED: &str = "imported";
-    pub const REJECTED: &str = "rejected";
-    pub const QUARANTINED: &str = "quarantined";
-    pub const REVOKED: &str = "revoked";
-    pub const EXPIRED: &str = "expired";
-}
-
 pub struct State {
     conn: Connection,
 }
 
+/// A trusted endorser as stored.
 #[derive(Clone, Debug, Serialize)]
 pub struct EndorserRow {
-    pub name: String,
+    pub name: EndorserName,
     pub pubkey: String,
     pub key_id: String,
     pub url: String,
     pub ca_file: Option<String>,
-    pub approve: String,
+    pub approve: ApproveMode,
     pub added_at: String,
     pub last_sync: Option<String>,
     pub last_error: Option<String>,
@@ -110,26 +106,74 @@ pub struct SerialRow {
     pub expires: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// One image the site knows, as stored: every field parsed back into its
+/// type when read.
+#[derive(Clone, Debug, PartialEq)]
 pub struct ImageRow {
-    pub endorser: String,
-    pub id: String,
-    pub version: String,
-    pub state: String,
+    pub endorser: EndorserName,
+    pub id: ImageId,
+    pub version: Version,
+    pub state: ImageState,
     pub reason: String,
-    pub decided_by: String,
+    pub decided_by: Decider,
     pub size: u64,
-    pub sha256: String,
-    pub format: String,
-    #[serde(skip)]
+    pub sha256: Sha256Digest,
+    pub format: FormatName,
+    /// The signed catalog entry (JSON of [`Image`]) the decision was about.
     pub entry: String,
     pub store_path: Option<String>,
     pub updated_at: String,
 }
 
 impl ImageRow {
+    /// `id@version`.
     pub fn label(&self) -> String {
         format!("{}@{}", self.id, self.version)
+    }
+
+    /// The signed catalog entry, parsed and validated again.
+    pub fn image(&self) -> Result<Image> {
+        serde_json::from_str(&self.entry).map_err(|e| {
+            Error::io_failure(format!(
+                "site database: entry of {}/{} is corrupt: {e}",
+                self.endorser,
+                self.label()
+            ))
+        })
+    }
+}
+
+/// One image as `vmic images --json` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ImageSummary {
+    pub endorser: EndorserName,
+    pub id: ImageId,
+    pub version: Version,
+    pub state: ImageState,
+    pub reason: String,
+    pub decided_by: Decider,
+    pub size: u64,
+    pub sha256: Sha256Digest,
+    pub format: FormatName,
+    pub store_path: Option<String>,
+    pub updated_at: String,
+}
+
+impl From<&ImageRow> for ImageSummary {
+    fn from(row: &ImageRow) -> ImageSummary {
+        ImageSummary {
+            endorser: row.endorser.clone(),
+            id: row.id.clone(),
+            version: row.version.clone(),
+            state: row.state,
+            reason: row.reason.clone(),
+            decided_by: row.decided_by,
+            size: row.size,
+            sha256: row.sha256,
+            format: row.format.clone(),
+            store_path: row.store_path.clone(),
+            updated_at: row.updated_at.clone(),
+        }
     }
 }
 
@@ -189,6 +233,32 @@ impl State {
         Ok(state)
     }
 
+    /// Open for reading only: no lock, no migration, no writes. SQLite's WAL
+    /// gives a consistent snapshot while a sync writes.
+    pub fn open_read_only(path: &Path) -> Result<State> {
+        if !path.exists() {
+            return Err(Error::input(format!(
+                "no site database at {}; run `vmic site init` first",
+                path.display()
+            )));
+        }
+        let flags =
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(db_err(path))?;
+        conn.busy_timeout(Duration::from_secs(30))
+            .map_err(db_err(path))?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(db_err(path))?;
+        if version != SCHEMA_VERSION {
+            return Err(Error::input(format!(
+                "site database {} has schema version {version}, this vmic reads version {SCHEMA_VERSION}; run a command that writes (e.g. `vmic sync --dry-run`) with the matching vmic first",
+                path.display()
+            )));
+        }
+        Ok(State { conn })
+    }
+
     fn migrate(&mut self, path: &Path) -> Result<()> {
         let version: i64 = self
             .conn
@@ -224,12 +294,14 @@ impl State {
         let rows = stmt
             .query_map([], |r| {
                 Ok(EndorserRow {
-                    name: r.get(0)?,
+                    name: parsed(r, 0, EndorserName::parse)?,
                     pubkey: r.get(1)?,
                     key_id: r.get(2)?,
                     url: r.get(3)?,
                     ca_file: r.get(4)?,
-                    approve: r.get(5)?,
+                    approve: parsed(r, 5, |t| {
+                        ApproveMode::parse(t).map_err(|e| InvalidValue(e.message().into()))
+                    })?,
                     added_at: r.get(6)?,
                     last_sync: r.get(7)?,
                     last_error: r.get(8)?,
@@ -240,7 +312,7 @@ impl State {
     }
 
     pub fn endorser(&self, name: &str) -> Result<Option<EndorserRow>> {
-        Ok(self.endorsers()?.into_iter().find(|e| e.name == name))
+        Ok(self.endorsers()?.into_iter().find(|e| e.name == *name))
     }
 
     pub fn serial(&self, key_id: &str) -> Result<Option<SerialRow>> {
@@ -339,6 +411,24 @@ impl State {
     }
 }
 
+/// Column `idx` parsed by `parse`; a value that does not parse is a corrupt
+/// database, reported as such.
+fn parsed<T>(
+    row: &rusqlite::Row<'_>,
+    idx: usize,
+    parse: impl FnOnce(&str) -> std::result::Result<T, InvalidValue>,
+) -> rusqlite::Result<T> {
+    let text: String = row.get(idx)?;
+    parse(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+/// Parse a value stored as text.
+fn stored<T: StoredText>(text: &str) -> std::result::Result<T, InvalidValue> {
+    T::from_stored(text).ok_or_else(|| InvalidValue(format!("unknown stored value {text:?}")))
+}
+
 fn query_images(
     conn: &Connection,
     filter: &str,
@@ -353,15 +443,18 @@ fn query_images(
     let rows = stmt
         .query_map(p, |r| {
             Ok(ImageRow {
-                endorser: r.get(0)?,
-                id: r.get(1)?,
-                version: r.get(2)?,
-                state: r.get(3)?,
+                endorser: parsed(r, 0, EndorserName::parse)?,
+                id: parsed(r, 1, ImageId::parse)?,
+                version: parsed(r, 2, Version::parse)?,
+                state: parsed(r, 3, stored::<ImageState>)?,
                 reason: r.get(4)?,
-                decided_by: r.get(5)?,
+                decided_by: parsed(r, 5, stored::<Decider>)?,
                 size: r.get::<_, i64>(6)? as u64,
-                sha256: r.get(7)?,
-                format: r.get(8)?,
+                sha256: parsed(r, 7, |t| {
+                    Sha256Digest::from_hex(t)
+                        .ok_or_else(|| InvalidValue(format!("{t:?} is not a SHA-256 digest")))
+                })?,
+                format: parsed(r, 8, FormatName::parse)?,
                 entry: r.get(9)?,
                 store_path: r.get(10)?,
                 updated_at: r.get(11)?,
@@ -397,12 +490,12 @@ impl Tx<'_> {
             .map_err(sql)
     }
 
-    pub fn enqueue_hook(&self, event: &str, env: &[(String, String)]) -> Result<()> {
+    pub fn enqueue_hook(&self, event: HookEvent, env: &[(String, String)]) -> Result<()> {
         let env = serde_json::to_string(env).unwrap_or_else(|_| "[]".into());
         self.tx
             .execute(
                 "INSERT INTO outbox (created_at, event, env) VALUES (?1, ?2, ?3)",
-                params![now(), event, env],
+                params![now(), event.as_str(), env],
             )
             .map(|_| ())
             .map_err(sql)
@@ -412,7 +505,7 @@ impl Tx<'_> {
         self.tx
             .execute(
                 "INSERT INTO endorsers (name, pubkey, key_id, url, ca_file, approve, added_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![e.name, e.pubkey, e.key_id, e.url, e.ca_file, e.approve, e.added_at],
+                params![e.name.as_str(), e.pubkey, e.key_id, e.url, e.ca_file, e.approve.as_str(), e.added_at],
             )
             .map(|_| ())
             .map_err(|err| match err {
@@ -487,15 +580,15 @@ impl Tx<'_> {
                  decided_by = excluded.decided_by, size = excluded.size, sha256 = excluded.sha256, format = excluded.format, \
                  entry = excluded.entry, store_path = excluded.store_path, updated_at = excluded.updated_at",
                 params![
-                    row.endorser,
-                    row.id,
-                    row.version,
-                    row.state,
+                    row.endorser.as_str(),
+                    row.id.as_str(),
+                    row.version.as_str(),
+                    row.state.as_str(),
                     row.reason,
-                    row.decided_by,
+                    row.decided_by.as_str(),
                     row.size as i64,
-                    row.sha256,
-                    row.format,
+                    row.sha256.to_hex(),
+                    row.format.as_str(),
                     row.entry,
                     row.store_path,
                     now()
@@ -508,16 +601,25 @@ impl Tx<'_> {
     pub fn set_state(
         &self,
         row: &ImageRow,
-        state: &str,
+        state: ImageState,
         reason: &str,
-        decided_by: &str,
+        decided_by: Decider,
         store_path: Option<&str>,
     ) -> Result<()> {
         self.tx
             .execute(
                 "UPDATE images SET state = ?4, reason = ?5, decided_by = ?6, store_path = ?7, updated_at = ?8 \
                  WHERE endorser = ?1 AND id = ?2 AND version = ?3",
-                params![row.endorser, row.id, row.version, state, reason, decided_by, store_path, now()],
+                params![
+                    row.endorser.as_str(),
+                    row.id.as_str(),
+                    row.version.as_str(),
+                    state.as_str(),
+                    reason,
+                    decided_by.as_str(),
+                    store_path,
+                    now()
+                ],
             )
             .map(|_| ())
             .map_err(sql)

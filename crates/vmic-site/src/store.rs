@@ -10,45 +10,55 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::catalog::Image;
+use vmic_format::catalog::Image;
+use vmic_format::image_format::ImageFormat;
+
 use crate::error::{Error, Result};
+use crate::model::{Decider, HookEvent, ImageState, StoredText};
 use crate::site::Site;
-use crate::state::{ImageRow, image_state};
+use crate::state::ImageRow;
 
 /// `ENDORSER/ID@VERSION.FORMAT`, relative to the store. All parts are
 /// validated tokens, so this cannot escape the store.
 pub fn store_rel(row: &ImageRow) -> String {
-    let ext = if row.format == "unknown" {
-        "img"
-    } else {
-        row.format.as_str()
+    let ext = match row.format.known_format() {
+        Some(ImageFormat::Unknown) => "img",
+        _ => row.format.as_str(),
     };
     format!("{}/{}@{}.{ext}", row.endorser, row.id, row.version)
 }
 
+/// `ID@VERSION.part`, the partial download of `row` under `tmp/ENDORSER/`.
+pub fn part_name(row: &ImageRow) -> String {
+    format!("{}@{}{PART_SUFFIX}", row.id, row.version)
+}
+
+/// The suffix of partial downloads.
+const PART_SUFFIX: &str = ".part";
+
 /// The environment a hook gets for an event about `row`.
 pub fn hook_env(
-    event: &str,
+    event: HookEvent,
     row: &ImageRow,
     store_path: Option<&Path>,
     reason: &str,
 ) -> Vec<(String, String)> {
-    let image: Option<Image> = serde_json::from_str(&row.entry).ok();
+    let image: Option<Image> = row.image().ok();
     let field = |f: fn(&Image) -> Option<String>| image.as_ref().and_then(f).unwrap_or_default();
     vec![
-        ("VMIC_EVENT".into(), event.into()),
-        ("VMIC_ENDORSER".into(), row.endorser.clone()),
-        ("VMIC_IMAGE_ID".into(), row.id.clone()),
-        ("VMIC_IMAGE_VERSION".into(), row.version.clone()),
+        ("VMIC_EVENT".into(), event.as_str().into()),
+        ("VMIC_ENDORSER".into(), row.endorser.to_string()),
+        ("VMIC_IMAGE_ID".into(), row.id.to_string()),
+        ("VMIC_IMAGE_VERSION".into(), row.version.to_string()),
         (
             "VMIC_IMAGE_PATH".into(),
             store_path
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
         ),
-        ("VMIC_IMAGE_SHA256".into(), row.sha256.clone()),
+        ("VMIC_IMAGE_SHA256".into(), row.sha256.to_hex()),
         ("VMIC_IMAGE_SIZE".into(), row.size.to_string()),
-        ("VMIC_IMAGE_FORMAT".into(), row.format.clone()),
+        ("VMIC_IMAGE_FORMAT".into(), row.format.to_string()),
         ("VMIC_IMAGE_OS".into(), field(|i| i.os.clone())),
         (
             "VMIC_IMAGE_OS_VERSION".into(),
@@ -65,16 +75,21 @@ pub fn hook_env(
 pub fn withdraw(
     site: &mut Site,
     row: &ImageRow,
-    state: &str,
+    state: ImageState,
     reason: &str,
-    event: &str,
-    decided_by: &str,
+    event: HookEvent,
+    decided_by: Decider,
 ) -> Result<()> {
-    let was_imported = row.state == image_state::IMPORTED;
+    let was_imported = row.state == ImageState::Imported;
     let path = row.store_path.as_ref().map(|p| site.store().join(p));
     let tx = site.state.transaction()?;
     tx.set_state(row, state, reason, decided_by, None)?;
-    tx.audit(event, Some(&row.endorser), Some(&row.label()), reason)?;
+    tx.audit(
+        event.as_str(),
+        Some(row.endorser.as_str()),
+        Some(&row.label()),
+        reason,
+    )?;
     if was_imported {
         tx.enqueue_hook(event, &hook_env(event, row, path.as_deref(), reason))?;
     }
@@ -87,7 +102,7 @@ pub fn withdraw(
 
 /// Move bytes that failed verification aside, record why, fire the hook.
 pub fn quarantine(site: &mut Site, row: &ImageRow, file: &Path, reason: &str) -> Result<PathBuf> {
-    let dir = site.quarantine().join(&row.endorser);
+    let dir = site.quarantine().join(row.endorser.as_str());
     ensure_real_dir(&dir)?;
     let stamp = jiff::Timestamp::now().as_second();
     let target = dir.join(format!("{}@{}.{stamp}", row.id, row.version));
@@ -95,16 +110,22 @@ pub fn quarantine(site: &mut Site, row: &ImageRow, file: &Path, reason: &str) ->
         std::fs::rename(file, &target).map_err(|e| Error::io("move into quarantine", file, e))?;
     }
     let tx = site.state.transaction()?;
-    tx.set_state(row, image_state::QUARANTINED, reason, "verification", None)?;
+    tx.set_state(
+        row,
+        ImageState::Quarantined,
+        reason,
+        Decider::Verification,
+        None,
+    )?;
     tx.audit(
         "quarantined",
-        Some(&row.endorser),
+        Some(row.endorser.as_str()),
         Some(&row.label()),
         reason,
     )?;
     tx.enqueue_hook(
-        "quarantine",
-        &hook_env("quarantine", row, Some(&target), reason),
+        HookEvent::Quarantine,
+        &hook_env(HookEvent::Quarantine, row, Some(&target), reason),
     )?;
     tx.commit()?;
     Ok(target)
@@ -127,18 +148,21 @@ pub fn adopt(site: &mut Site, row: &ImageRow, rel: &str) -> Result<()> {
     let tx = site.state.transaction()?;
     tx.set_state(
         row,
-        image_state::IMPORTED,
+        ImageState::Imported,
         "verified and imported",
-        &row.decided_by,
+        row.decided_by,
         Some(rel),
     )?;
     tx.audit(
         "imported",
-        Some(&row.endorser),
+        Some(row.endorser.as_str()),
         Some(&row.label()),
         &format!("{} bytes, sha256 {}", row.size, row.sha256),
     )?;
-    tx.enqueue_hook("import", &hook_env("import", row, Some(&dest), ""))?;
+    tx.enqueue_hook(
+        HookEvent::Import,
+        &hook_env(HookEvent::Import, row, Some(&dest), ""),
+    )?;
     tx.commit()
 }
 
@@ -175,7 +199,7 @@ pub fn reconcile(site: &mut Site) -> Result<Vec<String>> {
     let rows = site.state.images()?;
     let owned: std::collections::BTreeSet<String> = rows
         .iter()
-        .filter(|r| r.state == image_state::IMPORTED)
+        .filter(|r| r.state == ImageState::Imported)
         .filter_map(|r| r.store_path.clone())
         .collect();
     let store = site.store();
@@ -204,8 +228,8 @@ pub fn reconcile(site: &mut Site) -> Result<Vec<String>> {
     // Partial downloads are kept only for images still waiting to be fetched.
     let wanted: std::collections::BTreeSet<String> = rows
         .iter()
-        .filter(|r| r.state == image_state::APPROVED || r.state == image_state::QUARANTINED)
-        .map(|r| format!("{}/{}@{}.part", r.endorser, r.id, r.version))
+        .filter(|r| matches!(r.state, ImageState::Approved | ImageState::Quarantined))
+        .map(|r| format!("{}/{}", r.endorser, part_name(r)))
         .collect();
     let tmp = site.tmp();
     for entry in walkdir::WalkDir::new(&tmp).min_depth(1).follow_links(false) {
@@ -225,7 +249,7 @@ pub fn reconcile(site: &mut Site) -> Result<Vec<String>> {
             notes.push(format!("removed stale partial download tmp/{rel}"));
         }
     }
-    for row in rows.iter().filter(|r| r.state == image_state::IMPORTED) {
+    for row in rows.iter().filter(|r| r.state == ImageState::Imported) {
         let present = row.store_path.as_ref().is_some_and(|p| {
             std::fs::symlink_metadata(store.join(p)).is_ok_and(|m| m.file_type().is_file())
         });
@@ -233,14 +257,14 @@ pub fn reconcile(site: &mut Site) -> Result<Vec<String>> {
             let tx = site.state.transaction()?;
             tx.set_state(
                 row,
-                image_state::APPROVED,
+                ImageState::Approved,
                 "store file missing; will be fetched again",
-                &row.decided_by,
+                row.decided_by,
                 None,
             )?;
             tx.audit(
                 "store-missing",
-                Some(&row.endorser),
+                Some(row.endorser.as_str()),
                 Some(&row.label()),
                 "imported file was missing from the store",
             )?;

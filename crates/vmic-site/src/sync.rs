@@ -1,71 +1,99 @@
 //! `vmic sync`: for each trusted endorser, fetch and authenticate its catalog,
-//! refuse rollbacks and (by default) expired catalogs, decide what to do with
-//! every image under site policy, fetch approved images while hashing them,
-//! import only verified bytes, and withdraw whatever was revoked, replaced or
-//! dropped.
+//! refuse rollbacks and (by default) expired catalogs, plan what happens to
+//! every image under site policy ([`crate::plan`], pure), then apply: record
+//! the decisions, fetch approved images while hashing them, import only
+//! verified bytes, and withdraw whatever was revoked, replaced or dropped.
 //!
 //! Fail-closed: any doubt about a catalog leaves the previous good state in
-//! place; a failure at one endorser never stops the others, and the exit code
-//! reports the worst outcome.
+//! place; a failure at one endorser never stops the others, and the report
+//! says which kind of failure each endorser met (the binary turns the most
+//! severe into the exit code).
 
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::catalog::{Catalog, Image};
-use crate::error::{Error, ErrorKind, Result};
-use crate::fetch::{HttpClient, HttpConfig};
-use crate::hashing::{Engine, Progress};
-use crate::hooks::{HookSummary, flush_outbox};
-use crate::minisign::PublicKey;
-use crate::partfile::{Expected, PartFile};
-use crate::site::Site;
-use crate::state::{EndorserRow, ImageRow, image_state as st};
-use crate::store;
-use crate::verify::{Authenticated, authenticate};
+use vmic_engine::fetch::{HttpClient, HttpConfig};
+use vmic_engine::hashing::{Engine, Progress};
+use vmic_engine::partfile::PartFile;
+use vmic_engine::publication::Publication;
+use vmic_format::authenticate::Authenticated;
+use vmic_format::catalog::{Catalog, Image};
+use vmic_format::digest::Sha256Digest;
+use vmic_format::ids::Serial;
+use vmic_format::minisign::PublicKey;
 
+use crate::error::{Error, ErrorKind, Result};
+use crate::hooks::{HookSummary, flush_outbox};
+use crate::model::{Decider, HookEvent, ImageState};
+use crate::plan::{Action, Decision, ExpiryPlan, PlanItem, PlanPolicy, plan, plan_expiry};
+use crate::site::Site;
+use crate::state::{EndorserRow, ImageRow};
+use crate::store;
+
+/// What to sync and how.
 pub struct SyncOptions {
     /// Endorsers to sync; empty means all.
     pub endorsers: Vec<String>,
+    /// Plan only; change nothing.
     pub dry_run: bool,
+    /// Use expired catalogs (loudly).
     pub allow_expired: bool,
+    /// Time to judge expiry against; `None` means now.
     pub now: Option<Timestamp>,
 }
 
+/// What a sync did (`vmic sync --json`).
 #[derive(Debug, Serialize)]
 pub struct SyncReport {
+    /// Whether this was a dry run.
     pub dry_run: bool,
+    /// One report per endorser synced.
     pub endorsers: Vec<EndorserReport>,
+    /// What crash recovery had to repair first.
     pub reconciled: Vec<String>,
+    /// Hook deliveries.
     pub hooks: HookSummary,
-    pub exit_code: i32,
 }
 
+impl SyncReport {
+    /// The most severe failure of the whole run (a failed hook is worth
+    /// retrying).
+    pub fn failure(&self) -> Option<ErrorKind> {
+        let hooks = (self.hooks.failed > 0).then_some(ErrorKind::Io);
+        ErrorKind::most_severe(self.endorsers.iter().filter_map(|e| e.failure).chain(hooks))
+    }
+}
+
+/// What happened at one endorser.
 #[derive(Debug, Default, Serialize)]
 pub struct EndorserReport {
+    /// The endorser's name at this site.
     pub name: String,
+    /// Nothing failed.
     pub ok: bool,
-    pub exit_code: i32,
+    /// The most severe failure, if any.
+    pub failure: Option<ErrorKind>,
+    /// What failed, naming the endorser.
     pub error: Option<String>,
-    pub serial: Option<u64>,
+    /// The serial of the catalog read.
+    pub serial: Option<Serial>,
+    /// Its expiry.
     pub expires: Option<Timestamp>,
+    /// Loud warnings.
     pub warnings: Vec<String>,
+    /// The plan.
     pub plan: Vec<PlanItem>,
+    /// Images imported.
     pub imported: Vec<String>,
+    /// Images quarantined, with why.
     pub quarantined: Vec<String>,
+    /// Images withdrawn.
     pub withdrawn: Vec<String>,
+    /// Images whose fetch failed in a retryable way.
     pub failed: Vec<String>,
 }
 
-/// One intended change, as `--dry-run` shows it.
-#[derive(Clone, Debug, Serialize)]
-pub struct PlanItem {
-    /// `import`, `pending`, `reject`, `withdraw`, `keep`.
-    pub action: String,
-    pub image: String,
-    pub size: u64,
-    pub reason: String,
-}
-
+/// Sync every trusted endorser (or those named in `opts`).
 pub fn sync(
     site: &mut Site,
     opts: &SyncOptions,
@@ -74,7 +102,7 @@ pub fn sync(
 ) -> Result<SyncReport> {
     let all = site.state.endorsers()?;
     for wanted in &opts.endorsers {
-        if !all.iter().any(|e| &e.name == wanted) {
+        if !all.iter().any(|e| e.name == *wanted.as_str()) {
             return Err(Error::input(format!(
                 "{wanted} is not a trusted endorser (see `vmic trust list`)"
             )));
@@ -86,61 +114,51 @@ pub fn sync(
         store::reconcile(site)?
     };
     let mut reports = Vec::new();
-    for endorser in all
-        .iter()
-        .filter(|e| opts.endorsers.is_empty() || opts.endorsers.contains(&e.name))
-    {
-        let mut report = EndorserReport {
-            name: endorser.name.clone(),
-            ..Default::default()
-        };
-        let outcome = sync_endorser(site, endorser, opts, (engine, progress), &mut report);
-        finish_report(&mut report, outcome);
-        // Every endorser-level message names its endorser, once.
-        let prefix = format!("endorser {}", endorser.name);
-        if let Some(error) = report.error.as_mut().filter(|e| !e.starts_with(&prefix)) {
-            *error = format!("{prefix}: {error}");
-        }
-        if !opts.dry_run {
-            let tx = site.state.transaction()?;
-            tx.record_sync(&endorser.name, report.error.as_deref())?;
-            if let Some(error) = &report.error {
-                tx.audit("sync-failed", Some(&endorser.name), None, error)?;
-            }
-            tx.commit()?;
-        }
-        reports.push(report);
+    for endorser in all.iter().filter(|e| {
+        opts.endorsers.is_empty() || opts.endorsers.iter().any(|w| e.name == *w.as_str())
+    }) {
+        reports.push(sync_one(site, endorser, opts, (engine, progress))?);
     }
     let hooks = if opts.dry_run {
         HookSummary::default()
     } else {
         flush_outbox(site)?
     };
-    let exit_code = worst(
-        reports
-            .iter()
-            .map(|r| r.exit_code)
-            .chain([if hooks.failed > 0 { 3 } else { 0 }]),
-    );
     Ok(SyncReport {
         dry_run: opts.dry_run,
         endorsers: reports,
         reconciled,
         hooks,
-        exit_code,
     })
 }
 
-/// The exit code of several outcomes: a verification failure (1) outranks a
-/// retryable failure (3), which outranks an input error (2), which outranks 0.
-fn worst(codes: impl Iterator<Item = i32>) -> i32 {
-    let rank = |c: i32| match c {
-        1 => 3,
-        3 => 2,
-        2 => 1,
-        _ => 0,
+/// Sync one endorser and record how it went.
+fn sync_one(
+    site: &mut Site,
+    endorser: &EndorserRow,
+    opts: &SyncOptions,
+    work: (&Engine, &dyn Progress),
+) -> Result<EndorserReport> {
+    let mut report = EndorserReport {
+        name: endorser.name.to_string(),
+        ..Default::default()
     };
-    codes.max_by_key(|&c| rank(c)).unwrap_or(0)
+    let outcome = sync_endorser(site, endorser, opts, work, &mut report);
+    finish_report(&mut report, outcome);
+    // Every endorser-level message names its endorser, once.
+    let prefix = format!("endorser {}", endorser.name);
+    if let Some(error) = report.error.as_mut().filter(|e| !e.starts_with(&prefix)) {
+        *error = format!("{prefix}: {error}");
+    }
+    if !opts.dry_run {
+        let tx = site.state.transaction()?;
+        tx.record_sync(endorser.name.as_str(), report.error.as_deref())?;
+        if let Some(error) = &report.error {
+            tx.audit("sync-failed", Some(endorser.name.as_str()), None, error)?;
+        }
+        tx.commit()?;
+    }
+    Ok(report)
 }
 
 fn finish_report(report: &mut EndorserReport, outcome: Result<()>) {
@@ -153,17 +171,11 @@ fn finish_report(report: &mut EndorserReport, outcome: Result<()>) {
     };
     match outcome {
         Err(e) => {
-            report.exit_code = worst(
-                [
-                    e.kind().exit_code(),
-                    image_failure.map_or(0, |k| k.exit_code()),
-                ]
-                .into_iter(),
-            );
+            report.failure = ErrorKind::most_severe([e.kind()].into_iter().chain(image_failure));
             report.error = Some(e.message().to_string());
         }
         Ok(()) => {
-            report.exit_code = image_failure.map_or(0, |k| k.exit_code());
+            report.failure = image_failure;
             if let Some(kind) = image_failure {
                 let what = if kind == ErrorKind::Verification {
                     "quarantined"
@@ -175,7 +187,7 @@ fn finish_report(report: &mut EndorserReport, outcome: Result<()>) {
             }
         }
     }
-    report.ok = report.exit_code == 0;
+    report.ok = report.failure.is_none();
 }
 
 fn http_client(site: &Site, endorser: &EndorserRow) -> Result<HttpClient> {
@@ -192,15 +204,15 @@ fn sync_endorser(
     site: &mut Site,
     endorser: &EndorserRow,
     opts: &SyncOptions,
-    (engine, progress): (&Engine, &dyn Progress),
+    work: (&Engine, &dyn Progress),
     report: &mut EndorserReport,
 ) -> Result<()> {
     let key = PublicKey::parse(&endorser.pubkey)
         .map_err(|e| e.context(format!("stored key of endorser {}", endorser.name)))?;
     let now = opts.now.unwrap_or_else(Timestamp::now);
     let client = http_client(site, endorser)?;
-    let source = crate::source::open_remote(&endorser.url, &client)?;
-    let fetched = authenticate(source.as_ref(), &key, site.config.policy.max_catalog_size);
+    let publication = Publication::open(&endorser.url, &client)?;
+    let fetched = publication.authenticate(&key, site.config.policy.max_catalog_size);
     let Authenticated {
         catalog, sha256, ..
     } = match fetched {
@@ -213,47 +225,70 @@ fn sync_endorser(
             return Err(e.context(format!("endorser {}", endorser.name)));
         }
     };
-    report.serial = Some(catalog.serial);
-    report.expires = Some(catalog.expires);
+    report.serial = Some(catalog.serial());
+    report.expires = Some(catalog.expires());
     // Rollback first: a replayed old (and expired) catalog must not be able
     // to make the site withdraw images that a newer catalog still lists.
-    check_rollback(site, &key, &catalog, &sha256.to_hex(), &endorser.name)?;
+    check_rollback(site, &key, &catalog, &sha256, endorser)?;
     if catalog.is_expired_at(now) {
-        if !opts.allow_expired {
-            if !opts.dry_run {
-                expire_images(site, endorser, &catalog.expires.to_string(), report)?;
-            }
-            return Err(Error::verification(format!(
-                "endorser {}: catalog serial {} expired at {}; nothing new is imported (--allow-expired overrides this, loudly)",
-                endorser.name, catalog.serial, catalog.expires
-            )));
-        }
-        report.warnings.push(format!(
-            "CATALOG EXPIRED at {} — used only because of --allow-expired",
-            catalog.expires
-        ));
+        refuse_or_warn_expired(site, endorser, &catalog, opts, report)?;
     }
-    let decisions = plan(site, endorser, &catalog)?;
+    let existing = site.state.images_of(endorser.name.as_str())?;
+    let policy = PlanPolicy {
+        approve: endorser.approve,
+        deny: &site.config.policy.deny,
+    };
+    let decisions = plan(&existing, &endorser.name, &catalog, &policy);
     report.plan = decisions.iter().map(|d| d.item.clone()).collect();
     if opts.dry_run {
         return Ok(());
     }
-    apply_decisions(site, endorser, &key, &catalog, &sha256.to_hex(), &decisions)?;
-    fetch_approved(
-        site,
-        endorser,
-        &catalog,
-        source.as_ref(),
-        (engine, progress),
-        report,
-    )?;
-    for d in decisions.iter().filter(|d| d.item.action == "withdraw") {
-        if let Some(row) = &d.row {
-            store::withdraw(site, row, st::REVOKED, &d.item.reason, "revoke", "sync")?;
+    apply_decisions(site, endorser, &key, &catalog, &sha256, &decisions)?;
+    fetch_approved(site, endorser, &catalog, &publication, work, report)?;
+    for d in decisions
+        .iter()
+        .filter(|d| d.item.action == Action::Withdraw)
+    {
+        if let Some(row) = &d.withdraw {
+            store::withdraw(
+                site,
+                row,
+                ImageState::Revoked,
+                &d.item.reason,
+                HookEvent::Revoke,
+                Decider::Sync,
+            )?;
             report.withdrawn.push(row.label());
         }
     }
     Ok(())
+}
+
+/// An expired catalog imports nothing new and its images follow the expiry
+/// policy, unless the operator allowed it (loudly).
+fn refuse_or_warn_expired(
+    site: &mut Site,
+    endorser: &EndorserRow,
+    catalog: &Catalog,
+    opts: &SyncOptions,
+    report: &mut EndorserReport,
+) -> Result<()> {
+    if opts.allow_expired {
+        report.warnings.push(format!(
+            "CATALOG EXPIRED at {} — used only because of --allow-expired",
+            catalog.expires()
+        ));
+        return Ok(());
+    }
+    if !opts.dry_run {
+        expire_images(site, endorser, &catalog.expires().to_string(), report)?;
+    }
+    Err(Error::verification(format!(
+        "endorser {}: catalog serial {} expired at {}; nothing new is imported (--allow-expired overrides this, loudly)",
+        endorser.name,
+        catalog.serial(),
+        catalog.expires()
+    )))
 }
 
 /// Refuse anything older than, or different at the same serial as, the
@@ -262,163 +297,28 @@ fn check_rollback(
     site: &Site,
     key: &PublicKey,
     catalog: &Catalog,
-    sha256: &str,
-    name: &str,
+    sha256: &Sha256Digest,
+    endorser: &EndorserRow,
 ) -> Result<()> {
     let Some(memory) = site.state.serial(&key.key_id.to_string())? else {
         return Ok(());
     };
-    if catalog.serial < memory.highest_serial {
+    let name = &endorser.name;
+    let serial = catalog.serial().get();
+    if serial < memory.highest_serial {
         return Err(Error::verification(format!(
-            "endorser {name}: catalog serial {} is older than serial {} already accepted; refusing a rollback (replayed or stale mirror?)",
-            catalog.serial, memory.highest_serial
+            "endorser {name}: catalog serial {serial} is older than serial {} already accepted; refusing a rollback (replayed or stale mirror?)",
+            memory.highest_serial
         )));
     }
-    if catalog.serial == memory.highest_serial && sha256 != memory.catalog_sha256 {
+    let sha256 = sha256.to_hex();
+    if serial == memory.highest_serial && sha256 != memory.catalog_sha256 {
         return Err(Error::verification(format!(
-            "endorser {name}: catalog serial {} has different content (sha256 {sha256}) from the serial {} accepted earlier (sha256 {}); refusing it",
-            catalog.serial, memory.highest_serial, memory.catalog_sha256
+            "endorser {name}: catalog serial {serial} has different content (sha256 {sha256}) from the serial {} accepted earlier (sha256 {}); refusing it",
+            memory.highest_serial, memory.catalog_sha256
         )));
     }
     Ok(())
-}
-
-struct Decision {
-    item: PlanItem,
-    /// The existing row, for withdrawals.
-    row: Option<ImageRow>,
-    /// The new row to write (new or re-decided images).
-    new_row: Option<ImageRow>,
-}
-
-/// Decide, without writing anything, what happens to every image.
-fn plan(site: &Site, endorser: &EndorserRow, catalog: &Catalog) -> Result<Vec<Decision>> {
-    let existing = site.state.images_of(&endorser.name)?;
-    let find = |img: &Image| {
-        existing
-            .iter()
-            .find(|r| r.id == img.id && r.version == img.version)
-    };
-    let mut out = Vec::new();
-    for image in &catalog.images {
-        let row = find(image);
-        let same_bytes =
-            row.is_some_and(|r| r.sha256 == image.sha256.to_hex() && r.size == image.size);
-        let keep_state = row.filter(|_| same_bytes).map(|r| r.state.as_str());
-        let item = |action: &str, reason: String| PlanItem {
-            action: action.into(),
-            image: image.label(),
-            size: image.size,
-            reason,
-        };
-        match (keep_state, row) {
-            (Some(st::IMPORTED), _) => out.push(Decision {
-                item: item("keep", "already imported".into()),
-                row: None,
-                new_row: None,
-            }),
-            (Some(st::APPROVED | st::QUARANTINED), _) => out.push(Decision {
-                item: item("import", "approved; fetching".into()),
-                row: None,
-                new_row: None,
-            }),
-            (Some(st::REJECTED), Some(r)) if r.decided_by == "manual" => out.push(Decision {
-                item: item("keep", format!("rejected by the site: {}", r.reason)),
-                row: None,
-                new_row: None,
-            }),
-            (Some(st::PENDING), _) if site.config.denial(image).is_none() => out.push(Decision {
-                item: item("pending", "waiting for `vmic approve`".into()),
-                row: None,
-                new_row: None,
-            }),
-            _ => {
-                // New, changed bytes under the same version, re-listed after a
-                // revocation/expiry, or a policy decision to re-evaluate.
-                let (state, reason, action) = decide(site, endorser, image);
-                if keep_state == Some(state) && row.is_some_and(|r| r.reason == reason) {
-                    // Same bytes, same decision as last time: nothing to record again.
-                    out.push(Decision {
-                        item: item("keep", reason),
-                        row: None,
-                        new_row: None,
-                    });
-                    continue;
-                }
-                let mut d = Decision {
-                    item: item(action, reason.clone()),
-                    row: None,
-                    new_row: Some(new_row(&endorser.name, image, state, &reason)),
-                };
-                if let Some(old) = row.filter(|r| r.state == st::IMPORTED) {
-                    // Different bytes under an imported version: the old file goes.
-                    d.row = Some(old.clone());
-                }
-                out.push(d);
-            }
-        }
-    }
-    for row in &existing {
-        let listed = catalog
-            .images
-            .iter()
-            .any(|i| i.id == row.id && i.version == row.version);
-        if listed || row.state == st::REVOKED {
-            continue;
-        }
-        let revocation = catalog
-            .revoked
-            .iter()
-            .find(|r| r.id == row.id && r.version.as_ref().is_none_or(|v| *v == row.version));
-        let newer = catalog.images.iter().find(|i| i.id == row.id);
-        let reason = match (revocation, newer) {
-            (Some(r), _) => format!("revoked by the endorser: {}", r.reason),
-            (None, Some(n)) => format!("replaced by {}", n.label()),
-            (None, None) => "no longer in the endorser's catalog".into(),
-        };
-        out.push(Decision {
-            item: PlanItem {
-                action: "withdraw".into(),
-                image: row.label(),
-                size: row.size,
-                reason,
-            },
-            row: Some(row.clone()),
-            new_row: None,
-        });
-    }
-    Ok(out)
-}
-
-fn decide(
-    site: &Site,
-    endorser: &EndorserRow,
-    image: &Image,
-) -> (&'static str, String, &'static str) {
-    if let Some(why) = site.config.denial(image) {
-        return (st::REJECTED, why, "reject");
-    }
-    if endorser.approve == "manual" {
-        return (st::PENDING, "waiting for `vmic approve`".into(), "pending");
-    }
-    (st::APPROVED, "approved automatically".into(), "import")
-}
-
-fn new_row(endorser: &str, image: &Image, state: &str, reason: &str) -> ImageRow {
-    ImageRow {
-        endorser: endorser.into(),
-        id: image.id.clone(),
-        version: image.version.clone(),
-        state: state.into(),
-        reason: reason.into(),
-        decided_by: "policy".into(),
-        size: image.size,
-        sha256: image.sha256.to_hex(),
-        format: image.format.clone(),
-        entry: serde_json::to_string(image).unwrap_or_default(),
-        store_path: None,
-        updated_at: String::new(),
-    }
 }
 
 /// Accept the serial and record new decisions, in one transaction.
@@ -427,57 +327,61 @@ fn apply_decisions(
     endorser: &EndorserRow,
     key: &PublicKey,
     catalog: &Catalog,
-    sha256: &str,
+    sha256: &Sha256Digest,
     decisions: &[Decision],
 ) -> Result<()> {
     // Old bytes under a changed version leave the store before anything else.
-    for d in decisions.iter().filter(|d| d.new_row.is_some()) {
-        if let Some(old) = &d.row {
+    for d in decisions.iter().filter(|d| d.record.is_some()) {
+        if let Some(old) = &d.withdraw {
             store::withdraw(
                 site,
                 old,
-                st::REVOKED,
+                ImageState::Revoked,
                 "the endorser changed this version's bytes",
-                "revoke",
-                "sync",
+                HookEvent::Revoke,
+                Decider::Sync,
             )?;
         }
     }
     let key_id = key.key_id.to_string();
+    let sha256 = sha256.to_hex();
+    let serial = catalog.serial().get();
     // Only a catalog not seen before is news; cron reruns stay out of the log.
     let seen = site
         .state
         .serial(&key_id)?
-        .is_some_and(|m| m.highest_serial == catalog.serial && m.catalog_sha256 == sha256);
+        .is_some_and(|m| m.highest_serial == serial && m.catalog_sha256 == sha256);
     let tx = site.state.transaction()?;
     if !seen {
-        tx.accept_serial(
-            &key_id,
-            catalog.serial,
-            sha256,
-            &catalog.expires.to_string(),
-        )?;
+        tx.accept_serial(&key_id, serial, &sha256, &catalog.expires().to_string())?;
         tx.audit(
             "catalog-accepted",
-            Some(&endorser.name),
+            Some(endorser.name.as_str()),
             None,
             &format!(
-                "serial {} (sha256 {sha256}), expires {}",
-                catalog.serial, catalog.expires
+                "serial {serial} (sha256 {sha256}), expires {}",
+                catalog.expires()
             ),
         )?;
     }
-    for d in decisions {
-        let Some(row) = &d.new_row else { continue };
+    for row in decisions.iter().filter_map(|d| d.record.as_ref()) {
         tx.put_image(row)?;
-        let action = match row.state.as_str() {
-            st::REJECTED => "rejected",
-            st::PENDING => "pending",
+        let action = match row.state {
+            ImageState::Rejected => "rejected",
+            ImageState::Pending => "pending",
             _ => "approved",
         };
-        tx.audit(action, Some(&row.endorser), Some(&row.label()), &row.reason)?;
-        if row.state == st::REJECTED {
-            tx.enqueue_hook("reject", &store::hook_env("reject", row, None, &row.reason))?;
+        tx.audit(
+            action,
+            Some(row.endorser.as_str()),
+            Some(&row.label()),
+            &row.reason,
+        )?;
+        if row.state == ImageState::Rejected {
+            tx.enqueue_hook(
+                HookEvent::Reject,
+                &store::hook_env(HookEvent::Reject, row, None, &row.reason),
+            )?;
         }
     }
     tx.commit()
@@ -489,20 +393,16 @@ fn fetch_approved(
     site: &mut Site,
     endorser: &EndorserRow,
     catalog: &Catalog,
-    source: &dyn crate::source::Source,
+    source: &Publication,
     (engine, progress): (&Engine, &dyn Progress),
     report: &mut EndorserReport,
 ) -> Result<()> {
-    let rows = site.state.images_of(&endorser.name)?;
+    let rows = site.state.images_of(endorser.name.as_str())?;
     for row in rows
         .iter()
-        .filter(|r| r.state == st::APPROVED || r.state == st::QUARANTINED)
+        .filter(|r| matches!(r.state, ImageState::Approved | ImageState::Quarantined))
     {
-        let Some(image) = catalog
-            .images
-            .iter()
-            .find(|i| i.id == row.id && i.version == row.version)
-        else {
+        let Some(image) = catalog.image(row.id.as_str(), row.version.as_str()) else {
             continue;
         };
         match fetch_one(site, row, image, source, (engine, progress)) {
@@ -530,7 +430,12 @@ fn fetch_approved(
 /// Record one event about an image in the audit log, on its own.
 fn audit_image(site: &mut Site, row: &ImageRow, action: &str, message: &str) -> Result<()> {
     let tx = site.state.transaction()?;
-    tx.audit(action, Some(&row.endorser), Some(&row.label()), message)?;
+    tx.audit(
+        action,
+        Some(row.endorser.as_str()),
+        Some(&row.label()),
+        message,
+    )?;
     tx.commit()
 }
 
@@ -543,23 +448,18 @@ fn fetch_one(
     site: &mut Site,
     row: &ImageRow,
     image: &Image,
-    source: &dyn crate::source::Source,
+    source: &Publication,
     (engine, progress): (&Engine, &dyn Progress),
 ) -> Result<FetchOutcome> {
     progress.working_on(&row.label());
-    progress.begin(image.size);
-    let tmp_dir = site.tmp().join(&row.endorser);
+    progress.begin(image.size());
+    let tmp_dir = site.tmp().join(row.endorser.as_str());
     store::ensure_real_dir(&tmp_dir)?;
-    let part = tmp_dir.join(format!("{}@{}.part", row.id, row.version));
+    let part = tmp_dir.join(store::part_name(row));
     if std::fs::symlink_metadata(&part).is_ok_and(|m| !m.file_type().is_file()) {
         store::remove_if_present(&part)?;
     }
-    let expected = Expected {
-        size: image.size,
-        chunk_size: image.chunk_size,
-        chunks: image.chunks.clone(),
-    };
-    let mut landing = PartFile::open(&part, expected, engine, progress)?;
+    let mut landing = PartFile::open(&part, image.digests.clone(), engine, progress)?;
     if landing.discarded() > 0 {
         let why = format!(
             "{} bytes of an interrupted download failed their check and are fetched again",
@@ -628,20 +528,23 @@ fn expire_images(
     expires: &str,
     report: &mut EndorserReport,
 ) -> Result<()> {
-    if site.config.policy.on_expired == crate::config::OnExpired::Keep {
-        report.warnings.push(format!(
+    let existing = site.state.images_of(endorser.name.as_str())?;
+    match plan_expiry(&existing, expires, site.config.policy.on_expired) {
+        ExpiryPlan::Keep => report.warnings.push(format!(
             "catalog expired at {expires}; images kept by site policy (on_expired = \"keep\")"
-        ));
-        return Ok(());
-    }
-    let reason = format!("the endorser's catalog expired at {expires}");
-    for row in site.state.images_of(&endorser.name)? {
-        if matches!(
-            row.state.as_str(),
-            st::IMPORTED | st::APPROVED | st::PENDING | st::QUARANTINED
-        ) {
-            store::withdraw(site, &row, st::EXPIRED, &reason, "expire", "sync")?;
-            report.withdrawn.push(row.label());
+        )),
+        ExpiryPlan::Withdraw(rows, reason) => {
+            for row in rows {
+                store::withdraw(
+                    site,
+                    &row,
+                    ImageState::Expired,
+                    &reason,
+                    HookEvent::Expire,
+                    Decider::Sync,
+                )?;
+                report.withdrawn.push(row.label());
+            }
         }
     }
     Ok(())

@@ -6,12 +6,15 @@ use crate::config::ApproveMode;
 use crate::error::{Error, Result};
 use crate::minisign::PublicKey;
 use crate::site::Site;
-use crate::state::{EndorserRow, image_state as st, now};
+use vmic_format::ids::EndorserName;
+
+use crate::model::{Decider, HookEvent, ImageState};
+use crate::state::{EndorserRow, now};
 use crate::store;
 
 pub struct TrustAdd {
     pub name: String,
-    pub pubkey_text: String,
+    pub pubkey: PublicKey,
     pub url: String,
     pub ca_file: Option<std::path::PathBuf>,
     pub approve: Option<ApproveMode>,
@@ -20,8 +23,8 @@ pub struct TrustAdd {
 /// Add an endorser: a validated name, its public key, where its catalog
 /// lives, and how its images are approved.
 pub fn add(site: &mut Site, req: TrustAdd) -> Result<EndorserRow> {
-    crate::catalog::check_token("endorser name", &req.name).map_err(Error::input)?;
-    let key = PublicKey::parse(&req.pubkey_text)?;
+    let name = EndorserName::parse(&req.name).map_err(|e| Error::input(e.0))?;
+    let key = req.pubkey;
     let url = normalise_source(&req.url)?;
     let ca_file = match &req.ca_file {
         Some(p) => {
@@ -33,16 +36,12 @@ pub fn add(site: &mut Site, req: TrustAdd) -> Result<EndorserRow> {
         None => None,
     };
     let row = EndorserRow {
-        name: req.name.clone(),
+        name,
         pubkey: key.to_file_string(),
         key_id: key.key_id.to_string(),
         url,
         ca_file,
-        approve: req
-            .approve
-            .unwrap_or(site.config.policy.approve)
-            .as_str()
-            .into(),
+        approve: req.approve.unwrap_or(site.config.policy.approve),
         added_at: now(),
         last_sync: None,
         last_error: None,
@@ -51,11 +50,13 @@ pub fn add(site: &mut Site, req: TrustAdd) -> Result<EndorserRow> {
     tx.add_endorser(&row)?;
     tx.audit(
         "trust-added",
-        Some(&row.name),
+        Some(row.name.as_str()),
         None,
         &format!(
             "key {} at {} (approve {})",
-            row.key_id, row.url, row.approve
+            row.key_id,
+            row.url,
+            row.approve.as_str()
         ),
     )?;
     tx.commit()?;
@@ -98,8 +99,15 @@ pub fn remove(site: &mut Site, name: &str) -> Result<Removal> {
     let reason = format!("endorser {name} is no longer trusted by this site");
     let mut withdrawn = Vec::new();
     for row in site.state.images_of(name)? {
-        if row.state != st::REVOKED {
-            store::withdraw(site, &row, st::REVOKED, &reason, "revoke", "site")?;
+        if row.state != ImageState::Revoked {
+            store::withdraw(
+                site,
+                &row,
+                ImageState::Revoked,
+                &reason,
+                HookEvent::Revoke,
+                Decider::Site,
+            )?;
             withdrawn.push(row.label());
         }
     }

@@ -1,0 +1,285 @@
+//! Transports: where bytes come from. One trait — "the bytes of this
+//! relative name, whole (capped) or streamed into a landing from where it
+//! stopped" — with implementations for HTTP(S), local directories (plain
+//! paths and `file://` URLs) and one absolute URL, composed by decorators:
+//! an ordered [`Fallback`] list and a size [`Capped`] limit.
+//!
+//! Transports are untrusted byte carriers: nothing here decides whether
+//! bytes are good. Callers authenticate catalogs and check every chunk of
+//! every image, so a mirror, a CDN or a USB stick can be plugged in here
+//! without touching what is verified.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::fetch::{HttpClient, Landing, read_file_capped, read_local};
+use crate::fsutil::resolve_inside;
+use crate::relpath::SafeRelPath;
+
+/// Something that can hand over the bytes of a relative name.
+pub trait Transport: Send + Sync {
+    /// Where `name` is, for messages (a URL or a path).
+    fn locate(&self, name: &SafeRelPath) -> String;
+    /// The whole content of `name`, refusing more than `max` bytes.
+    fn read(&self, name: &SafeRelPath, max: u64) -> Result<Vec<u8>>;
+    /// Bring `name` into `landing`, continuing after the bytes it already
+    /// holds, and never accepting more than `size` bytes in all.
+    fn download(&self, name: &SafeRelPath, size: u64, landing: &mut dyn Landing) -> Result<()>;
+    /// A local path for `name`, guaranteed inside the transport's root, or
+    /// `None` when the bytes are not on a local filesystem.
+    fn local_path(&self, _name: &SafeRelPath) -> Result<Option<PathBuf>> {
+        Ok(None)
+    }
+}
+
+/// Where a publication is, as a user writes it: an `http(s)://` URL, a
+/// `file://` URL or a plain path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// An HTTP(S) URL.
+    Http(String),
+    /// A local path (from a plain path or a `file://` URL).
+    Local(PathBuf),
+}
+
+impl Location {
+    /// Parse a location. Other URL schemes are refused.
+    pub fn parse(spec: &str) -> Result<Location> {
+        let scheme = spec.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("http" | "https") => Ok(Location::Http(spec.to_string())),
+            Some("file") => file_url_path(spec).map(Location::Local),
+            Some(_) => Err(Error::input(format!(
+                "{spec}: only http://, https://, file:// URLs or a directory are supported"
+            ))),
+            None => Ok(Location::Local(PathBuf::from(spec))),
+        }
+    }
+}
+
+/// The path of a `file://` URL (`file:///p` or `file://localhost/p`).
+pub fn file_url_path(url: &str) -> Result<PathBuf> {
+    let rest = url.get("file://".len()..).unwrap_or_default();
+    let path = rest.strip_prefix("localhost").unwrap_or(rest);
+    if !path.starts_with('/') {
+        return Err(Error::input(format!(
+            "{url:?}: a file:// URL needs an absolute path"
+        )));
+    }
+    percent_decode(path)
+        .map(PathBuf::from)
+        .ok_or_else(|| Error::input(format!("{url}: bad percent-escape or non-UTF-8 path")))
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Encode a validated relative path for a URL, keeping `/` separators.
+pub fn percent_encode_path(rel: &str) -> String {
+    let mut out = String::with_capacity(rel.len());
+    for b in rel.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A directory on a local filesystem (or removable medium). Names resolve
+/// inside it; a symlink that leads out is refused, not followed.
+pub struct DirTransport {
+    root: PathBuf,
+}
+
+impl DirTransport {
+    /// Bytes under `root`.
+    pub fn new(root: &Path) -> DirTransport {
+        DirTransport {
+            root: root.to_path_buf(),
+        }
+    }
+}
+
+impl Transport for DirTransport {
+    fn locate(&self, name: &SafeRelPath) -> String {
+        name.join_to(&self.root).display().to_string()
+    }
+
+    fn read(&self, name: &SafeRelPath, max: u64) -> Result<Vec<u8>> {
+        let path = resolve_inside(&self.root, name)?;
+        read_file_capped(&self.locate(name), &path, max)
+    }
+
+    fn download(&self, name: &SafeRelPath, size: u64, landing: &mut dyn Landing) -> Result<()> {
+        let path = resolve_inside(&self.root, name)?;
+        read_local(&path.display().to_string(), &path, size, landing)
+    }
+
+    fn local_path(&self, name: &SafeRelPath) -> Result<Option<PathBuf>> {
+        resolve_inside(&self.root, name).map(Some)
+    }
+}
+
+/// A directory served over HTTP(S).
+pub struct HttpTransport {
+    base: String,
+    client: HttpClient,
+}
+
+impl HttpTransport {
+    /// Names resolve under `base` (a trailing `/` is added if missing).
+    pub fn new(base: &str, client: HttpClient) -> HttpTransport {
+        HttpTransport {
+            base: format!("{}/", base.trim_end_matches('/')),
+            client,
+        }
+    }
+}
+
+impl Transport for HttpTransport {
+    fn locate(&self, name: &SafeRelPath) -> String {
+        format!("{}{}", self.base, percent_encode_path(name.as_str()))
+    }
+
+    fn read(&self, name: &SafeRelPath, max: u64) -> Result<Vec<u8>> {
+        self.client.get_capped(&self.locate(name), max)
+    }
+
+    fn download(&self, name: &SafeRelPath, size: u64, landing: &mut dyn Landing) -> Result<()> {
+        self.client.download(&self.locate(name), size, landing)
+    }
+}
+
+/// One absolute URL that stands for one file whatever the name asked for:
+/// a catalog's per-image mirror URL.
+pub struct UrlTransport {
+    url: String,
+    client: HttpClient,
+}
+
+impl UrlTransport {
+    /// The file at `url`.
+    pub fn new(url: &str, client: HttpClient) -> UrlTransport {
+        UrlTransport {
+            url: url.to_string(),
+            client,
+        }
+    }
+}
+
+impl Transport for UrlTransport {
+    fn locate(&self, _name: &SafeRelPath) -> String {
+        self.url.clone()
+    }
+
+    fn read(&self, _name: &SafeRelPath, max: u64) -> Result<Vec<u8>> {
+        self.client.get_capped(&self.url, max)
+    }
+
+    fn download(&self, _name: &SafeRelPath, size: u64, landing: &mut dyn Landing) -> Result<()> {
+        self.client.download(&self.url, size, landing)
+    }
+}
+
+/// Transports tried in order: the next one is asked only when the one
+/// before failed in a way another carrier may not (an outage, a missing
+/// file). A verification failure — too many bytes, a wrong size — is an
+/// attack or a bad image, not an outage, and is returned at once.
+pub struct Fallback<'t> {
+    transports: Vec<Box<dyn Transport + 't>>,
+}
+
+impl<'t> Fallback<'t> {
+    /// Try `transports` in this order.
+    pub fn new(transports: Vec<Box<dyn Transport + 't>>) -> Fallback<'t> {
+        Fallback { transports }
+    }
+
+    fn attempt<T>(
+        &self,
+        name: &SafeRelPath,
+        mut once: impl FnMut(&dyn Transport) -> Result<T>,
+    ) -> Result<T> {
+        // The last failure is the one reported: earlier carriers were tried
+        // first because they are preferred, the last one is what is left.
+        let mut last = None;
+        for transport in &self.transports {
+            match once(transport.as_ref()) {
+                Ok(value) => return Ok(value),
+                Err(e) if e.kind() == ErrorKind::Verification => return Err(e),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::io_failure(format!("no source to fetch {name} from"))))
+    }
+}
+
+impl Transport for Fallback<'_> {
+    fn locate(&self, name: &SafeRelPath) -> String {
+        self.transports
+            .first()
+            .map_or_else(|| name.to_string(), |t| t.locate(name))
+    }
+
+    fn read(&self, name: &SafeRelPath, max: u64) -> Result<Vec<u8>> {
+        self.attempt(name, |t| t.read(name, max))
+    }
+
+    fn download(&self, name: &SafeRelPath, size: u64, landing: &mut dyn Landing) -> Result<()> {
+        self.attempt(name, |t| t.download(name, size, landing))
+    }
+
+    fn local_path(&self, name: &SafeRelPath) -> Result<Option<PathBuf>> {
+        self.transports
+            .first()
+            .map_or(Ok(None), |t| t.local_path(name))
+    }
+}
+
+/// A cap on whole reads, whatever the caller asks for: the endless-data
+/// guard for every catalog-sized read through `inner`.
+pub struct Capped<T> {
+    inner: T,
+    max: u64,
+}
+
+impl<T: Transport> Capped<T> {
+    /// Reads through `inner` refuse more than `max` bytes.
+    pub fn new(inner: T, max: u64) -> Capped<T> {
+        Capped { inner, max }
+    }
+}
+
+impl<T: Transport> Transport for Capped<T> {
+    fn locate(&self, name: &SafeRelPath) -> String {
+        self.inner.locate(name)
+    }
+
+    fn read(&self, name: &SafeRelPath, max: u64) -> Result<Vec<u8>> {
+        self.inner.read(name, max.min(self.max))
+    }
+
+    fn download(&self, name: &SafeRelPath, size: u64, landing: &mut dyn Landing) -> Result<()> {
+        self.inner.download(name, size, landing)
+    }
+
+    fn local_path(&self, name: &SafeRelPath) -> Result<Option<PathBuf>> {
+        self.inner.local_path(name)
+    }
+}
