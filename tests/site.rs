@@ -652,3 +652,110 @@ fn one_broken_endorser_does_not_stop_the_others() {
     std::fs::write(w.path("out/catalog.json"), serde_json::to_vec(&v).unwrap()).unwrap();
     assert_eq!(w.sync().status.code(), Some(1));
 }
+
+#[test]
+fn read_only_commands_work_while_another_command_holds_the_lock() {
+    use std::os::fd::AsRawFd;
+    let w = World::new(&[("a.img", 5000)]);
+    w.publish();
+    w.trust(&[]);
+    expect_ok(&w.sync());
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .open(w.path("site/.lock"))
+        .unwrap();
+    assert_eq!(
+        unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+    // Writers still wait for the lock...
+    expect_fail(
+        &w.site(&["approve", "a"]),
+        3,
+        &["another vmic", "is running"],
+    );
+    // ...readers do not.
+    let images = w.site(&["images", "--json"]);
+    expect_ok(&images);
+    let rows: serde_json::Value = serde_json::from_slice(&images.stdout).unwrap();
+    assert_eq!(rows[0]["state"], "imported", "{rows}");
+    assert!(
+        rows[0].get("entry").is_none(),
+        "internal columns stay internal"
+    );
+    expect_ok(&w.site(&["log"]));
+    let trusted = w.site(&["trust", "list", "--json"]);
+    expect_ok(&trusted);
+    assert!(stdout(&trusted).contains("\"approve\": \"auto\""));
+    drop(lock);
+}
+
+/// A `state.db` written by the release before the workspace split (see
+/// fixtures/state-db-v1/README.md) opens, reads back into the typed model,
+/// and accepts changes.
+#[test]
+fn state_db_from_the_first_release_opens_and_works() {
+    let tmp = tempfile::tempdir().unwrap();
+    let site = tmp.path().join("site");
+    for sub in ["store", "quarantine", "tmp"] {
+        std::fs::create_dir_all(site.join(sub)).unwrap();
+    }
+    let old = fixtures().join("state-db-v1");
+    for file in ["state.db", "site.toml"] {
+        std::fs::copy(old.join(file), site.join(file)).unwrap();
+    }
+    let run = |args: &[&str]| {
+        let mut all = vec!["--site", path_str(&site)];
+        all.extend(args);
+        vmic(all)
+    };
+    let o = run(&["images", "--json"]);
+    expect_ok(&o);
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let states: Vec<String> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{}/{}@{} {} {}",
+                r["endorser"].as_str().unwrap(),
+                r["id"].as_str().unwrap(),
+                r["version"].as_str().unwrap(),
+                r["state"].as_str().unwrap(),
+                r["decided_by"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "demo/centos-stream-9@20261101.0 imported policy",
+            "demo/debian-12@12.8 imported policy",
+            "demo/rescue@1.0 rejected manual",
+            "demo/scratch@bf08b8a7f68d imported policy",
+            "demo/tools-firmware@c59d3c0480cc imported policy",
+            "lab/other@9f1dcbc35c35 pending policy",
+            "lab/tiny@1 rejected policy",
+        ]
+    );
+    let o = run(&["trust", "list", "--json"]);
+    expect_ok(&o);
+    let trusted: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(trusted[1]["name"], "lab");
+    assert_eq!(trusted[1]["approve"], "manual");
+    assert!(stdout(&run(&["log"])).contains("catalog-accepted"));
+    // Writes work too: the operator approves the pending image.
+    let o = run(&["approve", "other"]);
+    expect_ok(&o);
+    let o = run(&["images", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let other = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "other")
+        .unwrap();
+    assert_eq!(other["state"], "approved");
+    assert_eq!(other["decided_by"], "manual");
+}

@@ -283,3 +283,123 @@ impl<T: Transport> Transport for Capped<T> {
         self.inner.local_path(name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A carrier that always fails with `kind` (a real outage or attack
+    /// cannot be staged for a unit test; the HTTP ones are in tests/).
+    struct Failing(ErrorKind);
+
+    impl Transport for Failing {
+        fn locate(&self, name: &SafeRelPath) -> String {
+            format!("failing:{name}")
+        }
+        fn read(&self, name: &SafeRelPath, _max: u64) -> Result<Vec<u8>> {
+            Err(Error::new(self.0, format!("{name} unavailable")))
+        }
+        fn download(&self, name: &SafeRelPath, _size: u64, _l: &mut dyn Landing) -> Result<()> {
+            Err(Error::new(self.0, format!("{name} unavailable")))
+        }
+    }
+
+    fn dir_with(name: &str, bytes: &[u8]) -> (tempfile::TempDir, DirTransport) {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join(name), bytes).unwrap();
+        let t = DirTransport::new(tmp.path());
+        (tmp, t)
+    }
+
+    fn rel(text: &str) -> SafeRelPath {
+        SafeRelPath::parse(text).unwrap()
+    }
+
+    #[test]
+    fn fallback_moves_on_after_an_outage() {
+        let (_tmp, dir) = dir_with("catalog.json", b"{}");
+        let chain = Fallback::new(vec![Box::new(Failing(ErrorKind::Io)), Box::new(dir)]);
+        assert_eq!(chain.read(&rel("catalog.json"), 10).unwrap(), b"{}");
+        assert!(chain.locate(&rel("x")).starts_with("failing:"));
+    }
+
+    #[test]
+    fn fallback_stops_at_a_verification_failure() {
+        let (_tmp, dir) = dir_with("catalog.json", b"{}");
+        let chain = Fallback::new(vec![
+            Box::new(Failing(ErrorKind::Verification)),
+            Box::new(dir),
+        ]);
+        let err = chain.read(&rel("catalog.json"), 10).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Verification);
+    }
+
+    #[test]
+    fn fallback_reports_the_last_failure_and_an_empty_list_fails() {
+        let chain = Fallback::new(vec![
+            Box::new(Failing(ErrorKind::Input)),
+            Box::new(Failing(ErrorKind::Io)),
+        ]);
+        assert_eq!(chain.read(&rel("a"), 1).unwrap_err().kind(), ErrorKind::Io);
+        let empty = Fallback::new(Vec::new());
+        assert!(empty.read(&rel("a"), 1).is_err());
+    }
+
+    #[test]
+    fn capped_refuses_more_than_its_limit_whatever_the_caller_asks() {
+        let (_tmp, dir) = dir_with("big", &[7u8; 100]);
+        let capped = Capped::new(dir, 10);
+        let err = capped.read(&rel("big"), 1 << 20).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Verification, "{err}");
+        let (_tmp2, dir) = dir_with("small", &[7u8; 5]);
+        assert_eq!(
+            Capped::new(dir, 10)
+                .read(&rel("small"), 1 << 20)
+                .unwrap()
+                .len(),
+            5
+        );
+    }
+
+    #[test]
+    fn dir_transport_refuses_a_symlink_out_of_its_root() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"s").unwrap();
+        let (tmp, dir) = dir_with("ok", b"x");
+        std::os::unix::fs::symlink(outside.path().join("secret"), tmp.path().join("link")).unwrap();
+        let err = dir.read(&rel("link"), 10).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Verification, "{err}");
+        assert!(err.message().contains("outside"), "{err}");
+    }
+
+    #[test]
+    fn locations_and_urls() {
+        assert_eq!(
+            Location::parse("https://h/x/").unwrap(),
+            Location::Http("https://h/x/".into())
+        );
+        assert_eq!(
+            Location::parse("file://localhost/a%20b").unwrap(),
+            Location::Local(PathBuf::from("/a b"))
+        );
+        assert_eq!(
+            Location::parse("rel/dir").unwrap(),
+            Location::Local("rel/dir".into())
+        );
+        assert!(Location::parse("ftp://h/x").is_err());
+        assert!(Location::parse("file://relative").is_err());
+        assert!(Location::parse("file:///bad%zz").is_err());
+        assert_eq!(
+            percent_encode_path("images/a b+c.qcow2"),
+            "images/a%20b%2Bc.qcow2"
+        );
+        let http = HttpTransport::new(
+            "https://h/pub",
+            HttpClient::new(&Default::default()).unwrap(),
+        );
+        assert_eq!(
+            http.locate(&rel("images/a b")),
+            "https://h/pub/images/a%20b"
+        );
+    }
+}

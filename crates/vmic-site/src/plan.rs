@@ -246,3 +246,244 @@ pub fn plan_expiry(existing: &[ImageRow], expires: &str, on_expired: OnExpired) 
         format!("the endorser's catalog expired at {expires}"),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use vmic_format::digest::Sha256Digest;
+
+    use super::*;
+
+    fn name() -> EndorserName {
+        EndorserName::parse("lab").unwrap()
+    }
+
+    /// A catalog listing `images` (id, version, content) and revoking
+    /// `revoked` (id, optional version).
+    fn catalog(images: &[(&str, &str, &[u8])], revoked: &[(&str, Option<&str>)]) -> Catalog {
+        let images: Vec<_> = images
+            .iter()
+            .map(|(id, version, bytes)| {
+                let d = Sha256Digest::of(bytes).to_hex();
+                json!({
+                    "id": id, "version": version, "path": format!("images/{id}-{version}"),
+                    "size": bytes.len(), "sha256": d, "chunk_size": 4096, "chunks": [d],
+                    "format": "raw", "os": "linux", "tags": ["cloud"]
+                })
+            })
+            .collect();
+        let revoked: Vec<_> = revoked
+            .iter()
+            .map(|(id, version)| {
+                let mut r =
+                    json!({"id": id, "reason": "broken", "revoked_at": "2026-01-01T00:00:00Z"});
+                if let Some(v) = version {
+                    r["version"] = json!(v);
+                }
+                r
+            })
+            .collect();
+        let v = json!({
+            "format": "vmic.catalog/1",
+            "endorser": {"name": "Lab", "key_id": "0000000000000001"},
+            "serial": 1,
+            "issued": "2026-01-01T00:00:00Z",
+            "expires": "2026-02-01T00:00:00Z",
+            "images": images,
+            "revoked": revoked
+        });
+        Catalog::parse(&serde_json::to_vec(&v).unwrap()).unwrap()
+    }
+
+    /// The row a site holds after deciding `state` about image `id@version`
+    /// of `c`.
+    fn row(c: &Catalog, id: &str, version: &str, state: ImageState, by: Decider) -> ImageRow {
+        let mut r = new_row(&name(), c.image(id, version).unwrap(), state, "earlier");
+        r.decided_by = by;
+        r
+    }
+
+    fn auto() -> PlanPolicy<'static> {
+        PlanPolicy {
+            approve: ApproveMode::Auto,
+            deny: &[],
+        }
+    }
+
+    fn actions(decisions: &[Decision]) -> Vec<(String, Action)> {
+        decisions
+            .iter()
+            .map(|d| (d.item.image.clone(), d.item.action))
+            .collect()
+    }
+
+    #[test]
+    fn new_images_are_imported_under_auto_approval() {
+        let c = catalog(&[("a", "1", b"one"), ("b", "1", b"two")], &[]);
+        let d = plan(&[], &name(), &c, &auto());
+        assert_eq!(
+            actions(&d),
+            [
+                ("a@1".into(), Action::Import),
+                ("b@1".into(), Action::Import)
+            ]
+        );
+        let recorded = d[0].record.as_ref().unwrap();
+        assert_eq!(recorded.state, ImageState::Approved);
+        assert_eq!(recorded.decided_by, Decider::Policy);
+        assert_eq!(recorded.image().unwrap(), c.images()[0]);
+        assert!(d.iter().all(|d| d.withdraw.is_none()));
+    }
+
+    #[test]
+    fn manual_approval_leaves_new_images_pending_and_keeps_operator_decisions() {
+        let manual = PlanPolicy {
+            approve: ApproveMode::Manual,
+            deny: &[],
+        };
+        let c = catalog(
+            &[("a", "1", b"one"), ("b", "1", b"two"), ("c", "1", b"3")],
+            &[],
+        );
+        let existing = [
+            row(&c, "b", "1", ImageState::Approved, Decider::Manual),
+            row(&c, "c", "1", ImageState::Rejected, Decider::Manual),
+        ];
+        let d = plan(&existing, &name(), &c, &manual);
+        assert_eq!(
+            actions(&d),
+            [
+                ("a@1".into(), Action::Pending),
+                ("b@1".into(), Action::Import),
+                ("c@1".into(), Action::Keep),
+            ]
+        );
+        assert_eq!(d[0].record.as_ref().unwrap().state, ImageState::Pending);
+        assert!(d[1].record.is_none(), "an approval by the operator stands");
+        assert!(d[2].item.reason.starts_with("rejected by the site"));
+        // Pending stays pending without a new record on the next run.
+        let pending = [row(&c, "a", "1", ImageState::Pending, Decider::Policy)];
+        let again = plan(&pending, &name(), &c, &manual);
+        assert_eq!(again[0].item.action, Action::Pending);
+        assert!(again[0].record.is_none());
+    }
+
+    #[test]
+    fn deny_rules_reject_and_are_re_evaluated() {
+        let rules = [DenyRule {
+            os: Some("LINUX".into()),
+            ..DenyRule::default()
+        }];
+        let deny = PlanPolicy {
+            approve: ApproveMode::Auto,
+            deny: &rules,
+        };
+        let c = catalog(&[("a", "1", b"one")], &[]);
+        let d = plan(&[], &name(), &c, &deny);
+        assert_eq!(d[0].item.action, Action::Reject);
+        assert_eq!(d[0].record.as_ref().unwrap().state, ImageState::Rejected);
+        assert!(
+            d[0].item.reason.contains("os = LINUX"),
+            "{}",
+            d[0].item.reason
+        );
+        // The rule is lifted: a policy rejection is decided again.
+        let rejected = [d[0].record.clone().unwrap()];
+        let d = plan(&rejected, &name(), &c, &auto());
+        assert_eq!(d[0].item.action, Action::Import);
+        // A pending image that a new rule now denies is rejected.
+        let pending = [row(&c, "a", "1", ImageState::Pending, Decider::Policy)];
+        assert_eq!(
+            plan(&pending, &name(), &c, &deny)[0].item.action,
+            Action::Reject
+        );
+    }
+
+    #[test]
+    fn a_new_version_replaces_the_old_one() {
+        let old = catalog(&[("a", "1", b"one")], &[]);
+        let new = catalog(&[("a", "2", b"two")], &[]);
+        let existing = [row(&old, "a", "1", ImageState::Imported, Decider::Policy)];
+        let d = plan(&existing, &name(), &new, &auto());
+        assert_eq!(
+            actions(&d),
+            [
+                ("a@2".into(), Action::Import),
+                ("a@1".into(), Action::Withdraw)
+            ]
+        );
+        assert_eq!(d[1].item.reason, "replaced by a@2");
+        assert_eq!(d[1].withdraw.as_ref().unwrap().version.as_str(), "1");
+    }
+
+    #[test]
+    fn revoked_and_dropped_images_are_withdrawn_with_the_reason() {
+        let old = catalog(&[("a", "1", b"one"), ("b", "1", b"two")], &[]);
+        let new = catalog(&[("c", "1", b"three")], &[("a", None)]);
+        let existing = [
+            row(&old, "a", "1", ImageState::Imported, Decider::Policy),
+            row(&old, "b", "1", ImageState::Pending, Decider::Policy),
+        ];
+        let d = plan(&existing, &name(), &new, &auto());
+        let withdrawn: Vec<_> = d
+            .iter()
+            .filter(|d| d.item.action == Action::Withdraw)
+            .map(|d| (d.item.image.as_str(), d.item.reason.as_str()))
+            .collect();
+        assert_eq!(
+            withdrawn,
+            [
+                ("a@1", "revoked by the endorser: broken"),
+                ("b@1", "no longer in the endorser's catalog")
+            ]
+        );
+        // Already revoked rows are left alone.
+        let revoked = [row(&old, "a", "1", ImageState::Revoked, Decider::Sync)];
+        assert!(
+            plan(&revoked, &name(), &new, &auto())
+                .iter()
+                .all(|d| d.item.image != "a@1")
+        );
+    }
+
+    #[test]
+    fn changed_bytes_under_an_imported_version_withdraw_the_old_file() {
+        let old = catalog(&[("a", "1", b"one")], &[]);
+        let changed = catalog(&[("a", "1", b"ONE")], &[]);
+        let existing = [row(&old, "a", "1", ImageState::Imported, Decider::Policy)];
+        let d = plan(&existing, &name(), &changed, &auto());
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].item.action, Action::Import);
+        assert_eq!(d[0].withdraw.as_ref().unwrap().sha256, existing[0].sha256);
+        assert_eq!(
+            d[0].record.as_ref().unwrap().sha256,
+            changed.images()[0].sha256
+        );
+        // Same bytes: nothing to do.
+        let d = plan(&existing, &name(), &old, &auto());
+        assert_eq!(actions(&d), [("a@1".into(), Action::Keep)]);
+        assert!(d[0].record.is_none() && d[0].withdraw.is_none());
+    }
+
+    #[test]
+    fn expiry_withdraws_images_in_use_unless_policy_keeps_them() {
+        let c = catalog(&[("a", "1", b"1"), ("b", "1", b"2"), ("c", "1", b"3")], &[]);
+        let existing = [
+            row(&c, "a", "1", ImageState::Imported, Decider::Policy),
+            row(&c, "b", "1", ImageState::Rejected, Decider::Manual),
+            row(&c, "c", "1", ImageState::Pending, Decider::Policy),
+        ];
+        match plan_expiry(&existing, "2026-02-01T00:00:00Z", OnExpired::Withdraw) {
+            ExpiryPlan::Withdraw(rows, reason) => {
+                let labels: Vec<_> = rows.iter().map(ImageRow::label).collect();
+                assert_eq!(labels, ["a@1", "c@1"]);
+                assert!(reason.contains("expired at 2026-02-01T00:00:00Z"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            plan_expiry(&existing, "2026-02-01T00:00:00Z", OnExpired::Keep),
+            ExpiryPlan::Keep
+        );
+    }
+}
