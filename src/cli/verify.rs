@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use vmic_engine::fetch::{HttpClient, HttpConfig};
 use vmic_engine::hashing::Engine;
 use vmic_engine::publication::Publication;
-use vmic_engine::verify::{VerifyOptions, verify};
+use vmic_engine::verify::{VerifyOptions, VerifyReport, verify};
 use vmic_format::error::Result;
 use vmic_format::limits::DEFAULT_MAX_CATALOG_BYTES;
 
@@ -76,55 +76,61 @@ pub fn run(args: Args, quiet: bool) -> Result<i32> {
     if args.json {
         super::print_json(&report);
     } else {
-        out.say(format!(
-            "signature ok: {} serial {} by {} (key {}), valid until {}",
-            report.source, report.serial, report.endorser, report.key_id, report.expires
-        ));
-        if !report.catalog_only {
-            for image in &report.images {
-                if image.ok {
-                    out.say(format!(
-                        "ok      {}@{}  {}",
-                        image.id, image.version, image.path
-                    ));
-                }
+        print_human(&report, out);
+    }
+    Ok(super::exit_code(report.failure_kind()))
+}
+
+/// The human report: one line per image, failures on stderr (at most 20
+/// problems per image; `--json` lists all).
+fn print_human(report: &VerifyReport, out: Output) {
+    out.say(format!(
+        "signature ok: {} serial {} by {} (key {}), valid until {}",
+        report.source, report.serial, report.endorser, report.key_id, report.expires
+    ));
+    if !report.catalog_only {
+        for image in &report.images {
+            if image.ok {
+                out.say(format!(
+                    "ok      {}@{}  {}",
+                    image.id, image.version, image.path
+                ));
             }
         }
-        for image in report.images.iter().filter(|i| !i.ok) {
-            const SHOWN: usize = 20;
-            if image.problems.len() > SHOWN {
-                eprintln!(
-                    "FAILED  {}@{}  {}: {} problems, the first {SHOWN} follow (--json lists all)",
-                    image.id,
-                    image.version,
-                    image.path,
-                    image.problems.len()
-                );
-            }
-            for p in image.problems.iter().take(SHOWN) {
-                eprintln!(
-                    "FAILED  {}@{}  {}: {}",
-                    image.id,
-                    image.version,
-                    image.path,
-                    p.describe()
-                );
-            }
-        }
-        let failed = report.images.iter().filter(|i| !i.ok).count();
-        if report.catalog_only {
-            out.say(format!(
-                "catalog ok ({} images listed, not checked)",
-                report.images.len()
-            ));
-        } else if failed == 0 {
-            out.say(format!("all {} images verified", report.images.len()));
-        } else {
+    }
+    for image in report.images.iter().filter(|i| !i.ok) {
+        const SHOWN: usize = 20;
+        if image.problems.len() > SHOWN {
             eprintln!(
-                "vmic: {failed} of {} images FAILED verification",
-                report.images.len()
+                "FAILED  {}@{}  {}: {} problems, the first {SHOWN} follow (--json lists all)",
+                image.id,
+                image.version,
+                image.path,
+                image.problems.len()
+            );
+        }
+        for p in image.problems.iter().take(SHOWN) {
+            eprintln!(
+                "FAILED  {}@{}  {}: {}",
+                image.id,
+                image.version,
+                image.path,
+                p.describe()
             );
         }
     }
-    Ok(super::exit_code(report.failure_kind()))
+    let failed = report.images.iter().filter(|i| !i.ok).count();
+    if report.catalog_only {
+        out.say(format!(
+            "catalog ok ({} images listed, not checked)",
+            report.images.len()
+        ));
+    } else if failed == 0 {
+        out.say(format!("all {} images verified", report.images.len()));
+    } else {
+        eprintln!(
+            "vmic: {failed} of {} images FAILED verification",
+            report.images.len()
+        );
+    }
 }

@@ -13,7 +13,6 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::cache::DigestCache;
 use vmic_format::catalog::{CatalogParts, HttpUrl};
-use vmic_format::chunks::ChunkDigests;
 use vmic_format::ids::{ImageId, InvalidValue, Serial, Version, sanitize_token};
 use vmic_format::image_format::{FormatName, ImageFormat};
 use vmic_format::trusted_comment::CatalogComment;
@@ -478,7 +477,6 @@ fn describe(
         ],
         None => Vec::new(),
     };
-    let digests = ChunkDigests::new(d.size, d.chunk_size, d.chunks.clone()).map_err(invalid)?;
     Ok(Image {
         id,
         version,
@@ -487,7 +485,7 @@ fn describe(
         path,
         urls,
         sha256: d.sha256,
-        digests,
+        digests: d.digests.clone(),
         format: FormatName::known(format),
         arch: s.arch.clone(),
         os_family: s.os_family.clone(),

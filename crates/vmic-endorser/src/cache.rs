@@ -13,6 +13,7 @@ use crate::digest::Sha256Digest;
 use crate::error::Result;
 use crate::fsutil::atomic_write;
 use crate::hashing::{FileDigest, FileStamp};
+use vmic_format::chunks::ChunkDigests;
 
 pub const CACHE_FILE: &str = ".vmic-cache.json";
 const CACHE_FORMAT: &str = "vmic.digest-cache/1";
@@ -92,13 +93,14 @@ impl DigestCache {
     /// A cached digest, only if the file looks exactly as it did when hashed.
     pub fn lookup(&self, rel: &str, stamp: &FileStamp, chunk_size: u64) -> Option<FileDigest> {
         let e = self.entries.get(rel)?;
-        let consistent =
-            e.chunks.len() as u64 == crate::hashing::chunk_count(stamp.size, chunk_size);
-        (e.stamp == *stamp && e.chunk_size == chunk_size && consistent).then(|| FileDigest {
-            size: stamp.size,
+        if e.stamp != *stamp || e.chunk_size != chunk_size {
+            return None;
+        }
+        // An entry whose digests do not fit the size is not used.
+        let digests = ChunkDigests::new(stamp.size, chunk_size, e.chunks.clone()).ok()?;
+        Some(FileDigest {
             sha256: e.sha256,
-            chunk_size,
-            chunks: e.chunks.clone(),
+            digests,
             stamp: *stamp,
         })
     }
@@ -127,8 +129,8 @@ impl DigestCache {
             CacheEntry {
                 stamp,
                 sha256: digest.sha256,
-                chunk_size: digest.chunk_size,
-                chunks: digest.chunks.clone(),
+                chunk_size: digest.digests.chunk_size(),
+                chunks: digest.digests.chunks().to_vec(),
                 format: Some(format),
             },
         );

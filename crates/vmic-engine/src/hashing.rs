@@ -57,10 +57,10 @@ impl Progress for NoProgress {}
 /// The digests of one file, computed from a single read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileDigest {
-    pub size: u64,
+    /// Whole-file SHA-256.
     pub sha256: Sha256Digest,
-    pub chunk_size: u64,
-    pub chunks: Vec<Sha256Digest>,
+    /// Size, chunk size and chunk digests.
+    pub digests: ChunkDigests,
     /// (mtime ns, ctime ns, inode) observed before and after hashing, equal.
     pub stamp: FileStamp,
 }
@@ -260,7 +260,7 @@ impl Engine {
         let bytes_hashed = results
             .iter()
             .filter_map(|r| r.as_ref().ok())
-            .map(|d| d.size)
+            .map(|d| d.digests.size())
             .sum();
         (results, threads.stats(self.jobs, bytes_hashed))
     }
@@ -483,101 +483,128 @@ fn digest_one(
     progress: &dyn Progress,
 ) -> Result<FileDigest> {
     threads.record();
-    let mut file = File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let before = FileStamp::of(&file.metadata().map_err(|e| Error::io("stat", path, e))?);
-    if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
-        return Err(Error::input(format!(
-            "{} is not a regular file",
-            path.display()
-        )));
-    }
-    advise_sequential(&file);
+    let (mut file, before) = open_for_digest(path, listed_size)?;
     let size = before.size;
-    if size != listed_size {
-        return Err(Error::io_failure(format!(
-            "{} changed between listing and hashing ({listed_size} bytes, now {size}); finish writing it, then run again",
-            path.display()
-        )));
-    }
     let count = chunk_count(size, chunk_size);
     let chunks: Vec<Mutex<Option<Sha256Digest>>> = (0..count).map(|_| Mutex::new(None)).collect();
     let mut whole = Sha256Lane::new();
-    let changed = || {
-        Error::io_failure(format!(
-            "{} changed while it was being hashed; its digest would be stale. Finish writing it, then run again",
-            path.display()
-        ))
-    };
-    let mut read_error = None;
-    if count <= 1 {
+    let read = if count <= 1 {
         // One chunk: its digest is the whole-file digest, read and hashed here.
         let mut buf = buffers.take();
         let outcome = read_and_digest(&mut file, size, &mut buf, &mut whole);
         buffers.give(buf);
         progress.advance(size);
         match outcome {
-            Ok(n) if n == size => {}
-            Ok(_) => read_error = Some(changed()),
-            Err(e) => read_error = Some(Error::io("read", path, e)),
+            Ok(n) if n == size => Ok(()),
+            Ok(_) => Err(ReadFailure::Short),
+            Err(e) => Err(ReadFailure::Io(e)),
         }
     } else {
-        std::thread::scope(|io_scope| {
-            // A reader thread copies the file into chunk buffers ahead of
-            // this worker, which then does nothing but the serial whole-file
-            // digest (and hands chunks to the pool); the copy would otherwise
-            // be on the serial path.
-            let (tx, rx) = std::sync::mpsc::sync_channel(1);
-            let reader = &mut file;
-            io_scope.spawn(move || read_chunks(reader, (size, chunk_size), buffers, tx));
-            let ctx = ChunkContext {
-                chunks: &chunks,
-                budget,
-                buffers,
-                threads,
-                progress,
-            };
-            read_error = digest_chunks(rx, (size, chunk_size), &mut whole, &ctx)
-                .err()
-                .map(|e| match e {
-                    ReadFailure::Io(e) => Error::io("read", path, e),
-                    ReadFailure::Short => changed(),
-                });
-            // Dropping `rx` stops the reader if we stopped early.
-        });
-    }
-    if let Some(err) = read_error {
-        return Err(err);
-    }
-    let mut probe = [0u8; 1];
-    if read_full(&mut file, &mut probe).map_err(|e| Error::io("read", path, e))? != 0 {
-        return Err(changed());
-    }
-    let after = FileStamp::of(&std::fs::metadata(path).map_err(|e| Error::io("stat", path, e))?);
-    if after != before {
-        return Err(changed());
-    }
+        let ctx = ChunkContext {
+            chunks: &chunks,
+            budget,
+            buffers,
+            threads,
+            progress,
+        };
+        digest_with_reader(&mut file, (size, chunk_size), &mut whole, &ctx)
+    };
+    read.map_err(|e| match e {
+        ReadFailure::Io(e) => Error::io("read", path, e),
+        ReadFailure::Short => changed_while_hashed(path),
+    })?;
+    check_unchanged(&mut file, path, &before)?;
     let sha256 = whole.finalize();
     let chunks = if count == 1 {
         vec![sha256]
     } else {
-        chunks
-            .into_iter()
-            .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| {
-                Error::io_failure(format!(
-                    "internal error: a chunk of {} was not hashed",
-                    path.display()
-                ))
-            })?
+        collect_chunks(chunks, path)?
     };
+    let digests = ChunkDigests::new(size, chunk_size, chunks)
+        .map_err(|e| Error::input(format!("{}: {e}", path.display())))?;
     Ok(FileDigest {
-        size,
         sha256,
-        chunk_size,
-        chunks,
+        digests,
         stamp: before,
     })
+}
+
+/// Open a regular file whose size is still the one listed, and note its
+/// stamp to compare with after hashing.
+fn open_for_digest(path: &Path, listed_size: u64) -> Result<(File, FileStamp)> {
+    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+    if !meta.is_file() {
+        return Err(Error::input(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    let before = FileStamp::of(&meta);
+    advise_sequential(&file);
+    if before.size != listed_size {
+        return Err(Error::io_failure(format!(
+            "{} changed between listing and hashing ({listed_size} bytes, now {}); finish writing it, then run again",
+            path.display(),
+            before.size
+        )));
+    }
+    Ok((file, before))
+}
+
+/// A reader thread copies the file into chunk buffers ahead of this worker,
+/// which then does nothing but the serial whole-file digest (and hands
+/// chunks to the pool); the copy would otherwise be on the serial path.
+fn digest_with_reader(
+    file: &mut File,
+    (size, chunk_size): (u64, u64),
+    whole: &mut Sha256Lane,
+    ctx: &ChunkContext,
+) -> std::result::Result<(), ReadFailure> {
+    let buffers = ctx.buffers;
+    std::thread::scope(|io_scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        io_scope.spawn(move || read_chunks(file, (size, chunk_size), buffers, tx));
+        // Dropping `rx` on an early return stops the reader.
+        digest_chunks(rx, (size, chunk_size), whole, ctx)
+    })
+}
+
+fn changed_while_hashed(path: &Path) -> Error {
+    Error::io_failure(format!(
+        "{} changed while it was being hashed; its digest would be stale. Finish writing it, then run again",
+        path.display()
+    ))
+}
+
+/// Nothing past the end, and the same stamp as before: the digest is of
+/// the file as it is.
+fn check_unchanged(file: &mut File, path: &Path, before: &FileStamp) -> Result<()> {
+    let mut probe = [0u8; 1];
+    if read_full(file, &mut probe).map_err(|e| Error::io("read", path, e))? != 0 {
+        return Err(changed_while_hashed(path));
+    }
+    let after = FileStamp::of(&std::fs::metadata(path).map_err(|e| Error::io("stat", path, e))?);
+    if after != *before {
+        return Err(changed_while_hashed(path));
+    }
+    Ok(())
+}
+
+fn collect_chunks(
+    chunks: Vec<Mutex<Option<Sha256Digest>>>,
+    path: &Path,
+) -> Result<Vec<Sha256Digest>> {
+    chunks
+        .into_iter()
+        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| {
+            Error::io_failure(format!(
+                "internal error: a chunk of {} was not hashed",
+                path.display()
+            ))
+        })
 }
 
 /// A completed chunk: its index and the buffer holding its bytes.
@@ -866,7 +893,7 @@ mod tests {
             let d = res.into_iter().next().unwrap().unwrap();
             let (whole, chunks) = reference(&data, chunk);
             assert_eq!(d.sha256, whole, "size {size}");
-            assert_eq!(d.chunks, chunks, "size {size}");
+            assert_eq!(d.digests.chunks(), chunks, "size {size}");
         }
     }
 
@@ -890,7 +917,7 @@ mod tests {
                 CheckItem {
                     name: format!("img{n}"),
                     path: p,
-                    expected: ChunkDigests::new(d.size, chunk, d.chunks).unwrap(),
+                    expected: d.digests.clone(),
                 },
             ));
         }
@@ -947,7 +974,7 @@ mod tests {
         let item = CheckItem {
             name: "img".into(),
             path: p,
-            expected: ChunkDigests::new(d.size, chunk, d.chunks).unwrap(),
+            expected: d.digests.clone(),
         };
         let (out, _) = engine.check_files(&[item], &NoProgress);
         assert_eq!(out[0].problems.len(), 1);
@@ -1068,7 +1095,7 @@ mod tests {
             let d = res.into_iter().next().unwrap().unwrap();
             let (whole, chunks) = reference(&data, chunk);
             proptest::prop_assert_eq!(d.sha256, whole);
-            proptest::prop_assert_eq!(&d.chunks, &chunks);
+            proptest::prop_assert_eq!(&d.digests.chunks(), &chunks);
             let item = CheckItem { name: "f".into(), path: p, expected: ChunkDigests::new(size as u64, chunk as u64, chunks).unwrap() };
             let (out, _) = engine.check_files(&[item], &NoProgress);
             proptest::prop_assert!(out[0].problems.is_empty());

@@ -84,38 +84,23 @@ impl Site {
 
     /// Open an existing site, taking its exclusive lock.
     pub fn open(root: &Path) -> Result<Site> {
-        if !Site::config_path(root).exists() {
-            return Err(Error::input(format!(
-                "{} is not a vmic site (no site.toml); run `vmic site init` first",
-                root.display()
-            )));
-        }
+        require_site(root)?;
         let lock = DirLock::acquire(root, ".lock", "command")?;
-        let config = SiteConfig::load(&Site::config_path(root))?;
         let state = State::open(&root.join("state.db"), false)?;
-        let root = root
-            .canonicalize()
-            .map_err(|e| Error::io("resolve", root, e))?;
-        Ok(Site {
-            root,
-            config,
-            state,
-            _lock: Some(lock),
-        })
+        Site::assemble(root, state, Some(lock))
     }
 
     /// Open an existing site for reading only (`images`, `log`, `trust
     /// list`): no lock, so it works while a sync runs and for a user who may
     /// read the site but not write it.
     pub fn open_read_only(root: &Path) -> Result<Site> {
-        if !Site::config_path(root).exists() {
-            return Err(Error::input(format!(
-                "{} is not a vmic site (no site.toml); run `vmic site init` first",
-                root.display()
-            )));
-        }
-        let config = SiteConfig::load(&Site::config_path(root))?;
+        require_site(root)?;
         let state = State::open_read_only(&root.join("state.db"))?;
+        Site::assemble(root, state, None)
+    }
+
+    fn assemble(root: &Path, state: State, lock: Option<DirLock>) -> Result<Site> {
+        let config = SiteConfig::load(&Site::config_path(root))?;
         let root = root
             .canonicalize()
             .map_err(|e| Error::io("resolve", root, e))?;
@@ -123,7 +108,17 @@ impl Site {
             root,
             config,
             state,
-            _lock: None,
+            _lock: lock,
         })
     }
+}
+
+fn require_site(root: &Path) -> Result<()> {
+    if Site::config_path(root).exists() {
+        return Ok(());
+    }
+    Err(Error::input(format!(
+        "{} is not a vmic site (no site.toml); run `vmic site init` first",
+        root.display()
+    )))
 }

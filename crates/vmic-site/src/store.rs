@@ -8,6 +8,7 @@
 //! re-checks and adopts); files leave the store after the database says so
 //! (a crash in between leaves an orphan that the next run deletes).
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use vmic_format::catalog::Image;
@@ -195,85 +196,87 @@ pub fn remove_if_present(path: &Path) -> Result<()> {
 /// for, and forget store paths whose file vanished (the image goes back to
 /// `approved` and is fetched again).
 pub fn reconcile(site: &mut Site) -> Result<Vec<String>> {
-    let mut notes = Vec::new();
     let rows = site.state.images()?;
-    let owned: std::collections::BTreeSet<String> = rows
+    let owned: BTreeSet<String> = rows
         .iter()
         .filter(|r| r.state == ImageState::Imported)
         .filter_map(|r| r.store_path.clone())
         .collect();
-    let store = site.store();
-    for entry in walkdir::WalkDir::new(&store)
-        .min_depth(1)
-        .follow_links(false)
-    {
-        let entry = entry
-            .map_err(|e| Error::io_failure(format!("cannot walk {}: {e}", store.display())))?;
-        if entry.file_type().is_dir() {
-            continue;
-        }
-        let rel = entry
-            .path()
-            .strip_prefix(&store)
-            .unwrap_or(entry.path())
-            .to_string_lossy()
-            .into_owned();
-        if !owned.contains(&rel) {
-            remove_if_present(entry.path())?;
-            notes.push(format!(
-                "removed {rel} from the store: no imported image owns it"
-            ));
-        }
-    }
+    let mut notes = remove_unowned(&site.store(), &owned, |rel| {
+        format!("removed {rel} from the store: no imported image owns it")
+    })?;
     // Partial downloads are kept only for images still waiting to be fetched.
-    let wanted: std::collections::BTreeSet<String> = rows
+    let wanted: BTreeSet<String> = rows
         .iter()
         .filter(|r| matches!(r.state, ImageState::Approved | ImageState::Quarantined))
         .map(|r| format!("{}/{}", r.endorser, part_name(r)))
         .collect();
-    let tmp = site.tmp();
-    for entry in walkdir::WalkDir::new(&tmp).min_depth(1).follow_links(false) {
+    notes.extend(remove_unowned(&site.tmp(), &wanted, |rel| {
+        format!("removed stale partial download tmp/{rel}")
+    })?);
+    notes.extend(forget_missing(site, &rows)?);
+    Ok(notes)
+}
+
+/// Delete every file under `root` whose relative path is not in `keep`,
+/// without following links; one note per file, made by `note`.
+fn remove_unowned(
+    root: &Path,
+    keep: &BTreeSet<String>,
+    note: impl Fn(&str) -> String,
+) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
+    for entry in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
         let entry =
-            entry.map_err(|e| Error::io_failure(format!("cannot walk {}: {e}", tmp.display())))?;
+            entry.map_err(|e| Error::io_failure(format!("cannot walk {}: {e}", root.display())))?;
         if entry.file_type().is_dir() {
             continue;
         }
         let rel = entry
             .path()
-            .strip_prefix(&tmp)
+            .strip_prefix(root)
             .unwrap_or(entry.path())
             .to_string_lossy()
             .into_owned();
-        if !wanted.contains(&rel) {
+        if !keep.contains(&rel) {
             remove_if_present(entry.path())?;
-            notes.push(format!("removed stale partial download tmp/{rel}"));
+            notes.push(note(&rel));
         }
     }
+    Ok(notes)
+}
+
+/// Imported images whose store file vanished go back to `approved`, to be
+/// fetched again.
+fn forget_missing(site: &mut Site, rows: &[ImageRow]) -> Result<Vec<String>> {
+    let store = site.store();
+    let mut notes = Vec::new();
     for row in rows.iter().filter(|r| r.state == ImageState::Imported) {
         let present = row.store_path.as_ref().is_some_and(|p| {
             std::fs::symlink_metadata(store.join(p)).is_ok_and(|m| m.file_type().is_file())
         });
-        if !present {
-            let tx = site.state.transaction()?;
-            tx.set_state(
-                row,
-                ImageState::Approved,
-                "store file missing; will be fetched again",
-                row.decided_by,
-                None,
-            )?;
-            tx.audit(
-                "store-missing",
-                Some(row.endorser.as_str()),
-                Some(&row.label()),
-                "imported file was missing from the store",
-            )?;
-            tx.commit()?;
-            notes.push(format!(
-                "{} was missing from the store; it will be fetched again",
-                row.label()
-            ));
+        if present {
+            continue;
         }
+        let tx = site.state.transaction()?;
+        tx.set_state(
+            row,
+            ImageState::Approved,
+            "store file missing; will be fetched again",
+            row.decided_by,
+            None,
+        )?;
+        tx.audit(
+            "store-missing",
+            Some(row.endorser.as_str()),
+            Some(&row.label()),
+            "imported file was missing from the store",
+        )?;
+        tx.commit()?;
+        notes.push(format!(
+            "{} was missing from the store; it will be fetched again",
+            row.label()
+        ));
     }
     Ok(notes)
 }
