@@ -35,14 +35,21 @@ const DEFAULT_EXPIRY_SECS: u64 = 30 * 86_400;
 
 /// Everything `vmic build` needs, already parsed.
 pub struct BuildOptions<'a> {
+    /// The directory of images (and sidecars, `catalog.toml`).
     pub images_dir: PathBuf,
+    /// Where the publication is written.
     pub out_dir: PathBuf,
+    /// The signing key.
     pub key: &'a SecretKey,
     /// Seconds of validity; `None` means catalog.toml's or 30 days.
     pub expires_secs: Option<u64>,
+    /// Public base URL; each image gets `BASE/images/PATH` as a mirror URL.
     pub base_url: Option<String>,
+    /// Link or copy the images into the publication.
     pub copy_images: bool,
+    /// Ignore the digest cache.
     pub rehash: bool,
+    /// Chunk size for the chunk digests.
     pub chunk_size: u64,
     /// Time to stamp as `issued`; `None` means now (tests pin it).
     pub now: Option<Timestamp>,
@@ -51,17 +58,29 @@ pub struct BuildOptions<'a> {
 /// What a build did, for the CLI to print.
 #[derive(Debug, serde::Serialize)]
 pub struct BuildReport {
+    /// The publication directory, canonical.
     pub out_dir: String,
+    /// The signing key's id.
     pub key_id: String,
+    /// The new catalog's serial.
     pub serial: u64,
+    /// When it was issued.
     pub issued: Timestamp,
+    /// When it expires.
     pub expires: Timestamp,
+    /// Images published.
     pub images: usize,
+    /// Images hashed in this run.
     pub hashed: usize,
+    /// Images whose digests came from the cache.
     pub reused_from_cache: usize,
+    /// Bytes hashed in this run.
     pub bytes_hashed: u64,
+    /// Files removed from `images/` because no longer listed.
     pub removed_images: Vec<String>,
+    /// Warnings (a cache that could not be used or saved).
     pub warnings: Vec<String>,
+    /// Hashing figures.
     pub hashing: EngineStats,
 }
 
@@ -72,6 +91,7 @@ struct Candidate {
     sidecar: Sidecar,
 }
 
+/// Build `opts.images_dir` into a signed publication in `opts.out_dir`.
 pub fn build(opts: &BuildOptions, engine: &Engine, progress: &dyn Progress) -> Result<BuildReport> {
     let images_dir = canonical_images_dir(&opts.images_dir)?;
     check_out_dir(&opts.out_dir, &images_dir)?;

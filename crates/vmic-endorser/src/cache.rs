@@ -15,9 +15,11 @@ use crate::fsutil::atomic_write;
 use crate::hashing::{FileDigest, FileStamp};
 use vmic_format::chunks::ChunkDigests;
 
+/// The cache's file name in the publication directory (never published content).
 pub const CACHE_FILE: &str = ".vmic-cache.json";
 const CACHE_FORMAT: &str = "vmic.digest-cache/1";
 
+/// Digests of images by relative path and file stamp, so a rebuild re-hashes only what changed.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct DigestCache {
     format: String,
@@ -44,6 +46,7 @@ fn dir_id(images_dir: &Path) -> String {
 }
 
 impl DigestCache {
+    /// An empty cache for `images_dir`.
     pub fn empty(images_dir: &Path) -> DigestCache {
         DigestCache {
             format: CACHE_FORMAT.into(),
@@ -117,6 +120,7 @@ impl DigestCache {
             .and_then(|e| e.format)
     }
 
+    /// Remember the digests of `rel` as it looked (`stamp`).
     pub fn insert(
         &mut self,
         rel: &str,
@@ -136,6 +140,7 @@ impl DigestCache {
         );
     }
 
+    /// Write the cache atomically into `out_dir`.
     pub fn save(&self, out_dir: &Path) -> Result<()> {
         let bytes = serde_json::to_vec(self).unwrap_or_default();
         atomic_write(&out_dir.join(CACHE_FILE), &bytes)

@@ -3,6 +3,8 @@
 //! engine (reusing the digest cache), sign the catalog and render the
 //! publication. Knows nothing of sites.
 
+#![deny(missing_docs)]
+
 pub mod build;
 pub mod cache;
 pub mod meta;

@@ -12,29 +12,39 @@ use vmic_format::ids::{ImageId, Version};
 
 use crate::error::{Error, Result};
 
+/// The optional catalog settings file at the root of the images directory.
 pub const CATALOG_TOML: &str = "catalog.toml";
+/// What a sidecar adds to its image's file name.
 pub const SIDECAR_SUFFIX: &str = ".toml";
 
 /// `catalog.toml`.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CatalogToml {
+    /// `[endorser]`.
     #[serde(default)]
     pub endorser: EndorserToml,
+    /// `[catalog]`.
     #[serde(default)]
     pub catalog: CatalogSettings,
+    /// `[[revoke]]` entries.
     #[serde(default)]
     pub revoke: Vec<RevokeToml>,
 }
 
+/// `[endorser]`: who publishes.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndorserToml {
+    /// Human name (default: the images directory's name).
     pub name: Option<String>,
+    /// Contact (URL or mailto:).
     pub contact: Option<String>,
+    /// Virtual organisation.
     pub vo: Option<String>,
 }
 
+/// `[catalog]`: publication settings.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CatalogSettings {
@@ -44,11 +54,15 @@ pub struct CatalogSettings {
     pub base_url: Option<String>,
 }
 
+/// One `[[revoke]]`: an id (all versions, or one) and why.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeToml {
+    /// The revoked id.
     pub id: ImageId,
+    /// One version, or every version when absent.
     pub version: Option<Version>,
+    /// Why, for the sites' logs.
     pub reason: String,
 }
 
@@ -56,17 +70,29 @@ pub struct RevokeToml {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sidecar {
+    /// Image id (default: from the file name).
     pub id: Option<ImageId>,
+    /// Version (default: the first 12 hex digits of the SHA-256).
     pub version: Option<Version>,
+    /// One-line title.
     pub title: Option<String>,
+    /// Longer description.
     pub description: Option<String>,
+    /// OS family.
     pub os_family: Option<String>,
+    /// OS name.
     pub os: Option<String>,
+    /// OS version.
     pub os_version: Option<String>,
+    /// CPU architecture.
     pub arch: Option<String>,
+    /// Hypervisor.
     pub hypervisor: Option<String>,
+    /// Minimum cores.
     pub min_cores: Option<u32>,
+    /// Minimum memory in MiB.
     pub min_memory_mb: Option<u64>,
+    /// Free tags.
     #[serde(default)]
     pub tags: Vec<String>,
 }

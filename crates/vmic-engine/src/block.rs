@@ -35,20 +35,24 @@ pub struct Block {
 }
 
 impl Block {
+    /// Bytes in the block.
     pub fn len(&self) -> usize {
         self.pages.len() * ALIGN
     }
 
+    /// Whether the block holds no bytes.
     pub fn is_empty(&self) -> bool {
         self.pages.is_empty()
     }
 
+    /// The block's bytes.
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: `Page` is a plain byte array with no padding, so the
         // vector's storage is `len()` initialised, contiguous bytes.
         unsafe { std::slice::from_raw_parts(self.pages.as_ptr().cast::<u8>(), self.len()) }
     }
 
+    /// The block's bytes, for filling.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: as in `as_slice`, and `&mut self` makes the borrow unique.
         unsafe { std::slice::from_raw_parts_mut(self.pages.as_mut_ptr().cast::<u8>(), self.len()) }
@@ -86,6 +90,7 @@ impl BlockPool {
         }
     }
 
+    /// The size of every block this pool hands out.
     pub fn block_size(&self) -> usize {
         self.pages_per_block * ALIGN
     }

@@ -52,6 +52,7 @@ pub struct HttpConfig {
     /// PEM certificates trusted in addition to the system roots, for
     /// mirrors behind a private CA.
     pub ca_file: Option<PathBuf>,
+    /// The `User-Agent` header sent.
     pub user_agent: String,
 }
 
@@ -98,6 +99,7 @@ impl std::fmt::Debug for HttpClient {
 }
 
 impl HttpClient {
+    /// A client with `config`'s timeouts, retries and trust roots.
     pub fn new(config: &HttpConfig) -> Result<HttpClient> {
         let roots = root_certs(config.ca_file.as_deref())?;
         let agent = ureq::Agent::config_builder()

@@ -45,8 +45,11 @@ const READ_PIECE: usize = 256 << 10;
 
 /// Progress callbacks; the CLI draws bars, the library never prints.
 pub trait Progress: Sync {
+    /// The total of bytes about to be processed.
     fn begin(&self, _total_bytes: u64) {}
+    /// The item now being processed.
     fn working_on(&self, _name: &str) {}
+    /// `bytes` more are done.
     fn advance(&self, _bytes: u64) {}
 }
 
@@ -68,14 +71,20 @@ pub struct FileDigest {
 /// What identifies an unchanged file for the digest cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileStamp {
+    /// Size in bytes.
     pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
     pub mtime_ns: i128,
+    /// Status-change time, nanoseconds since the epoch.
     pub ctime_ns: i128,
+    /// Inode number.
     pub inode: u64,
+    /// Device number.
     pub dev: u64,
 }
 
 impl FileStamp {
+    /// The stamp of a file's metadata.
     pub fn of(meta: &std::fs::Metadata) -> FileStamp {
         FileStamp {
             size: meta.len(),
@@ -90,7 +99,9 @@ impl FileStamp {
 /// One file to check against the digests a catalog declares.
 #[derive(Clone, Debug)]
 pub struct CheckItem {
+    /// Name for messages (`id@version`).
     pub name: String,
+    /// Where the file is.
     pub path: PathBuf,
     /// What the file must be.
     pub expected: ChunkDigests,
@@ -100,42 +111,66 @@ pub struct CheckItem {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "problem", rename_all = "snake_case")]
 pub enum Problem {
+    /// The file does not exist.
     Missing {
+        /// The file.
         path: String,
     },
+    /// The file could not be read.
     Unreadable {
+        /// The file.
         path: String,
+        /// The system's error.
         error: String,
     },
+    /// The path is not a regular file.
     NotAFile {
+        /// The path.
         path: String,
     },
     /// The catalog names a path that resolves outside the source (a planted
     /// symlink); it was not read.
     OutsideSource {
+        /// The path as the catalog names it.
         path: String,
+        /// Why it was refused.
         error: String,
     },
+    /// The file has another size than declared.
     SizeMismatch {
+        /// Declared size.
         expected: u64,
+        /// Size found.
         actual: u64,
     },
+    /// A chunk's bytes do not match its signed digest.
     ChunkMismatch {
+        /// Chunk index, from 0.
         index: u64,
+        /// First byte of the chunk.
         start: u64,
+        /// One past its last byte.
         end: u64,
+        /// The signed digest.
         expected: Sha256Digest,
+        /// The digest of the bytes found.
         actual: Sha256Digest,
     },
+    /// A chunk ended early: the file shrank while it was read.
     ChunkShort {
+        /// Chunk index, from 0.
         index: u64,
+        /// First byte of the chunk.
         start: u64,
+        /// One past its last byte.
         end: u64,
+        /// Bytes read before the end.
         read: u64,
     },
 }
 
 impl Problem {
+    /// One line a user can act on: what, where, expected and actual.
     pub fn describe(&self) -> String {
         match self {
             Problem::Missing { path } => format!("missing: {path} does not exist"),
@@ -169,14 +204,18 @@ impl Problem {
 /// Result of checking one file.
 #[derive(Clone, Debug)]
 pub struct CheckOutcome {
+    /// Everything wrong with the file; empty means verified.
     pub problems: Vec<Problem>,
 }
 
 /// Statistics a caller may report (and tests use to see `--jobs` at work).
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct EngineStats {
+    /// Workers in the pool.
     pub jobs: usize,
+    /// Distinct threads that did work.
     pub threads_used: usize,
+    /// Bytes hashed.
     pub bytes_hashed: u64,
 }
 
@@ -202,6 +241,7 @@ impl Engine {
         Ok(Engine { pool, jobs })
     }
 
+    /// Workers in the pool.
     pub fn jobs(&self) -> usize {
         self.jobs
     }

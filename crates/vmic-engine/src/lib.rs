@@ -6,6 +6,8 @@
 //! Depends only on `vmic-format`; knows nothing of the endorser's build or
 //! of a site's state.
 
+#![deny(missing_docs)]
+
 pub mod block;
 pub mod detect;
 pub mod fetch;

@@ -42,6 +42,7 @@ impl Default for Sha256Lane {
 }
 
 impl Sha256Lane {
+    /// A fresh SHA-256 state.
     pub fn new() -> Sha256Lane {
         Sha256Lane {
             state: H0,

@@ -91,6 +91,7 @@ impl<'e> StreamCheck<'e> {
         }
     }
 
+    /// The chunk size being checked.
     pub fn chunk_size(&self) -> u64 {
         self.chunk_size
     }

@@ -9,11 +9,13 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct Sha256Digest(pub [u8; 32]);
 
 impl Sha256Digest {
+    /// The digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Sha256Digest {
         use sha2::Digest;
         Sha256Digest(sha2::Sha256::digest(bytes).into())
     }
 
+    /// Lowercase hex, as `sha256sum` prints it.
     pub fn to_hex(&self) -> String {
         let mut s = String::with_capacity(64);
         for b in self.0 {

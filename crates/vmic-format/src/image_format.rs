@@ -8,13 +8,21 @@ use crate::ids::{InvalidValue, Token, TokenKind};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ImageFormat {
+    /// QEMU copy-on-write v2/v3.
     Qcow2,
+    /// VMware virtual disk (sparse extent or text descriptor).
     Vmdk,
+    /// Hyper-V VHDX.
     Vhdx,
+    /// Virtual PC / Hyper-V VHD (fixed or dynamic).
     Vhd,
+    /// ISO 9660 optical disc image.
     Iso,
+    /// Open Virtualization Archive (a tar whose first member is the `.ovf`).
     Ova,
+    /// Raw disk: no magic, size a multiple of 512.
     Raw,
+    /// Anything else; published as-is.
     Unknown,
 }
 

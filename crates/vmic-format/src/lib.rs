@@ -7,6 +7,7 @@
 //! this is the crate another tool depends on to read and authenticate a vmic
 //! catalog. Functions never print, never exit and never panic on input.
 
+#![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod authenticate;

@@ -87,6 +87,7 @@ impl fmt::Debug for KeyId {
 /// An Ed25519 public key with its minisign key id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PublicKey {
+    /// The key id minisign shows and signatures name.
     pub key_id: KeyId,
     key: VerifyingKey,
 }
@@ -129,6 +130,7 @@ impl PublicKey {
 
 /// An Ed25519 signing key with its minisign key id.
 pub struct SecretKey {
+    /// The key id of the key pair.
     pub key_id: KeyId,
     signing: SigningKey,
 }
@@ -146,6 +148,7 @@ impl SecretKey {
         })
     }
 
+    /// The public half of the key pair.
     pub fn public_key(&self) -> PublicKey {
         PublicKey {
             key_id: self.key_id,
@@ -268,15 +271,20 @@ impl SecretKey {
 /// it against a key and a message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Signature {
+    /// `ED` (BLAKE2b-512 prehashed, minisign's default) rather than legacy `Ed`.
     pub prehashed: bool,
+    /// The id of the key that made the signature.
     pub key_id: KeyId,
     signature: [u8; 64],
+    /// The first line's comment; not covered by any signature.
     pub untrusted_comment: String,
+    /// The trusted comment, covered by the global signature.
     pub trusted_comment: String,
     global_signature: [u8; 64],
 }
 
 impl Signature {
+    /// Parse a four-line minisign signature file.
     pub fn parse(text: &str) -> Result<Signature> {
         let mut lines = text.lines().map(|l| l.trim_end_matches('\r'));
         let untrusted = lines
@@ -314,6 +322,7 @@ impl Signature {
         })
     }
 
+    /// The signature in minisign's four-line file format.
     pub fn to_file_string(&self) -> String {
         let mut bytes = Vec::with_capacity(SIGNATURE_LEN);
         bytes.extend_from_slice(if self.prehashed {

@@ -18,6 +18,7 @@ use crate::limits::MAX_REL_PATH as MAX_LEN;
 pub struct SafeRelPath(String);
 
 impl SafeRelPath {
+    /// Parse a catalog path; see the module docs for the rules.
     pub fn parse(raw: &str) -> Result<SafeRelPath> {
         let bad = |why: &str| Error::verification(format!("unsafe path {raw:?}: {why}"));
         if raw.is_empty() {
@@ -56,6 +57,7 @@ impl SafeRelPath {
         SafeRelPath::parse(text).map_err(|e| Error::input(e.message()))
     }
 
+    /// The path text, `/`-separated.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -11,6 +11,7 @@ use crate::catalog::Image;
 use crate::error::{Error, Result};
 pub use crate::model::ApproveMode;
 
+/// The `site.toml` that `vmic site init` writes, with every default spelled out.
 pub const DEFAULT_SITE_TOML: &str = r#"# vmic site configuration. See docs/SITE.md.
 
 [policy]
@@ -43,26 +44,35 @@ connect_timeout = "10s"
 retries = 3
 "#;
 
+/// `site.toml`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SiteConfig {
+    /// `[policy]`.
     #[serde(default)]
     pub policy: Policy,
+    /// `[hooks]`.
     #[serde(default)]
     pub hooks: Hooks,
+    /// `[http]`.
     #[serde(default)]
     pub http: Http,
 }
 
+/// `[policy]`: approval, expiry, catalog size, deny rules.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
+    /// Default approval mode for `trust add`.
     #[serde(default = "default_approve")]
     pub approve: ApproveMode,
+    /// What an expired catalog does to its images.
     #[serde(default)]
     pub on_expired: OnExpired,
+    /// Largest catalog.json accepted, in bytes.
     #[serde(default = "default_max_catalog")]
     pub max_catalog_size: u64,
+    /// Deny rules; the first that matches rejects.
     #[serde(default)]
     pub deny: Vec<DenyRule>,
 }
@@ -86,11 +96,14 @@ fn default_max_catalog() -> u64 {
     vmic_format::limits::DEFAULT_MAX_CATALOG_BYTES
 }
 
+/// What happens to imported images when their catalog expired and no fresh one can be had.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnExpired {
+    /// Take them out of the store (default).
     #[default]
     Withdraw,
+    /// Keep them, with a loud warning.
     Keep,
 }
 
@@ -98,11 +111,17 @@ pub enum OnExpired {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DenyRule {
+    /// OS name, case-insensitive.
     pub os: Option<String>,
+    /// OS family, case-insensitive.
     pub os_family: Option<String>,
+    /// Architecture, case-insensitive.
     pub arch: Option<String>,
+    /// Format name, case-insensitive.
     pub format: Option<String>,
+    /// A tag the image carries.
     pub tag: Option<String>,
+    /// Images larger than this many bytes.
     pub max_size: Option<u64>,
 }
 
@@ -152,10 +171,13 @@ impl DenyRule {
     }
 }
 
+/// `[hooks]`: the event command.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Hooks {
+    /// Run through `sh -c` for every event, with `VMIC_*` variables.
     pub command: Option<String>,
+    /// How long a hook may run before it is killed.
     #[serde(default = "default_hook_timeout")]
     pub timeout: String,
 }
@@ -173,13 +195,17 @@ fn default_hook_timeout() -> String {
     "60s".into()
 }
 
+/// `[http]`: network settings for every endorser.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Http {
+    /// Whole-request inactivity timeout.
     #[serde(default = "default_http_timeout")]
     pub timeout: String,
+    /// Connection timeout.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: String,
+    /// Retries of transient failures, with backoff.
     #[serde(default = "default_retries")]
     pub retries: u32,
 }
@@ -207,6 +233,7 @@ fn default_retries() -> u32 {
 }
 
 impl SiteConfig {
+    /// Read and check `site.toml`; errors name the file and line.
     pub fn load(path: &Path) -> Result<SiteConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
         let config: SiteConfig =
@@ -223,14 +250,17 @@ impl SiteConfig {
         Ok(config)
     }
 
+    /// `hooks.timeout`.
     pub fn hook_timeout(&self) -> Duration {
         Duration::from_secs(crate::duration::parse_seconds(&self.hooks.timeout).unwrap_or(60))
     }
 
+    /// `http.timeout`.
     pub fn http_timeout(&self) -> Duration {
         Duration::from_secs(crate::duration::parse_seconds(&self.http.timeout).unwrap_or(30))
     }
 
+    /// `http.connect_timeout`.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_secs(
             crate::duration::parse_seconds(&self.http.connect_timeout).unwrap_or(10),

@@ -19,8 +19,11 @@ use crate::site::Site;
 /// What running the outbox achieved.
 #[derive(Debug, Default, Serialize)]
 pub struct HookSummary {
+    /// Events whose hook succeeded.
     pub delivered: usize,
+    /// Events whose hook failed (kept for the next sync).
     pub failed: usize,
+    /// What failed.
     pub errors: Vec<String>,
 }
 

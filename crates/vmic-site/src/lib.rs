@@ -3,6 +3,8 @@
 //! verified images, the store, the SQLite state with its audit log, and the
 //! hooks. Knows nothing of how catalogs are built.
 
+#![deny(missing_docs)]
+
 pub mod config;
 pub mod hooks;
 pub mod model;

@@ -116,10 +116,14 @@ pub fn reject(site: &mut Site, selector: &str, endorser: Option<&str>) -> Result
     Ok(rows.iter().map(ImageRow::label).collect())
 }
 
+/// What `vmic reverify` found.
 #[derive(Debug, Serialize)]
 pub struct Reverify {
+    /// Imported images checked.
     pub checked: usize,
+    /// Those intact.
     pub ok: Vec<String>,
+    /// Those tampered with at rest, now quarantined, with why.
     pub quarantined: Vec<String>,
 }
 

@@ -19,11 +19,16 @@ use crate::error::{Error, Result};
 use crate::fsutil::{DirLock, atomic_write};
 use crate::state::State;
 
+/// The environment variable that names the site directory.
 pub const SITE_ENV: &str = "VMIC_SITE";
 
+/// An open site: its directory, configuration and state.
 pub struct Site {
+    /// The site directory, canonical.
     pub root: PathBuf,
+    /// `site.toml`.
     pub config: SiteConfig,
+    /// `state.db`.
     pub state: State,
     /// Held by every command that writes; `None` for a read-only view.
     _lock: Option<DirLock>,
@@ -46,18 +51,22 @@ pub fn default_root() -> Result<PathBuf> {
 }
 
 impl Site {
+    /// `site.toml` under `root`.
     pub fn config_path(root: &Path) -> PathBuf {
         root.join("site.toml")
     }
 
+    /// `store/`: verified images only.
     pub fn store(&self) -> PathBuf {
         self.root.join("store")
     }
 
+    /// `quarantine/`: bytes that failed verification.
     pub fn quarantine(&self) -> PathBuf {
         self.root.join("quarantine")
     }
 
+    /// `tmp/`: downloads in progress.
     pub fn tmp(&self) -> PathBuf {
         self.root.join("tmp")
     }

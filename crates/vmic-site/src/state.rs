@@ -81,6 +81,7 @@ CREATE TABLE outbox (
 );
 "#];
 
+/// The site database (`state.db`).
 pub struct State {
     conn: Connection,
 }
@@ -88,21 +89,34 @@ pub struct State {
 /// A trusted endorser as stored.
 #[derive(Clone, Debug, Serialize)]
 pub struct EndorserRow {
+    /// The site's name for the endorser.
     pub name: EndorserName,
+    /// The trusted minisign public key, in its file format.
     pub pubkey: String,
+    /// Its key id.
     pub key_id: String,
+    /// Where its catalog is published (URL or absolute directory).
     pub url: String,
+    /// Extra CA certificates for that source.
     pub ca_file: Option<String>,
+    /// How its new images are approved.
     pub approve: ApproveMode,
+    /// When it was trusted.
     pub added_at: String,
+    /// When it was last synced.
     pub last_sync: Option<String>,
+    /// What failed at the last sync, if anything.
     pub last_error: Option<String>,
 }
 
+/// The rollback memory for one signing key.
 #[derive(Clone, Debug, Serialize)]
 pub struct SerialRow {
+    /// The highest serial ever accepted.
     pub highest_serial: u64,
+    /// SHA-256 of the catalog accepted at that serial.
     pub catalog_sha256: String,
+    /// Its expiry (RFC 3339).
     pub expires: String,
 }
 
@@ -110,18 +124,29 @@ pub struct SerialRow {
 /// type when read.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImageRow {
+    /// The endorser it came from.
     pub endorser: EndorserName,
+    /// Image id.
     pub id: ImageId,
+    /// Image version.
     pub version: Version,
+    /// Where it stands.
     pub state: ImageState,
+    /// Why.
     pub reason: String,
+    /// Who decided.
     pub decided_by: Decider,
+    /// Declared size.
     pub size: u64,
+    /// Signed whole-file SHA-256.
     pub sha256: Sha256Digest,
+    /// Declared format.
     pub format: FormatName,
     /// The signed catalog entry (JSON of [`Image`]) the decision was about.
     pub entry: String,
+    /// Path under `store/` while imported.
     pub store_path: Option<String>,
+    /// When the row last changed.
     pub updated_at: String,
 }
 
@@ -146,16 +171,27 @@ impl ImageRow {
 /// One image as `vmic images --json` shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct ImageSummary {
+    /// The endorser it came from.
     pub endorser: EndorserName,
+    /// Image id.
     pub id: ImageId,
+    /// Image version.
     pub version: Version,
+    /// Where it stands.
     pub state: ImageState,
+    /// Why.
     pub reason: String,
+    /// Who decided.
     pub decided_by: Decider,
+    /// Declared size.
     pub size: u64,
+    /// Signed whole-file SHA-256.
     pub sha256: Sha256Digest,
+    /// Declared format.
     pub format: FormatName,
+    /// Path under `store/` while imported.
     pub store_path: Option<String>,
+    /// When the row last changed.
     pub updated_at: String,
 }
 
@@ -177,24 +213,37 @@ impl From<&ImageRow> for ImageSummary {
     }
 }
 
+/// One entry of the append-only audit log.
 #[derive(Clone, Debug, Serialize)]
 pub struct AuditRow {
+    /// Sequence number.
     pub seq: i64,
+    /// When (RFC 3339, UTC).
     pub at: String,
+    /// What happened (`imported`, `revoke`, `catalog-accepted`, …).
     pub action: String,
+    /// The endorser concerned.
     pub endorser: Option<String>,
+    /// The image concerned (`id@version`).
     pub image: Option<String>,
+    /// Details.
     pub detail: String,
 }
 
+/// A hook event waiting to be delivered.
 #[derive(Clone, Debug)]
 pub struct OutboxRow {
+    /// Sequence number.
     pub seq: i64,
+    /// The event name.
     pub event: String,
+    /// The `VMIC_*` environment for the hook.
     pub env: Vec<(String, String)>,
+    /// Failed deliveries so far.
     pub attempts: i64,
 }
 
+/// Now, to the second, as stored.
 pub fn now() -> String {
     let t = jiff::Timestamp::now();
     jiff::Timestamp::from_second(t.as_second())
@@ -280,12 +329,14 @@ impl State {
         Ok(())
     }
 
+    /// Start a write transaction.
     pub fn transaction(&mut self) -> Result<Tx<'_>> {
         Ok(Tx {
             tx: self.conn.transaction().map_err(sql)?,
         })
     }
 
+    /// Every trusted endorser, by name.
     pub fn endorsers(&self) -> Result<Vec<EndorserRow>> {
         let mut stmt = self
             .conn
@@ -311,10 +362,12 @@ impl State {
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql)
     }
 
+    /// The trusted endorser called `name`.
     pub fn endorser(&self, name: &str) -> Result<Option<EndorserRow>> {
         Ok(self.endorsers()?.into_iter().find(|e| e.name == *name))
     }
 
+    /// The rollback memory of the key with id `key_id`.
     pub fn serial(&self, key_id: &str) -> Result<Option<SerialRow>> {
         self.conn
             .query_row(
@@ -332,14 +385,17 @@ impl State {
             .map_err(sql)
     }
 
+    /// Every image the site knows.
     pub fn images(&self) -> Result<Vec<ImageRow>> {
         query_images(&self.conn, "1 = 1", params![])
     }
 
+    /// The images of one endorser.
     pub fn images_of(&self, endorser: &str) -> Result<Vec<ImageRow>> {
         query_images(&self.conn, "endorser = ?1", params![endorser])
     }
 
+    /// The whole audit log, oldest first.
     pub fn audit(&self) -> Result<Vec<AuditRow>> {
         let mut stmt = self
             .conn
@@ -360,6 +416,7 @@ impl State {
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql)
     }
 
+    /// Queued hook events, oldest first.
     pub fn outbox(&self) -> Result<Vec<OutboxRow>> {
         let mut stmt = self
             .conn
@@ -470,10 +527,12 @@ pub struct Tx<'a> {
 }
 
 impl Tx<'_> {
+    /// Make every change of the transaction durable at once.
     pub fn commit(self) -> Result<()> {
         self.tx.commit().map_err(sql)
     }
 
+    /// Append to the audit log.
     pub fn audit(
         &self,
         action: &str,
@@ -490,6 +549,7 @@ impl Tx<'_> {
             .map_err(sql)
     }
 
+    /// Queue a hook event, delivered after the transaction commits.
     pub fn enqueue_hook(&self, event: HookEvent, env: &[(String, String)]) -> Result<()> {
         let env = serde_json::to_string(env).unwrap_or_else(|_| "[]".into());
         self.tx
@@ -501,6 +561,7 @@ impl Tx<'_> {
             .map_err(sql)
     }
 
+    /// Trust a new endorser; an existing name is refused.
     pub fn add_endorser(&self, e: &EndorserRow) -> Result<()> {
         self.tx
             .execute(
@@ -516,6 +577,7 @@ impl Tx<'_> {
             })
     }
 
+    /// Forget an endorser (its images and rollback memory stay).
     pub fn remove_endorser(&self, name: &str) -> Result<()> {
         self.tx
             .execute("DELETE FROM endorsers WHERE name = ?1", params![name])
@@ -523,6 +585,7 @@ impl Tx<'_> {
             .map_err(sql)
     }
 
+    /// Record the time and outcome of a sync.
     pub fn record_sync(&self, name: &str, error: Option<&str>) -> Result<()> {
         self.tx
             .execute(
@@ -533,6 +596,7 @@ impl Tx<'_> {
             .map_err(sql)
     }
 
+    /// Raise the rollback memory of a key; it never goes down.
     pub fn accept_serial(
         &self,
         key_id: &str,
@@ -550,24 +614,6 @@ impl Tx<'_> {
             )
             .map(|_| ())
             .map_err(sql)
-    }
-
-    pub fn image(&self, endorser: &str, id: &str, version: &str) -> Result<Option<ImageRow>> {
-        Ok(query_images(
-            &self.tx,
-            "endorser = ?1 AND id = ?2 AND version = ?3",
-            params![endorser, id, version],
-        )?
-        .into_iter()
-        .next())
-    }
-
-    pub fn images_of(&self, endorser: &str) -> Result<Vec<ImageRow>> {
-        query_images(&self.tx, "endorser = ?1", params![endorser])
-    }
-
-    pub fn all_images(&self) -> Result<Vec<ImageRow>> {
-        query_images(&self.tx, "1 = 1", params![])
     }
 
     /// Insert or replace the row for an image.
@@ -598,6 +644,7 @@ impl Tx<'_> {
             .map_err(sql)
     }
 
+    /// Change an image's state, reason, decider and store path.
     pub fn set_state(
         &self,
         row: &ImageRow,

@@ -183,6 +183,7 @@ pub fn ensure_real_dir(dir: &Path) -> Result<()> {
     }
 }
 
+/// Remove a file; a missing one is fine.
 pub fn remove_if_present(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),

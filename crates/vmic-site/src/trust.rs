@@ -12,11 +12,17 @@ use crate::model::{Decider, HookEvent, ImageState};
 use crate::state::{EndorserRow, now};
 use crate::store;
 
+/// A request to trust an endorser.
 pub struct TrustAdd {
+    /// The site's name for it.
     pub name: String,
+    /// Its public key.
     pub pubkey: PublicKey,
+    /// Where its catalog is published.
     pub url: String,
+    /// Extra CA certificates for that source.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Approval mode (default: the site policy's).
     pub approve: Option<ApproveMode>,
 }
 
@@ -81,9 +87,12 @@ fn normalise_source(url: &str) -> Result<String> {
     Ok(abs.display().to_string())
 }
 
+/// What `trust remove` did.
 #[derive(Debug, Serialize)]
 pub struct Removal {
+    /// The endorser no longer trusted.
     pub name: String,
+    /// Its images taken out of use.
     pub withdrawn: Vec<String>,
 }
 
