@@ -6,10 +6,12 @@
 #![deny(missing_docs)]
 
 pub mod build;
-pub mod cache;
-pub mod meta;
-pub mod render;
+mod cache;
+mod meta;
+mod render;
 
 use vmic_engine::{fsutil, hashing};
 pub use vmic_format::{Error, ErrorKind, Result};
 use vmic_format::{catalog, digest, duration, error, minisign, relpath};
+
+pub use build::{BuildOptions, BuildReport, build};

@@ -40,11 +40,6 @@ impl Block {
         self.pages.len() * ALIGN
     }
 
-    /// Whether the block holds no bytes.
-    pub fn is_empty(&self) -> bool {
-        self.pages.is_empty()
-    }
-
     /// The block's bytes.
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: `Page` is a plain byte array with no padding, so the
@@ -90,11 +85,6 @@ impl BlockPool {
         }
     }
 
-    /// The size of every block this pool hands out.
-    pub fn block_size(&self) -> usize {
-        self.pages_per_block * ALIGN
-    }
-
     /// A free block: a recycled one if any is back, a new one while under
     /// the limit, otherwise the next one to come back.
     pub fn take(&mut self) -> Block {
@@ -129,7 +119,6 @@ mod tests {
         let mut pool = BlockPool::new(10_000, 4);
         let mut block = pool.take();
         assert_eq!(block.len(), 12_288);
-        assert_eq!(pool.block_size(), 12_288);
         assert_eq!(block.as_slice().as_ptr() as usize % ALIGN, 0);
         block.as_mut_slice()[12_287] = 7;
         assert_eq!(block.as_slice()[12_287], 7);

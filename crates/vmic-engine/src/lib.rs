@@ -8,15 +8,15 @@
 
 #![deny(missing_docs)]
 
-pub mod block;
+mod block;
 pub mod detect;
 pub mod fetch;
 pub mod fsutil;
 pub mod hashing;
 pub mod partfile;
 pub mod publication;
-pub mod sha256x2;
-pub mod stream_check;
+mod sha256x2;
+mod stream_check;
 #[cfg(test)]
 mod test_support;
 pub mod transport;
@@ -25,3 +25,8 @@ pub mod verify;
 // The format crate's modules, by their old names inside this crate.
 pub use vmic_format::{Error, ErrorKind, Result};
 use vmic_format::{digest, error, relpath};
+
+// The entry points most callers need.
+pub use hashing::{Engine, NoProgress, Problem, Progress};
+pub use publication::Publication;
+pub use transport::Transport;

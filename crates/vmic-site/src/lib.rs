@@ -6,16 +6,20 @@
 #![deny(missing_docs)]
 
 pub mod config;
-pub mod hooks;
+mod hooks;
 pub mod model;
 pub mod plan;
 pub mod review;
 pub mod site;
 pub mod state;
-pub mod store;
+mod store;
 pub mod sync;
 pub mod trust;
 
 use vmic_engine::{fsutil, hashing};
 pub use vmic_format::{Error, ErrorKind, Result};
 use vmic_format::{catalog, duration, error, minisign};
+
+pub use hooks::HookSummary;
+pub use site::Site;
+pub use sync::{SyncOptions, SyncReport, sync};
