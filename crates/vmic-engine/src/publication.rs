@@ -162,3 +162,132 @@ impl Transport for Borrowed<'_> {
         self.0.local_path(name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use vmic_format::digest::Sha256Digest;
+    use vmic_format::error::ErrorKind;
+    use vmic_format::minisign::SecretKey;
+
+    use super::*;
+    use crate::fetch::HttpConfig;
+
+    /// A landing that keeps everything in memory.
+    #[derive(Default)]
+    struct Memory {
+        bytes: Vec<u8>,
+        room: Vec<u8>,
+    }
+
+    impl Landing for Memory {
+        fn held(&self) -> u64 {
+            self.bytes.len() as u64
+        }
+        fn restart(&mut self) -> Result<()> {
+            self.bytes.clear();
+            Ok(())
+        }
+        fn room(&mut self) -> Result<&mut [u8]> {
+            self.room.resize(4096, 0);
+            Ok(&mut self.room)
+        }
+        fn advance(&mut self, n: usize) -> Result<()> {
+            self.bytes.extend_from_slice(&self.room[..n]);
+            Ok(())
+        }
+    }
+
+    /// A signed publication in a temp directory: one image `a@1` holding
+    /// `image`, with `urls` as its mirror URLs.
+    fn publication(image: &[u8], urls: &[&str]) -> (tempfile::TempDir, SecretKey) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SecretKey::generate().unwrap();
+        let d = Sha256Digest::of(image).to_hex();
+        let catalog = json!({
+            "format": "vmic.catalog/1",
+            "endorser": {"name": "Test", "key_id": key.key_id.to_string()},
+            "serial": 1, "issued": "2026-01-01T00:00:00Z", "expires": "2099-01-01T00:00:00Z",
+            "images": [{"id": "a", "version": "1", "path": "images/a.raw", "urls": urls,
+                        "size": image.len(), "sha256": d, "chunk_size": 4096, "chunks": [d],
+                        "format": "raw"}]
+        });
+        let bytes = serde_json::to_vec(&catalog).unwrap();
+        let sig = key.sign(&bytes, "serial:1", "test");
+        std::fs::write(dir.path().join("catalog.json"), &bytes).unwrap();
+        std::fs::write(
+            dir.path().join("catalog.json.minisig"),
+            sig.to_file_string(),
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("images")).unwrap();
+        std::fs::write(dir.path().join("images/a.raw"), image).unwrap();
+        (dir, key)
+    }
+
+    fn client() -> HttpClient {
+        HttpClient::new(&HttpConfig {
+            retries: 0,
+            ..HttpConfig::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_directory_its_catalog_and_its_file_url_are_the_same_publication() {
+        let (dir, key) = publication(b"image", &[]);
+        let root = dir.path().display().to_string();
+        for spec in [
+            root.clone(),
+            format!("{root}/catalog.json"),
+            format!("file://{root}"),
+        ] {
+            let p = Publication::open(&spec, &client()).unwrap();
+            let a = p.authenticate(&key.public_key(), 1 << 20).unwrap();
+            assert_eq!(a.catalog.images()[0].label(), "a@1", "{spec}");
+            let local = p.local_image(&a.catalog.images()[0]).unwrap().unwrap();
+            assert_eq!(local, dir.path().join("images/a.raw"));
+        }
+    }
+
+    #[test]
+    fn a_missing_signature_is_a_verification_failure() {
+        let (dir, key) = publication(b"image", &[]);
+        std::fs::remove_file(dir.path().join("catalog.json.minisig")).unwrap();
+        let p = Publication::open(dir.path().to_str().unwrap(), &client()).unwrap();
+        let err = p.authenticate(&key.public_key(), 1 << 20).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Verification);
+        assert!(err.message().starts_with("no signature"), "{err}");
+    }
+
+    #[test]
+    fn a_catalog_over_the_cap_is_refused_before_it_is_parsed() {
+        let (dir, key) = publication(b"image", &[]);
+        let p = Publication::open(dir.path().to_str().unwrap(), &client()).unwrap();
+        let err = p.authenticate(&key.public_key(), 16).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Verification, "{err}");
+    }
+
+    #[test]
+    fn images_come_from_the_publication_then_from_their_mirror_urls() {
+        let (dir, key) = publication(b"image bytes", &["http://127.0.0.1:9/a.raw"]);
+        let p = Publication::open(dir.path().to_str().unwrap(), &client()).unwrap();
+        let a = p.authenticate(&key.public_key(), 1 << 20).unwrap();
+        let image = &a.catalog.images()[0];
+        let mut landing = Memory::default();
+        p.fetch_image(image, &mut landing).unwrap();
+        assert_eq!(landing.bytes, b"image bytes");
+        // Gone from the publication: the mirror URL is tried, and its
+        // failure (nothing listens on port 9) is the one reported.
+        std::fs::remove_file(dir.path().join("images/a.raw")).unwrap();
+        let err = p.fetch_image(image, &mut Memory::default()).unwrap_err();
+        assert!(err.message().contains("127.0.0.1:9"), "{err}");
+        assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    }
+
+    #[test]
+    fn other_schemes_are_refused() {
+        let err = Publication::open("ftp://h/x", &client()).err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::Input);
+    }
+}

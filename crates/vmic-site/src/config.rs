@@ -272,3 +272,57 @@ impl SiteConfig {
         self.policy.deny.iter().find_map(|rule| rule.rejects(image))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::catalog;
+
+    fn load(text: &str) -> Result<SiteConfig> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("site.toml");
+        std::fs::write(&path, text).unwrap();
+        SiteConfig::load(&path)
+    }
+
+    #[test]
+    fn the_default_file_holds_the_defaults() {
+        let c = load(DEFAULT_SITE_TOML).unwrap();
+        assert_eq!(c.policy.approve, ApproveMode::Auto);
+        assert_eq!(c.policy.on_expired, OnExpired::Withdraw);
+        assert_eq!(
+            c.policy.max_catalog_size,
+            vmic_format::limits::DEFAULT_MAX_CATALOG_BYTES
+        );
+        assert_eq!(c.hook_timeout(), Duration::from_secs(60));
+        assert_eq!(c.http.retries, 3);
+        assert!(load("").is_ok(), "every section is optional");
+    }
+
+    #[test]
+    fn mistakes_name_the_file_and_line() {
+        let err = load("[policy]\napprove = \"auto\"\nexpire = 1\n").unwrap_err();
+        assert!(err.message().contains("site.toml (line 3)"), "{err}");
+        assert_eq!(err.kind(), crate::error::ErrorKind::Input);
+        let err = load("[policy]\napprove = \"sometimes\"\n").unwrap_err();
+        assert!(err.message().contains("line 2"), "{err}");
+        let err = load("[http]\ntimeout = \"30 seconds\"\n").unwrap_err();
+        assert!(err.message().contains("http.timeout"), "{err}");
+    }
+
+    #[test]
+    fn deny_rules_match_every_key_they_give() {
+        let c = load(
+            "[[policy.deny]]\nos = \"LINUX\"\narch = \"x86_64\"\n[[policy.deny]]\ntag = \"Cloud\"\nmax_size = 2\n[[policy.deny]]\n",
+        )
+        .unwrap();
+        let image = &catalog(&[("a", "1", b"one")], &[]).images()[0].clone();
+        // Rule 1 needs an arch the image does not declare; rule 3 is empty.
+        assert_eq!(
+            c.denial(image).as_deref(),
+            Some("denied by site policy (tag = Cloud, size 3 > 2)")
+        );
+        let small = &catalog(&[("a", "1", b"on")], &[]).images()[0].clone();
+        assert_eq!(c.denial(small), None);
+    }
+}

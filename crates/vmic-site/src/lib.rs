@@ -14,6 +14,8 @@ pub mod site;
 pub mod state;
 mod store;
 pub mod sync;
+#[cfg(test)]
+mod test_support;
 pub mod trust;
 
 use vmic_engine::{fsutil, hashing};

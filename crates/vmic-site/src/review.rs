@@ -172,3 +172,81 @@ pub fn reverify(
     crate::hooks::flush_outbox(site)?;
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{catalog, row};
+
+    fn site_with(rows: &[ImageRow]) -> (tempfile::TempDir, Site) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut site = Site::init(&dir.path().join("site")).unwrap();
+        let tx = site.state.transaction().unwrap();
+        for r in rows {
+            tx.put_image(r).unwrap();
+        }
+        tx.commit().unwrap();
+        (dir, site)
+    }
+
+    #[test]
+    fn selectors_are_parsed_into_ids_and_versions() {
+        let (id, version) = parse_selector("centos-9@2026.1").unwrap();
+        assert_eq!(
+            (id.as_str(), version.unwrap().as_str()),
+            ("centos-9", "2026.1")
+        );
+        assert!(parse_selector("centos").unwrap().1.is_none());
+        for bad in ["../x", "a@", "@1", "a b"] {
+            let err = parse_selector(bad).unwrap_err();
+            assert_eq!(err.kind(), crate::error::ErrorKind::Input, "{bad}");
+        }
+    }
+
+    #[test]
+    fn approve_moves_pending_images_and_names_what_cannot_change() {
+        let c = catalog(&[("a", "1", b"1"), ("a", "2", b"2"), ("b", "1", b"3")], &[]);
+        let (_dir, mut site) = site_with(&[
+            row(&c, "a", "1", ImageState::Pending, Decider::Policy),
+            row(&c, "a", "2", ImageState::Pending, Decider::Policy),
+            row(&c, "b", "1", ImageState::Imported, Decider::Policy),
+        ]);
+        assert_eq!(approve(&mut site, "a@2", None).unwrap(), ["a@2"]);
+        let rows = site.state.images().unwrap();
+        let state_of = |v: &str| {
+            rows.iter()
+                .find(|r| r.id == *"a" && r.version == *v)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(state_of("2").state, ImageState::Approved);
+        assert_eq!(state_of("2").decided_by, Decider::Manual);
+        assert_eq!(state_of("1").state, ImageState::Pending);
+        let err = approve(&mut site, "b", None).unwrap_err();
+        assert!(err.message().contains("b@1 is imported"), "{err}");
+        let err = approve(&mut site, "nope", None).unwrap_err();
+        assert!(err.message().contains("no image nope"), "{err}");
+        let err = approve(&mut site, "a", Some("other")).unwrap_err();
+        assert!(err.message().contains("no image a"), "{err}");
+    }
+
+    #[test]
+    fn reject_withdraws_and_sticks_as_a_manual_decision() {
+        let c = catalog(&[("a", "1", b"1")], &[]);
+        let (_dir, mut site) =
+            site_with(&[row(&c, "a", "1", ImageState::Approved, Decider::Policy)]);
+        assert_eq!(reject(&mut site, "a", None).unwrap(), ["a@1"]);
+        let r = &site.state.images().unwrap()[0];
+        assert_eq!(
+            (r.state, r.decided_by),
+            (ImageState::Rejected, Decider::Manual)
+        );
+        assert!(
+            site.state
+                .audit()
+                .unwrap()
+                .iter()
+                .any(|a| a.action == "reject")
+        );
+    }
+}

@@ -672,3 +672,92 @@ impl Tx<'_> {
             .map_err(sql)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{catalog, row};
+
+    fn open() -> (tempfile::TempDir, State) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(&dir.path().join("state.db"), true).unwrap();
+        (dir, state)
+    }
+
+    #[test]
+    fn image_rows_come_back_as_the_types_they_were_written_as() {
+        let (_dir, mut state) = open();
+        let c = catalog(&[("a", "1", b"one")], &[]);
+        let written = row(&c, "a", "1", ImageState::Pending, Decider::Policy);
+        let tx = state.transaction().unwrap();
+        tx.put_image(&written).unwrap();
+        tx.set_state(&written, ImageState::Approved, "ok", Decider::Manual, None)
+            .unwrap();
+        tx.commit().unwrap();
+        let read = state.images_of("lab").unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0].state, ImageState::Approved);
+        assert_eq!(read[0].decided_by, Decider::Manual);
+        assert_eq!(read[0].sha256, written.sha256);
+        assert_eq!(read[0].image().unwrap(), c.images()[0]);
+        assert!(state.images_of("other").unwrap().is_empty());
+    }
+
+    #[test]
+    fn rollback_memory_never_goes_down() {
+        let (_dir, mut state) = open();
+        let tx = state.transaction().unwrap();
+        tx.accept_serial("K", 5, "five", "2026-01-01T00:00:00Z")
+            .unwrap();
+        tx.accept_serial("K", 3, "three", "2026-01-01T00:00:00Z")
+            .unwrap();
+        tx.commit().unwrap();
+        let memory = state.serial("K").unwrap().unwrap();
+        assert_eq!(
+            (memory.highest_serial, memory.catalog_sha256.as_str()),
+            (5, "five")
+        );
+        let tx = state.transaction().unwrap();
+        tx.accept_serial("K", crate::catalog::MAX_IMAGES as u64, "big", "x")
+            .unwrap();
+        tx.accept_serial("K", i64::MAX as u64, "max", "x").unwrap();
+        tx.commit().unwrap();
+        assert_eq!(
+            state.serial("K").unwrap().unwrap().highest_serial,
+            i64::MAX as u64
+        );
+    }
+
+    #[test]
+    fn an_unknown_stored_value_is_a_corrupt_database_not_a_string() {
+        let (dir, mut state) = open();
+        let c = catalog(&[("a", "1", b"one")], &[]);
+        let tx = state.transaction().unwrap();
+        tx.put_image(&row(&c, "a", "1", ImageState::Pending, Decider::Policy))
+            .unwrap();
+        tx.commit().unwrap();
+        let raw = Connection::open(dir.path().join("state.db")).unwrap();
+        raw.execute("UPDATE images SET state = 'bogus'", [])
+            .unwrap();
+        let err = state.images().unwrap_err();
+        assert!(err.message().contains("bogus"), "{err}");
+        raw.execute("UPDATE images SET state = 'pending', id = '../x'", [])
+            .unwrap();
+        let err = state.images().unwrap_err();
+        assert!(err.message().contains("../x"), "{err}");
+    }
+
+    #[test]
+    fn a_read_only_open_cannot_write() {
+        let (dir, state) = open();
+        drop(state);
+        let mut ro = State::open_read_only(&dir.path().join("state.db")).unwrap();
+        assert!(ro.endorsers().unwrap().is_empty());
+        let tx = ro.transaction().unwrap();
+        assert!(tx.audit("x", None, None, "y").is_err());
+        let missing = State::open_read_only(&dir.path().join("none.db"))
+            .err()
+            .unwrap();
+        assert_eq!(missing.kind(), crate::error::ErrorKind::Input);
+    }
+}

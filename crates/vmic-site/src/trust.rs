@@ -135,3 +135,73 @@ pub fn remove(site: &mut Site, name: &str) -> Result<Removal> {
         withdrawn,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{catalog, row};
+
+    fn request(name: &str, url: &str) -> TrustAdd {
+        let key = vmic_format::minisign::SecretKey::generate().unwrap();
+        TrustAdd {
+            name: name.into(),
+            pubkey: key.public_key(),
+            url: url.into(),
+            ca_file: None,
+            approve: None,
+        }
+    }
+
+    #[test]
+    fn names_and_sources_are_checked_and_names_are_unique() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut site = Site::init(&dir.path().join("site")).unwrap();
+        let row = add(&mut site, request("lab", "https://images.example.org/lab/")).unwrap();
+        assert_eq!(row.approve, ApproveMode::Auto);
+        let err = add(&mut site, request("lab", "https://elsewhere/")).unwrap_err();
+        assert!(err.message().contains("already trusted"), "{err}");
+        for (name, url) in [
+            ("../x", "https://h/"),
+            ("ok", "ftp://h/"),
+            ("ok", "/no/such/dir"),
+        ] {
+            let err = add(&mut site, request(name, url)).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                crate::error::ErrorKind::Input,
+                "{name} {url}: {err}"
+            );
+        }
+        // A plain directory is stored absolute: cron runs from anywhere.
+        let row = add(&mut site, request("local", dir.path().to_str().unwrap())).unwrap();
+        assert!(row.url.starts_with('/'));
+    }
+
+    #[test]
+    fn removal_withdraws_every_image_and_keeps_the_rollback_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut site = Site::init(&dir.path().join("site")).unwrap();
+        let added = add(&mut site, request("lab", "https://h/")).unwrap();
+        let c = catalog(&[("a", "1", b"1"), ("b", "1", b"2")], &[]);
+        let tx = site.state.transaction().unwrap();
+        tx.put_image(&row(&c, "a", "1", ImageState::Pending, Decider::Policy))
+            .unwrap();
+        tx.put_image(&row(&c, "b", "1", ImageState::Revoked, Decider::Sync))
+            .unwrap();
+        tx.accept_serial(&added.key_id, 7, "h", "x").unwrap();
+        tx.commit().unwrap();
+        let removal = remove(&mut site, "lab").unwrap();
+        assert_eq!(removal.withdrawn, ["a@1"]);
+        assert!(site.state.endorser("lab").unwrap().is_none());
+        assert_eq!(
+            site.state
+                .serial(&added.key_id)
+                .unwrap()
+                .unwrap()
+                .highest_serial,
+            7
+        );
+        let err = remove(&mut site, "lab").unwrap_err();
+        assert!(err.message().contains("not a trusted endorser"), "{err}");
+    }
+}
