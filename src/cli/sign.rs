@@ -41,7 +41,7 @@ pub fn run(args: Args, quiet: bool) -> Result<i32> {
     });
     let sig = key.sign(&bytes, &trusted, "signature from vmic secret key");
     let mut sig_path = args.file.as_os_str().to_owned();
-    sig_path.push(".minisig");
+    sig_path.push(vmic_format::publication::SIGNATURE_SUFFIX);
     let sig_path = PathBuf::from(sig_path);
     atomic_write(&sig_path, sig.to_file_string().as_bytes())?;
     out.say(format!(

@@ -8,6 +8,7 @@ use crate::catalog::Catalog;
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::minisign::{self, PublicKey, Signature};
+use crate::publication::signature_name;
 use crate::trusted_comment;
 
 /// A catalog whose signature, format and content checked out.
@@ -30,7 +31,7 @@ pub fn authenticate(
     origin: &str,
 ) -> Result<Authenticated> {
     let signature =
-        Signature::parse(signature_text).map_err(|e| e.context(format!("{origin}.minisig")))?;
+        Signature::parse(signature_text).map_err(|e| e.context(signature_name(origin)))?;
     minisign::verify(key, bytes, &signature).map_err(|e| e.context(origin))?;
     let catalog = Catalog::parse(bytes).map_err(|e| e.context(origin))?;
     cross_check(&catalog, &signature, key)?;

@@ -19,3 +19,13 @@ pub const SIGNATURE_SUFFIX: &str = ".minisig";
 pub fn signature_name(file: &str) -> String {
     format!("{file}{SIGNATURE_SUFFIX}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_file_is_the_catalog_plus_the_minisign_suffix() {
+        assert_eq!(SIGNATURE_FILE, signature_name(CATALOG_FILE));
+    }
+}

@@ -281,3 +281,106 @@ fn forget_missing(site: &mut Site, rows: &[ImageRow]) -> Result<Vec<String>> {
     }
     Ok(notes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{catalog, row};
+
+    fn site() -> (tempfile::TempDir, Site) {
+        let dir = tempfile::tempdir().unwrap();
+        let site = Site::init(&dir.path().join("site")).unwrap();
+        (dir, site)
+    }
+
+    fn put(site: &mut Site, rows: &[&ImageRow]) {
+        let tx = site.state.transaction().unwrap();
+        for r in rows {
+            tx.put_image(r).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+
+    #[test]
+    fn import_then_withdraw_moves_the_file_and_queues_both_events() {
+        let (dir, mut site) = site();
+        let c = catalog(&[("a", "1", b"one")], &[]);
+        let approved = row(&c, "a", "1", ImageState::Approved, Decider::Policy);
+        put(&mut site, &[&approved]);
+        let verified = dir.path().join("verified");
+        std::fs::write(&verified, b"one").unwrap();
+        let dest = import(&mut site, &approved, &verified).unwrap();
+        assert_eq!(dest, site.store().join("lab/a@1.raw"));
+        assert_eq!(std::fs::read(&dest).unwrap(), b"one");
+        let imported = site.state.images().unwrap().remove(0);
+        assert_eq!(imported.state, ImageState::Imported);
+        assert_eq!(imported.store_path.as_deref(), Some("lab/a@1.raw"));
+        withdraw(
+            &mut site,
+            &imported,
+            ImageState::Revoked,
+            "gone",
+            HookEvent::Revoke,
+            Decider::Sync,
+        )
+        .unwrap();
+        assert!(!dest.exists());
+        let events: Vec<String> = site
+            .state
+            .outbox()
+            .unwrap()
+            .into_iter()
+            .map(|o| o.event)
+            .collect();
+        assert_eq!(events, ["import", "revoke"]);
+    }
+
+    #[test]
+    fn reconcile_restores_store_equals_imported_rows() {
+        let (_dir, mut site) = site();
+        let c = catalog(&[("a", "1", b"1"), ("b", "1", b"2"), ("c", "1", b"3")], &[]);
+        let mut kept = row(&c, "a", "1", ImageState::Imported, Decider::Policy);
+        kept.store_path = Some(store_rel(&kept));
+        let mut vanished = row(&c, "b", "1", ImageState::Imported, Decider::Policy);
+        vanished.store_path = Some(store_rel(&vanished));
+        let waiting = row(&c, "c", "1", ImageState::Approved, Decider::Policy);
+        put(&mut site, &[&kept, &vanished, &waiting]);
+        ensure_real_dir(&site.store().join("lab")).unwrap();
+        ensure_real_dir(&site.tmp().join("lab")).unwrap();
+        std::fs::write(site.store().join("lab/a@1.raw"), b"1").unwrap();
+        std::fs::write(site.store().join("lab/planted.raw"), b"x").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", site.store().join("lab/link.raw")).unwrap();
+        std::fs::write(site.tmp().join("lab").join(part_name(&waiting)), b"3").unwrap();
+        std::fs::write(site.tmp().join("lab/old@9.part"), b"x").unwrap();
+        let notes = reconcile(&mut site).unwrap();
+        assert_eq!(notes.len(), 4, "{notes:?}");
+        let mut store: Vec<_> = std::fs::read_dir(site.store().join("lab"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        store.sort();
+        assert_eq!(store, ["a@1.raw"]);
+        assert!(site.tmp().join("lab/c@1.part").exists());
+        assert!(!site.tmp().join("lab/old@9.part").exists());
+        let b = site
+            .state
+            .images()
+            .unwrap()
+            .into_iter()
+            .find(|r| r.id == *"b")
+            .unwrap();
+        assert_eq!((b.state, b.store_path), (ImageState::Approved, None));
+        assert!(
+            std::path::Path::new("/etc/passwd").exists(),
+            "the link was removed, not its target"
+        );
+    }
+
+    #[test]
+    fn a_planted_symlink_directory_is_refused() {
+        let (dir, site) = site();
+        std::os::unix::fs::symlink(dir.path(), site.quarantine().join("lab")).unwrap();
+        let err = ensure_real_dir(&site.quarantine().join("lab")).unwrap_err();
+        assert_eq!(err.kind(), crate::error::ErrorKind::Verification, "{err}");
+    }
+}
