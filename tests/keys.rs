@@ -212,3 +212,27 @@ fn vmic_sign_matches_minisign_format() {
         .unwrap();
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
 }
+
+#[test]
+fn a_public_key_or_a_binary_file_given_as_a_key_is_an_input_error() {
+    let tmp = image_tree(&[("a.raw", 1000)]);
+    let o = vmic([
+        "build".as_ref(),
+        tmp.path().join("images").as_os_str(),
+        "--key".as_ref(),
+        demo_pub().as_os_str(),
+        "--out".as_ref(),
+        tmp.path().join("out").as_os_str(),
+    ]);
+    expect_fail(&o, 2, &["this is a public key", "demo.key.pub"]);
+    assert!(!tmp.path().join("out").exists());
+    let binary = tmp.path().join("binary.pub");
+    std::fs::write(&binary, [0xffu8, 0xfe, 0x00, 0x80]).unwrap();
+    let o = vmic([
+        "verify".as_ref(),
+        tmp.path().as_os_str(),
+        "--pubkey".as_ref(),
+        binary.as_os_str(),
+    ]);
+    expect_fail(&o, 2, &["binary.pub"]);
+}

@@ -248,6 +248,27 @@ fn correctly_signed_hostile_catalogs_are_refused() {
                 v["images"][0]["chunks"].as_array_mut().unwrap().pop();
             }),
         ),
+        // A serial SQLite could not store exactly would defeat rollback memory.
+        (
+            "outside 1..=9223372036854775807",
+            Box::new(|v| v["serial"] = serde_json::json!(1u64 << 63)),
+        ),
+        (
+            "not a vmic catalog",
+            Box::new(|v| v["format"] = "vmic.catalog/+1".into()),
+        ),
+        (
+            "not a vmic catalog",
+            Box::new(|v| v["format"] = "vmic.catalog/01".into()),
+        ),
+        (
+            "RFC 3339",
+            Box::new(|v| v["expires"] = "2999-01-01T00:00:00+05:00".into()),
+        ),
+        (
+            "not an http(s) URL",
+            Box::new(|v| v["images"][0]["urls"] = serde_json::json!(["file:///etc/passwd"])),
+        ),
     ];
     let original = catalog_value(&tmp);
     for (needle, mutate) in cases {
@@ -314,4 +335,29 @@ fn missing_source_and_bad_pubkey_are_input_errors() {
     std::fs::write(&bad, "untrusted comment: x\nRWQ=\n").unwrap();
     let o = vmic(["verify", path_str(&out(&tmp)), "--pubkey", path_str(&bad)]);
     expect_fail(&o, 2, &["bad.pub"]);
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let tmp = published();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vmic"))
+        .args(["verify", "--json", "--pubkey"])
+        .arg(demo_pub())
+        .arg(out(&tmp))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before vmic prints anything (`| head -0`).
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        o.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?} {err}",
+        o.status
+    );
 }

@@ -289,6 +289,7 @@ pub struct Revocation {
     /// Why, for the sites' logs.
     pub reason: String,
     /// When it was first published.
+    #[serde(deserialize_with = "strict_utc")]
     pub revoked_at: Timestamp,
 }
 
@@ -310,13 +311,35 @@ struct RawCatalog {
     format: String,
     endorser: Endorser,
     serial: Serial,
+    #[serde(deserialize_with = "strict_utc")]
     issued: Timestamp,
+    #[serde(deserialize_with = "strict_utc")]
     expires: Timestamp,
     #[serde(default)]
     previous_sha256: Option<Sha256Digest>,
     images: Vec<Image>,
     #[serde(default)]
     revoked: Vec<Revocation>,
+}
+
+/// RFC 3339 in UTC with whole seconds, `YYYY-MM-DDTHH:MM:SSZ`, exactly as
+/// vmic writes it: one spelling per instant, nothing for a reader to guess.
+fn strict_utc<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Timestamp, D::Error> {
+    let text = String::deserialize(d)?;
+    let shape_ok = text.len() == 20
+        && text.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            10 => b == b'T',
+            13 | 16 => b == b':',
+            19 => b == b'Z',
+            _ => b.is_ascii_digit(),
+        });
+    let parsed = shape_ok.then(|| text.parse::<Timestamp>().ok()).flatten();
+    parsed.ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "time {text:?} is not RFC 3339 UTC with whole seconds (YYYY-MM-DDTHH:MM:SSZ)"
+        ))
+    })
 }
 
 impl TryFrom<RawCatalog> for Catalog {
@@ -519,11 +542,20 @@ impl Catalog {
     }
 }
 
+/// `vmic.catalog/MAJOR` or `vmic.catalog/MAJOR.MINOR`, each a plain
+/// decimal number without sign or leading zero.
 fn check_format_version(format: &str) -> Result<()> {
-    let major = format
-        .strip_prefix(FORMAT_PREFIX)
-        .and_then(|v| v.split('.').next())
-        .and_then(|m| m.parse::<u64>().ok());
+    let number = |t: &str| -> Option<u64> {
+        let canonical = !t.is_empty()
+            && t.bytes().all(|b| b.is_ascii_digit())
+            && (t == "0" || !t.starts_with('0'));
+        canonical.then(|| t.parse().ok()).flatten()
+    };
+    let major = format.strip_prefix(FORMAT_PREFIX).and_then(|v| {
+        let (major, minor) = v.split_once('.').unwrap_or((v, "0"));
+        number(minor)?;
+        number(major)
+    });
     match major {
         Some(SUPPORTED_MAJOR) => Ok(()),
         Some(other) => Err(Error::verification(format!(
@@ -696,6 +728,42 @@ mod tests {
         assert!(err.message().contains("major version 2"), "{err}");
         v["format"] = json!("vmic.catalog/1.3");
         assert_eq!(parse(&v).unwrap().format(), "vmic.catalog/1.3");
+        for not_one in [
+            "vmic.catalog/01",
+            "vmic.catalog/+1",
+            "vmic.catalog/1.",
+            "vmic.catalog/1.x",
+            "vmic.catalog/1.2.3",
+            "vmic.catalog/",
+        ] {
+            v["format"] = json!(not_one);
+            let err = parse(&v).unwrap_err();
+            assert!(
+                err.message().contains("is not a vmic catalog"),
+                "{not_one}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn times_are_utc_with_whole_seconds() {
+        for bad in [
+            "2026-01-01T00:00:00+00:00",
+            "2026-01-01T01:00:00+01:00",
+            "2026-01-01T00:00:00.5Z",
+            "2026-01-01 00:00:00Z",
+            "2026-02-30T00:00:00Z",
+            "2026-01-01t00:00:00z",
+        ] {
+            let mut v = sample();
+            v["issued"] = json!(bad);
+            let err = parse(&v).unwrap_err();
+            assert!(err.message().contains("RFC 3339"), "{bad}: {err}");
+        }
+        let mut v = sample();
+        v["revoked"] =
+            json!([{"id": "z", "reason": "r", "revoked_at": "2026-01-01T00:00:00.000Z"}]);
+        assert!(parse(&v).is_err());
     }
 
     #[test]

@@ -67,14 +67,18 @@ impl Error {
         Self::new(ErrorKind::Io, message)
     }
 
-    /// An I/O error on `path`. Missing files and permission problems are the
-    /// user's input to fix (exit 2); anything else may be transient (exit 3).
+    /// An I/O error on `path`. Missing files, permission problems and files
+    /// that are not what was asked for (a binary file where text is needed)
+    /// are the user's input to fix; anything else may be transient.
     pub fn io(action: &str, path: &Path, err: std::io::Error) -> Self {
         use std::io::ErrorKind as K;
         let kind = match err.kind() {
-            K::NotFound | K::PermissionDenied | K::IsADirectory | K::NotADirectory => {
-                ErrorKind::Input
-            }
+            K::NotFound
+            | K::PermissionDenied
+            | K::IsADirectory
+            | K::NotADirectory
+            | K::InvalidData
+            | K::InvalidInput => ErrorKind::Input,
             _ => ErrorKind::Io,
         };
         Self::new(kind, format!("cannot {action} {}: {err}", path.display()))

@@ -37,6 +37,9 @@ const DEFAULT_MEMLIMIT: u64 = 1_073_741_824;
 /// Refuse key files that ask for more than 4 GiB of scrypt memory: a hostile
 /// or corrupt key file must not be able to exhaust the machine.
 const MAX_SCRYPT_LOG_N: u32 = 22;
+/// Refuse key files that ask for more scrypt work (N × r × p) than four
+/// times minisign's own (2^20 × 8 × 1): unlocking must not take minutes.
+const MAX_SCRYPT_WORK: u64 = 1 << 25;
 const UNTRUSTED_PREFIX: &str = "untrusted comment: ";
 const TRUSTED_PREFIX: &str = "trusted comment: ";
 
@@ -398,6 +401,11 @@ fn decode_secret(text: &str) -> Result<Vec<u8>> {
         .map(str::trim)
         .find(|l| !l.is_empty() && !l.starts_with(UNTRUSTED_PREFIX))
         .ok_or_else(|| Error::input("secret key file holds no key"))?;
+    if B64.decode(line).is_ok_and(|b| b.len() == PUBLIC_KEY_LEN) {
+        return Err(Error::input(
+            "this is a public key, not a secret key; give the secret key file (minisign names it without .pub)",
+        ));
+    }
     let bytes = decode_exact(line, SECRET_KEY_LEN, "secret key")?;
     if bytes[0..2] != SIG_ALG {
         return Err(Error::input(
@@ -451,7 +459,10 @@ fn kdf_stream(
     memlimit: u64,
 ) -> Result<[u8; KEYNUM_SK_LEN]> {
     let (log_n, r, p) = scrypt_params(opslimit, memlimit);
-    if log_n > MAX_SCRYPT_LOG_N || p == 0 || p > 16 {
+    let work = (1u64 << log_n.min(63))
+        .saturating_mul(u64::from(r))
+        .saturating_mul(u64::from(p));
+    if log_n > MAX_SCRYPT_LOG_N || p == 0 || work > MAX_SCRYPT_WORK {
         return Err(Error::input(format!(
             "secret key asks for unreasonable scrypt parameters (N=2^{log_n}, r={r}, p={p}); refusing"
         )));
@@ -484,6 +495,29 @@ fn single_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kdf_asking_for_minutes_of_work_is_refused_before_scrypt_runs() {
+        // memlimit 1 GiB gives N = 2^20; this opslimit gives p = 16.
+        let started = std::time::Instant::now();
+        let err = kdf_stream(b"pw", &[0; 32], 1 << 29, 1 << 30).unwrap_err();
+        assert!(err.message().contains("p=16"), "{err}");
+        assert!(err.message().contains("unreasonable"), "{err}");
+        // And N above the memory cap (2^23 × 8 × 128 = 8 GiB).
+        let err = kdf_stream(b"pw", &[0; 32], 1 << 40, 1 << 33).unwrap_err();
+        assert!(err.message().contains("N=2^23"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_public_key_given_as_the_secret_key_is_named_as_such() {
+        let sk = SecretKey::generate().unwrap();
+        let err = SecretKey::parse(&sk.public_key().to_file_string(), None)
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), crate::error::ErrorKind::Input);
+        assert!(err.message().contains("this is a public key"), "{err}");
+    }
 
     #[test]
     fn sensitive_limits_map_to_minisign_parameters() {

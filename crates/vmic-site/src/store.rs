@@ -19,12 +19,15 @@ use crate::model::{Decider, HookEvent, ImageState, StoredText};
 use crate::site::Site;
 use crate::state::ImageRow;
 
-/// `ENDORSER/ID@VERSION.FORMAT`, relative to the store. All parts are
-/// validated tokens, so this cannot escape the store.
+/// `ENDORSER/ID@VERSION.EXT`, relative to the store. All parts are
+/// validated tokens, so this cannot escape the store. EXT is the name of a
+/// format vmic knows, else `img`: a fixed set of dot-free names, so the last
+/// `.` always splits version from extension and two images can never share
+/// a file (a catalog's own format name such as `x.qcow2` never reaches it).
 pub fn store_rel(row: &ImageRow) -> String {
     let ext = match row.format.known_format() {
-        Some(ImageFormat::Unknown) => "img",
-        _ => row.format.as_str(),
+        Some(ImageFormat::Unknown) | None => "img",
+        Some(known) => known.as_str(),
     };
     format!("{}/{}@{}.{ext}", row.endorser, row.id, row.version)
 }
@@ -374,6 +377,20 @@ mod tests {
             std::path::Path::new("/etc/passwd").exists(),
             "the link was removed, not its target"
         );
+    }
+
+    #[test]
+    fn store_names_cannot_collide_between_versions_and_formats() {
+        use vmic_format::image_format::FormatName;
+        let c = catalog(&[("a", "1.x", b"1"), ("a", "1", b"2")], &[]);
+        let mut qcow2 = row(&c, "a", "1.x", ImageState::Approved, Decider::Policy);
+        qcow2.format = FormatName::parse("qcow2").unwrap();
+        let mut odd = row(&c, "a", "1", ImageState::Approved, Decider::Policy);
+        odd.format = FormatName::parse("x.qcow2").unwrap();
+        assert_eq!(store_rel(&qcow2), "lab/a@1.x.qcow2");
+        assert_eq!(store_rel(&odd), "lab/a@1.img");
+        odd.format = FormatName::parse("unknown").unwrap();
+        assert_eq!(store_rel(&odd), "lab/a@1.img");
     }
 
     #[test]
