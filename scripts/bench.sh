@@ -9,6 +9,7 @@
 # Knobs (environment): BENCH_DIR (where the temp dir goes, default /tmp),
 # BIG_MIB (data set A, one file), SMALL_COUNT x SMALL_MIB (data set B),
 # TINY_COUNT x 1 MiB (data set C), CATALOG_IMAGES x 4 KiB (data set D),
+# HUGE_IMAGES images + as many revocations (data set E, catalog only),
 # RUNS (best of N timings), QUICK=1 (small defaults for all of the above).
 #
 # This is a benchmark, not a test: a missed bar prints FAIL but the script
@@ -22,7 +23,7 @@ export LC_ALL=C
 
 if [[ "${QUICK:-0}" == 1 ]]; then
     : "${BIG_MIB:=256}" "${SMALL_COUNT:=16}" "${SMALL_MIB:=8}"
-    : "${TINY_COUNT:=200}" "${CATALOG_IMAGES:=1000}" "${RUNS:=1}"
+    : "${TINY_COUNT:=200}" "${CATALOG_IMAGES:=1000}" "${HUGE_IMAGES:=20000}" "${RUNS:=1}"
 fi
 BIG_MIB=${BIG_MIB:-2048}
 SMALL_COUNT=${SMALL_COUNT:-64}
@@ -330,6 +331,43 @@ echo "== D: verify --catalog-only, $CATALOG_IMAGES images, catalog.json $((catal
 printf '  %-32s %8.3f s\n' "vmic verify --catalog-only" "$t_catalog"
 row "D: verify --catalog-only, ${CATALOG_IMAGES} images" "$(fmt 3 "$t_catalog") s" "—" "—" \
     "≤ 0.5 s" "$(verdict "$t_catalog" '<=' 0.5)"
+
+# ------------------------------------- E: huge catalogs, images + revocations --
+
+# A catalog of N empty images and N revocations, written directly and signed
+# with `vmic sign` (no files needed for --catalog-only); timed at N/4, N/2
+# and N to show the curve is near-linear.
+huge_catalog() { # DIR COUNT
+    mkdir -p "$1"
+    python3 - "$1/catalog.json" "$2" "$PUB" <<'PY'
+import base64, json, struct, sys
+out, n, pub = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+raw = base64.b64decode(open(pub).read().split("\n")[1])
+key_id = "%016X" % struct.unpack("<Q", raw[2:10])[0]
+empty = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+images = [{"id": "img-%d" % i, "version": "1", "path": "images/%d.raw" % i, "size": 0,
+           "sha256": empty, "chunk_size": 8388608, "chunks": [], "format": "raw"} for i in range(n)]
+revoked = [{"id": "gone-%d" % i, "reason": "end of life", "revoked_at": "2026-01-01T00:00:00Z"}
+           for i in range(n)]
+json.dump({"format": "vmic.catalog/1", "endorser": {"name": "bench", "key_id": key_id},
+           "serial": 1, "issued": "2026-01-01T00:00:00Z", "expires": "2999-01-01T00:00:00Z",
+           "previous_sha256": None, "images": images, "revoked": revoked}, open(out, "w"))
+PY
+    vmic sign "$1/catalog.json" --key "$KEY"
+}
+HUGE_IMAGES=${HUGE_IMAGES:-100000}
+echo
+echo "== E: verify --catalog-only, N images + N revocations, best of $RUNS"
+for n in $((HUGE_IMAGES / 4)) $((HUGE_IMAGES / 2)) "$HUGE_IMAGES"; do
+    log "E: catalog of $n images and $n revocations"
+    huge_catalog "$WORK/E-$n" "$n"
+    t_huge=''
+    best_of t_huge no_setup vmic verify "$WORK/E-$n" --pubkey "$PUB" --catalog-only
+    printf '  %-32s %8.3f s  (catalog.json %d KiB)\n' "N = $n" "$t_huge" \
+        "$(( $(bytes_of "$WORK/E-$n/catalog.json") / 1024 ))"
+done
+row "E: verify --catalog-only, ${HUGE_IMAGES} images + ${HUGE_IMAGES} revocations" \
+    "$(fmt 3 "$t_huge") s" "—" "—" "< 2 s" "$(verdict "$t_huge" '<=' 2)"
 
 # ------------------------------------------------------------------ report --
 

@@ -316,13 +316,24 @@ fn jobs_option_controls_the_worker_pool() {
         serde_json::from_slice(&verify(&out(&tmp), &["--json", "--jobs", "1"]).stdout).unwrap();
     assert_eq!(one["hashing"]["jobs"], 1);
     assert_eq!(one["hashing"]["threads_used"], 1);
-    let four: serde_json::Value =
-        serde_json::from_slice(&verify(&out(&tmp), &["--json", "--jobs", "4"]).stdout).unwrap();
-    assert_eq!(four["hashing"]["jobs"], 4);
-    let used = four["hashing"]["threads_used"].as_u64().unwrap();
+    // Never more threads than asked for; and more than one at work, which is
+    // a matter of scheduling: on a machine busy with other work one worker
+    // can take every chunk, so a few attempts are allowed.
+    let mut used_per_run = Vec::new();
+    for _ in 0..5 {
+        let four: serde_json::Value =
+            serde_json::from_slice(&verify(&out(&tmp), &["--json", "--jobs", "4"]).stdout).unwrap();
+        assert_eq!(four["hashing"]["jobs"], 4);
+        let used = four["hashing"]["threads_used"].as_u64().unwrap();
+        assert!(used <= 4, "64 chunks on 4 workers used {used} threads");
+        used_per_run.push(used);
+        if used >= 2 {
+            break;
+        }
+    }
     assert!(
-        (2..=4).contains(&used),
-        "64 chunks on 4 workers used {used} thread(s)"
+        used_per_run.iter().any(|&u| u >= 2),
+        "64 chunks on 4 workers never used more than one thread: {used_per_run:?}"
     );
     expect_fail(&verify(&out(&tmp), &["--jobs", "0"]), 2, &["--jobs"]);
 }

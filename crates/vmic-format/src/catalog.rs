@@ -9,7 +9,7 @@
 //! exists. Unknown fields are tolerated (forward compatibility); unknown
 //! major format versions are refused.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use jiff::Timestamp;
@@ -43,6 +43,20 @@ pub struct Catalog {
     previous_sha256: Option<Sha256Digest>,
     images: Vec<Image>,
     revoked: Vec<Revocation>,
+    /// Look-ups by id and version, so every reader's work stays linear in
+    /// the size of the catalog whatever its number of images.
+    #[serde(skip)]
+    index: CatalogIndex,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+struct CatalogIndex {
+    /// (id, version) → position in `images`.
+    by_label: HashMap<(String, String), usize>,
+    /// id → position of its first image.
+    first_of_id: HashMap<String, usize>,
+    /// id → positions in `revoked`.
+    revocations: HashMap<String, Vec<usize>>,
 }
 
 /// Everything a writer supplies to make a catalog (see [`Catalog::new`]).
@@ -373,9 +387,10 @@ impl Catalog {
             previous_sha256: parts.previous_sha256,
             images: parts.images,
             revoked: parts.revoked,
+            index: CatalogIndex::default(),
         };
         catalog.check()?;
-        Ok(catalog)
+        Ok(catalog.indexed())
     }
 
     /// Parse and validate catalog bytes. Call only on signature-checked bytes.
@@ -443,9 +458,13 @@ impl Catalog {
 
     /// The image with this id and version.
     pub fn image(&self, id: &str, version: &str) -> Option<&Image> {
-        self.images
-            .iter()
-            .find(|i| i.id == *id && i.version == *version)
+        let key = (id.to_string(), version.to_string());
+        self.index.by_label.get(&key).map(|&n| &self.images[n])
+    }
+
+    /// The first listed image with this id (any version).
+    pub fn first_image_with_id(&self, id: &str) -> Option<&Image> {
+        self.index.first_of_id.get(id).map(|&n| &self.images[n])
     }
 
     /// The explicit revocations.
@@ -455,7 +474,30 @@ impl Catalog {
 
     /// The revocation covering `id@version`, if any.
     pub fn revocation_of(&self, id: &str, version: &str) -> Option<&Revocation> {
-        self.revoked.iter().find(|r| r.matches(id, version))
+        self.index
+            .revocations
+            .get(id)?
+            .iter()
+            .map(|&n| &self.revoked[n])
+            .find(|r| r.matches(id, version))
+    }
+
+    fn indexed(mut self) -> Catalog {
+        let mut index = CatalogIndex::default();
+        for (n, image) in self.images.iter().enumerate() {
+            let label = (image.id.to_string(), image.version.to_string());
+            index.by_label.insert(label, n);
+            index.first_of_id.entry(image.id.to_string()).or_insert(n);
+        }
+        for (n, r) in self.revoked.iter().enumerate() {
+            index
+                .revocations
+                .entry(r.id.to_string())
+                .or_default()
+                .push(n);
+        }
+        self.index = index;
+        self
     }
 
     /// Every whole-catalog rule; the first violation names what it concerns.

@@ -4,6 +4,8 @@
 //! clock: `apply` in [`crate::sync`] carries the decisions out, and the
 //! unit tests below exercise every rule on its own.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 use vmic_format::catalog::{Catalog, Image};
@@ -77,14 +79,17 @@ pub fn plan(
     catalog: &Catalog,
     policy: &PlanPolicy,
 ) -> Vec<Decision> {
+    // Maps, not nested scans: the work stays linear in rows + images.
+    let stored: HashMap<(&str, &str), &ImageRow> = existing
+        .iter()
+        .map(|r| ((r.id.as_str(), r.version.as_str()), r))
+        .collect();
     let mut out: Vec<Decision> = catalog
         .images()
         .iter()
         .map(|image| {
-            let row = existing
-                .iter()
-                .find(|r| r.id == image.id && r.version == image.version);
-            plan_listed(image, row, endorser, policy)
+            let row = stored.get(&(image.id.as_str(), image.version.as_str()));
+            plan_listed(image, row.copied(), endorser, policy)
         })
         .collect();
     out.extend(
@@ -172,7 +177,7 @@ fn decide_afresh(
 /// A stored image the catalog no longer lists: revoked, replaced or dropped.
 fn plan_unlisted(row: &ImageRow, catalog: &Catalog) -> Decision {
     let revocation = catalog.revocation_of(row.id.as_str(), row.version.as_str());
-    let newer = catalog.images().iter().find(|i| i.id == row.id);
+    let newer = catalog.first_image_with_id(row.id.as_str());
     let reason = match (revocation, newer) {
         (Some(r), _) => format!("revoked by the endorser: {}", r.reason),
         (None, Some(n)) => format!("replaced by {}", n.label()),
