@@ -759,3 +759,64 @@ fn state_db_from_the_first_release_opens_and_works() {
     assert_eq!(other["state"], "approved");
     assert_eq!(other["decided_by"], "manual");
 }
+
+/// A second trusted endorser (a hostile one, or just a careless one)
+/// publishes an image under the same id and version: the operator's
+/// approval of "a" must not reach it.
+#[test]
+fn approval_of_an_id_cannot_reach_another_endorsers_image_of_that_name() {
+    let w = World::new(&[("a.img", 5000)]);
+    w.publish();
+    w.trust(&["--approve", "manual"]);
+    expect_ok(&vmic([
+        "keygen",
+        "-W",
+        "-q",
+        "--out",
+        path_str(&w.path("evil.key")),
+    ]));
+    let o = vmic([
+        "build",
+        path_str(&w.path("images")),
+        "--key",
+        path_str(&w.path("evil.key")),
+        "--out",
+        path_str(&w.path("evil-out")),
+    ]);
+    expect_ok(&o);
+    expect_ok(&w.site(&[
+        "trust",
+        "add",
+        "evil",
+        "--pubkey",
+        path_str(&w.path("evil.key.pub")),
+        "--url",
+        path_str(&w.path("evil-out")),
+        "--approve",
+        "manual",
+    ]));
+    expect_ok(&w.sync());
+    let o = w.site(&["approve", "a"]);
+    expect_fail(&o, 2, &["several endorsers (demo, evil)", "demo/a"]);
+    let pending = |who: &str| {
+        w.images()
+            .iter()
+            .filter(|i| i["endorser"] == who)
+            .map(|i| i["state"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(pending("demo"), ["pending"]);
+    assert_eq!(pending("evil"), ["pending"]);
+    let o = w.site(&["approve", "demo/a"]);
+    expect_ok(&o);
+    assert!(stdout(&o).starts_with("approved demo/a@"), "{}", stdout(&o));
+    assert_eq!(pending("demo"), ["approved"]);
+    assert_eq!(pending("evil"), ["pending"]);
+    // Repeating it is safe: nothing to do, exit 0.
+    let o = w.site(&["approve", "a", "--endorser", "demo"]);
+    expect_ok(&o);
+    assert!(stdout(&o).contains("already approved"), "{}", stdout(&o));
+    expect_ok(&w.sync());
+    assert_eq!(pending("demo"), ["imported"]);
+    assert_eq!(pending("evil"), ["pending"]);
+}

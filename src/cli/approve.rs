@@ -9,7 +9,7 @@ use super::Output;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// ID or ID@VERSION.
+    /// [ENDORSER/]ID[@VERSION]; an id that several endorsers publish needs the endorser.
     image: String,
     /// Only images of this endorser.
     #[arg(long, value_name = "NAME")]
@@ -20,14 +20,29 @@ pub fn run(args: Args, approve: bool, site: &Option<PathBuf>, quiet: bool) -> Re
     let out = Output { quiet, json: false };
     let mut site = super::site::open(site)?;
     let endorser = args.endorser.as_deref();
-    if approve {
-        for label in review::approve(&mut site, &args.image, endorser)? {
-            out.say(format!("approved {label}; the next sync imports it"));
-        }
+    let (review, done, already) = if approve {
+        (
+            review::approve(&mut site, &args.image, endorser)?,
+            "approved",
+            "approved or imported",
+        )
     } else {
-        for label in review::reject(&mut site, &args.image, endorser)? {
-            out.say(format!("rejected {label}"));
-        }
+        (
+            review::reject(&mut site, &args.image, endorser)?,
+            "rejected",
+            "rejected",
+        )
+    };
+    for label in &review.changed {
+        let next = if approve {
+            "; the next sync imports it"
+        } else {
+            ""
+        };
+        out.say(format!("{done} {label}{next}"));
+    }
+    for label in &review.unchanged {
+        out.say(format!("{label} is already {already}; nothing to do"));
     }
     Ok(0)
 }

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use vmic_format::ids::{ImageId, InvalidValue, Version};
+use vmic_format::ids::{EndorserName, ImageId, InvalidValue, Version};
 
 use crate::error::{Error, Result};
 use crate::hashing::{CheckItem, Engine};
@@ -12,62 +12,136 @@ use crate::site::Site;
 use crate::state::ImageRow;
 use crate::store;
 
-/// `ID` or `ID@VERSION`.
-pub fn parse_selector(text: &str) -> Result<(ImageId, Option<Version>)> {
-    let (id, version) = match text.split_once('@') {
-        Some((id, v)) => (id, Some(v)),
-        None => (text, None),
-    };
-    let invalid = |e: InvalidValue| Error::input(e.0);
-    let id = ImageId::parse(id).map_err(invalid)?;
-    let version = version.map(Version::parse).transpose().map_err(invalid)?;
-    Ok((id, version))
+/// Which images an operator means: `[ENDORSER/]ID[@VERSION]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Selector {
+    /// Only this endorser's images.
+    pub endorser: Option<EndorserName>,
+    /// The image id.
+    pub id: ImageId,
+    /// One version, or every version.
+    pub version: Option<Version>,
 }
 
-fn select(
-    site: &Site,
-    selector: &str,
-    endorser: Option<&str>,
-    states: &[ImageState],
-) -> Result<Vec<ImageRow>> {
-    let (id, version) = parse_selector(selector)?;
+impl Selector {
+    /// Parse `[ENDORSER/]ID[@VERSION]`; `endorser` (from `--endorser`) must
+    /// agree with an endorser named in the text.
+    pub fn parse(text: &str, endorser: Option<&str>) -> Result<Selector> {
+        let invalid = |e: InvalidValue| Error::input(e.0);
+        let (named, rest) = match text.split_once('/') {
+            Some((e, rest)) => (Some(e), rest),
+            None => (None, text),
+        };
+        let (id, version) = match rest.split_once('@') {
+            Some((id, v)) => (id, Some(v)),
+            None => (rest, None),
+        };
+        let endorser = match (named, endorser) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(Error::input(format!(
+                    "{text} names endorser {a} but --endorser says {b}"
+                )));
+            }
+            (a, b) => a
+                .or(b)
+                .map(EndorserName::parse)
+                .transpose()
+                .map_err(invalid)?,
+        };
+        Ok(Selector {
+            endorser,
+            id: ImageId::parse(id).map_err(invalid)?,
+            version: version.map(Version::parse).transpose().map_err(invalid)?,
+        })
+    }
+
+    fn matches(&self, row: &ImageRow) -> bool {
+        row.id == self.id
+            && self.version.as_ref().is_none_or(|v| *v == row.version)
+            && self.endorser.as_ref().is_none_or(|e| *e == row.endorser)
+    }
+}
+
+/// What an approval or rejection did.
+#[derive(Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Review {
+    /// Images whose state changed, as `ENDORSER/ID@VERSION`.
+    pub changed: Vec<String>,
+    /// Images already in the state asked for (nothing to do), likewise.
+    pub unchanged: Vec<String>,
+}
+
+/// The rows `selector` means. An id that several endorsers publish must be
+/// scoped to one: a hostile endorser's image of the same name must never be
+/// approved along with the one the operator meant.
+fn select(site: &Site, selector: &Selector, text: &str) -> Result<Vec<ImageRow>> {
     let rows: Vec<ImageRow> = site
         .state
         .images()?
         .into_iter()
-        .filter(|r| r.id == id && version.as_ref().is_none_or(|v| *v == r.version))
-        .filter(|r| endorser.is_none_or(|e| r.endorser == *e))
+        .filter(|r| selector.matches(r))
         .collect();
     if rows.is_empty() {
         return Err(Error::input(format!(
-            "no image {selector} is known (see `vmic images`)"
+            "no image {text} is known (see `vmic images`)"
         )));
     }
-    let matching: Vec<ImageRow> = rows
+    let endorsers: std::collections::BTreeSet<&str> =
+        rows.iter().map(|r| r.endorser.as_str()).collect();
+    if selector.endorser.is_none() && endorsers.len() > 1 {
+        let names: Vec<&str> = endorsers.into_iter().collect();
+        let scoped: Vec<String> = names.iter().map(|e| format!("{e}/{text}")).collect();
+        return Err(Error::input(format!(
+            "{text} matches images of several endorsers ({}); name one: {} (or --endorser NAME)",
+            names.join(", "),
+            scoped.join(" or ")
+        )));
+    }
+    Ok(rows)
+}
+
+fn full_label(row: &ImageRow) -> String {
+    format!("{}/{}", row.endorser, row.label())
+}
+
+/// Split `rows` into those that can move (`from`), those already where
+/// the operator wants them (`done`), and refuse when neither is left.
+fn changeable(
+    rows: Vec<ImageRow>,
+    from: &[ImageState],
+    done: &[ImageState],
+    text: &str,
+) -> Result<(Vec<ImageRow>, Vec<String>)> {
+    let unchanged: Vec<String> = rows
         .iter()
-        .filter(|r| states.contains(&r.state))
-        .cloned()
+        .filter(|r| done.contains(&r.state))
+        .map(full_label)
         .collect();
-    if matching.is_empty() {
-        let found: Vec<String> = rows
+    let (movable, rest): (Vec<ImageRow>, Vec<ImageRow>) =
+        rows.into_iter().partition(|r| from.contains(&r.state));
+    if movable.is_empty() && unchanged.is_empty() {
+        let found: Vec<String> = rest
             .iter()
-            .map(|r| format!("{} is {}", r.label(), r.state))
+            .map(|r| format!("{} is {}", full_label(r), r.state))
             .collect();
         return Err(Error::input(format!(
-            "no image {selector} can change that way ({})",
+            "no image {text} can change that way ({})",
             found.join(", ")
         )));
     }
-    Ok(matching)
+    Ok((movable, unchanged))
 }
 
-/// Approve pending (or manually rejected) images; the next sync imports them.
-pub fn approve(site: &mut Site, selector: &str, endorser: Option<&str>) -> Result<Vec<String>> {
-    let rows = select(
-        site,
-        selector,
-        endorser,
+/// Approve pending (or manually rejected) images; the next sync imports
+/// them. Images already approved or imported are left as they are.
+pub fn approve(site: &mut Site, text: &str, endorser: Option<&str>) -> Result<Review> {
+    let selector = Selector::parse(text, endorser)?;
+    let rows = select(site, &selector, text)?;
+    let (rows, unchanged) = changeable(
+        rows,
         &[ImageState::Pending, ImageState::Rejected],
+        &[ImageState::Approved, ImageState::Imported],
+        text,
     )?;
     let tx = site.state.transaction()?;
     for row in &rows {
@@ -86,21 +160,27 @@ pub fn approve(site: &mut Site, selector: &str, endorser: Option<&str>) -> Resul
         )?;
     }
     tx.commit()?;
-    Ok(rows.iter().map(ImageRow::label).collect())
+    Ok(Review {
+        changed: rows.iter().map(full_label).collect(),
+        unchanged,
+    })
 }
 
-/// Reject images; imported ones are withdrawn from the store.
-pub fn reject(site: &mut Site, selector: &str, endorser: Option<&str>) -> Result<Vec<String>> {
-    let rows = select(
-        site,
-        selector,
-        endorser,
+/// Reject images; imported ones are withdrawn from the store. Images already
+/// rejected are left as they are.
+pub fn reject(site: &mut Site, text: &str, endorser: Option<&str>) -> Result<Review> {
+    let selector = Selector::parse(text, endorser)?;
+    let rows = select(site, &selector, text)?;
+    let (rows, unchanged) = changeable(
+        rows,
         &[
             ImageState::Pending,
             ImageState::Approved,
             ImageState::Imported,
             ImageState::Quarantined,
         ],
+        &[ImageState::Rejected],
+        text,
     )?;
     for row in &rows {
         store::withdraw(
@@ -113,7 +193,10 @@ pub fn reject(site: &mut Site, selector: &str, endorser: Option<&str>) -> Result
         )?;
     }
     crate::hooks::flush_outbox(site)?;
-    Ok(rows.iter().map(ImageRow::label).collect())
+    Ok(Review {
+        changed: rows.iter().map(full_label).collect(),
+        unchanged,
+    })
 }
 
 /// What `vmic reverify` found.
@@ -177,6 +260,7 @@ pub fn reverify(
 mod tests {
     use super::*;
     use crate::test_support::{catalog, row};
+    use vmic_format::ids::EndorserName;
 
     fn site_with(rows: &[ImageRow]) -> (tempfile::TempDir, Site) {
         let dir = tempfile::tempdir().unwrap();
@@ -190,17 +274,62 @@ mod tests {
     }
 
     #[test]
-    fn selectors_are_parsed_into_ids_and_versions() {
-        let (id, version) = parse_selector("centos-9@2026.1").unwrap();
+    fn selectors_are_parsed_into_endorsers_ids_and_versions() {
+        let s = Selector::parse("lab/centos-9@2026.1", None).unwrap();
+        assert_eq!(s.endorser.unwrap().as_str(), "lab");
         assert_eq!(
-            (id.as_str(), version.unwrap().as_str()),
+            (s.id.as_str(), s.version.unwrap().as_str()),
             ("centos-9", "2026.1")
         );
-        assert!(parse_selector("centos").unwrap().1.is_none());
-        for bad in ["../x", "a@", "@1", "a b"] {
-            let err = parse_selector(bad).unwrap_err();
+        let s = Selector::parse("centos", Some("lab")).unwrap();
+        assert_eq!(s.endorser.unwrap().as_str(), "lab");
+        assert!(s.version.is_none());
+        assert!(Selector::parse("lab/a", Some("lab")).is_ok());
+        for (bad, flag) in [
+            ("../x", None),
+            ("a@", None),
+            ("@1", None),
+            ("a b", None),
+            ("x/a", Some("lab")),
+            ("a/b/c", None),
+        ] {
+            let err = Selector::parse(bad, flag).unwrap_err();
             assert_eq!(err.kind(), crate::error::ErrorKind::Input, "{bad}");
         }
+    }
+
+    #[test]
+    fn approving_an_id_two_endorsers_publish_needs_the_endorser_named() {
+        let c = catalog(&[("a", "1", b"1")], &[]);
+        let ours = row(&c, "a", "1", ImageState::Pending, Decider::Policy);
+        let mut hostile = ours.clone();
+        hostile.endorser = EndorserName::parse("evil").unwrap();
+        let (_dir, mut site) = site_with(&[ours, hostile]);
+        let err = approve(&mut site, "a@1", None).unwrap_err();
+        assert_eq!(err.kind(), crate::error::ErrorKind::Input);
+        assert!(
+            err.message().contains("several endorsers (evil, lab)"),
+            "{err}"
+        );
+        assert!(
+            site.state
+                .images()
+                .unwrap()
+                .iter()
+                .all(|r| r.state == ImageState::Pending)
+        );
+        let done = approve(&mut site, "lab/a@1", None).unwrap();
+        assert_eq!(done.changed, ["lab/a@1"]);
+        let evil = site.state.images_of("evil").unwrap();
+        assert_eq!(
+            evil[0].state,
+            ImageState::Pending,
+            "the other endorser's image is untouched"
+        );
+        assert_eq!(
+            reject(&mut site, "a", Some("evil")).unwrap().changed,
+            ["evil/a@1"]
+        );
     }
 
     #[test]
@@ -211,7 +340,10 @@ mod tests {
             row(&c, "a", "2", ImageState::Pending, Decider::Policy),
             row(&c, "b", "1", ImageState::Imported, Decider::Policy),
         ]);
-        assert_eq!(approve(&mut site, "a@2", None).unwrap(), ["a@2"]);
+        assert_eq!(
+            approve(&mut site, "a@2", None).unwrap().changed,
+            ["lab/a@2"]
+        );
         let rows = site.state.images().unwrap();
         let state_of = |v: &str| {
             rows.iter()
@@ -222,8 +354,18 @@ mod tests {
         assert_eq!(state_of("2").state, ImageState::Approved);
         assert_eq!(state_of("2").decided_by, Decider::Manual);
         assert_eq!(state_of("1").state, ImageState::Pending);
+        // Approving what is already imported is a no-op, not an error.
+        let again = approve(&mut site, "b", None).unwrap();
+        assert_eq!(
+            (again.changed.len(), again.unchanged.as_slice()),
+            (0, &["lab/b@1".to_string()][..])
+        );
+        let quarantined = row(&c, "b", "1", ImageState::Quarantined, Decider::Verification);
+        let tx = site.state.transaction().unwrap();
+        tx.put_image(&quarantined).unwrap();
+        tx.commit().unwrap();
         let err = approve(&mut site, "b", None).unwrap_err();
-        assert!(err.message().contains("b@1 is imported"), "{err}");
+        assert!(err.message().contains("lab/b@1 is quarantined"), "{err}");
         let err = approve(&mut site, "nope", None).unwrap_err();
         assert!(err.message().contains("no image nope"), "{err}");
         let err = approve(&mut site, "a", Some("other")).unwrap_err();
@@ -235,7 +377,9 @@ mod tests {
         let c = catalog(&[("a", "1", b"1")], &[]);
         let (_dir, mut site) =
             site_with(&[row(&c, "a", "1", ImageState::Approved, Decider::Policy)]);
-        assert_eq!(reject(&mut site, "a", None).unwrap(), ["a@1"]);
+        assert_eq!(reject(&mut site, "a", None).unwrap().changed, ["lab/a@1"]);
+        let again = reject(&mut site, "a", None).unwrap();
+        assert!(again.changed.is_empty() && again.unchanged == ["lab/a@1"]);
         let r = &site.state.images().unwrap()[0];
         assert_eq!(
             (r.state, r.decided_by),
