@@ -387,6 +387,15 @@ fn discover(dir: &Path) -> Result<Vec<Candidate>> {
             dir.display()
         )));
     }
+    pair_sidecars(files, sidecars)
+}
+
+/// Give every image its sidecar (or the defaults); a sidecar left over
+/// belongs to no image and is an error.
+fn pair_sidecars(
+    files: Vec<(PathBuf, SafeRelPath, std::fs::Metadata)>,
+    mut sidecars: BTreeSet<PathBuf>,
+) -> Result<Vec<Candidate>> {
     let mut candidates = Vec::with_capacity(files.len());
     for (abs, rel, meta) in files {
         let sidecar_path = meta::sidecar_path(&abs);
