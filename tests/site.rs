@@ -820,3 +820,29 @@ fn approval_of_an_id_cannot_reach_another_endorsers_image_of_that_name() {
     assert_eq!(pending("demo"), ["imported"]);
     assert_eq!(pending("evil"), ["pending"]);
 }
+
+/// Someone who can write the site directory plants `.lock` as a link to a
+/// file of theirs (or of root's): vmic must not write its PID through it.
+#[test]
+fn a_symlink_planted_as_the_lock_file_is_not_followed() {
+    let w = World::new(&[("a.img", 5000)]);
+    w.publish();
+    w.trust(&[]);
+    let victim = w.path("victim.conf");
+    std::fs::write(&victim, b"precious\n").unwrap();
+    std::fs::remove_file(w.path("site/.lock")).unwrap();
+    std::os::unix::fs::symlink(&victim, w.path("site/.lock")).unwrap();
+    expect_fail(&w.sync(), 1, &["lock file", "symbolic link"]);
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
+    assert!(w.store_files().is_empty());
+    // A FIFO as lock file is refused at once instead of blocking.
+    std::fs::remove_file(w.path("site/.lock")).unwrap();
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(w.path("site/.lock"))
+        .status()
+        .unwrap();
+    assert!(fifo.success());
+    let o = w.sync();
+    assert!(!o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains(".lock"), "{}", stderr(&o));
+}

@@ -154,13 +154,29 @@ impl DirLock {
     pub fn acquire(dir: &Path, name: &str, what: &str) -> Result<DirLock> {
         use std::os::fd::AsRawFd;
         let path = dir.join(name);
+        // The directory may be writable by others: a symlink planted as the
+        // lock file is not followed (its target would get our PID), and
+        // anything but a regular file (a FIFO would block the open) is refused.
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&path)
-            .map_err(|e| Error::io("open lock file", &path, e))?;
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => Error::verification(format!(
+                    "lock file {} is a symbolic link; refusing to follow it (remove it if you did not plant it)",
+                    path.display()
+                )),
+                _ => Error::io("open lock file", &path, e),
+            })?;
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            return Err(Error::verification(format!(
+                "lock file {} is not a regular file; refusing to use it",
+                path.display()
+            )));
+        }
         // SAFETY: flock on a file descriptor we own; no memory is involved.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
