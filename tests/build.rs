@@ -29,6 +29,7 @@ fn fixtures_build_into_a_complete_publication() {
         "catalog.json.minisig",
         "index.html",
         "SHA256SUMS",
+        "SHA256SUMS.minisig",
         "style.css",
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
@@ -448,4 +449,59 @@ fn digest_cache_from_another_images_dir_is_ignored() {
     );
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(report["hashed"], 1);
+}
+
+/// Whoever can write the web root replaces an image and writes its new hash
+/// into SHA256SUMS: the stock-tools recipe of the README (`minisign -Vm
+/// SHA256SUMS`, then `sha256sum -c`) must catch it.
+#[test]
+fn a_tampered_image_with_rewritten_sha256sums_fails_the_stock_tools_recipe() {
+    require_tool("minisign");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("pub");
+    expect_ok(&build_fixtures(&out));
+    let stock_verify = || {
+        Command::new("minisign")
+            .args(["-V", "-m", "SHA256SUMS", "-p", path_str(&demo_pub())])
+            .current_dir(&out)
+            .output()
+            .unwrap()
+    };
+    let ok = stock_verify();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("file:SHA256SUMS"));
+    // Tamper: new bytes for one image, its new hash in SHA256SUMS.
+    let victim = out.join("images/scratch.raw");
+    std::fs::remove_file(&victim).unwrap();
+    std::fs::write(&victim, b"evil").unwrap();
+    let evil_hash = vmic_format::digest::Sha256Digest::of(b"evil").to_hex();
+    let sums = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
+    let sums: String = sums
+        .lines()
+        .map(|l| {
+            if l.ends_with("images/scratch.raw") {
+                format!("{evil_hash}  images/scratch.raw\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(out.join("SHA256SUMS"), sums).unwrap();
+    let check = Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(&out)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "sha256sum alone is fooled, as expected"
+    );
+    assert!(
+        !stock_verify().status.success(),
+        "minisign must refuse the rewritten SHA256SUMS"
+    );
 }

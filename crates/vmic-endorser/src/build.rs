@@ -28,7 +28,7 @@ use crate::relpath::SafeRelPath;
 use vmic_engine::detect;
 
 pub use vmic_format::publication::{
-    CATALOG_FILE, IMAGES_SUBDIR, INDEX_FILE, SIGNATURE_FILE, SUMS_FILE,
+    CATALOG_FILE, IMAGES_SUBDIR, INDEX_FILE, SIGNATURE_FILE, SUMS_FILE, SUMS_SIGNATURE_FILE,
 };
 const LOCK_FILE: &str = ".vmic-build.lock";
 const DEFAULT_EXPIRY_SECS: u64 = 30 * 86_400;
@@ -580,8 +580,8 @@ fn revocations(
 /// Sign and write catalog.json + signature, then the files derived from them.
 fn publish_catalog(out_dir: &Path, catalog: &Catalog, key: &SecretKey) -> Result<()> {
     let bytes = catalog.to_bytes()?;
-    let trusted = trusted_comment(catalog);
-    let signature = key.sign(&bytes, &trusted, "signature from vmic secret key");
+    let comment = comment_fields(catalog);
+    let signature = key.sign(&bytes, &comment.render(), "signature from vmic secret key");
     atomic_write(
         &out_dir.join(SIGNATURE_FILE),
         signature.to_file_string().as_bytes(),
@@ -594,19 +594,29 @@ fn publish_catalog(out_dir: &Path, catalog: &Catalog, key: &SecretKey) -> Result
         sums.push_str(&format!("{}  {}\n", image.sha256, image.path));
     }
     sums.push_str(&format!("{}  {CATALOG_FILE}\n", Sha256Digest::of(&bytes)));
+    // Signed too: without it, `sha256sum -c` would accept a tampered image
+    // whose new hash was written into the file by whoever changed the image.
+    let sums_signature = key.sign(
+        sums.as_bytes(),
+        &comment.render_for(SUMS_FILE),
+        "signature from vmic secret key",
+    );
+    atomic_write(
+        &out_dir.join(SUMS_SIGNATURE_FILE),
+        sums_signature.to_file_string().as_bytes(),
+    )?;
     atomic_write(&out_dir.join(SUMS_FILE), sums.as_bytes())
 }
 
 /// The trusted comment carries what a human running `minisign -V` should
 /// see, and what vmic cross-checks against the catalog.
-pub fn trusted_comment(catalog: &Catalog) -> String {
+fn comment_fields(catalog: &Catalog) -> CatalogComment {
     CatalogComment {
         timestamp: catalog.issued().as_second(),
         serial: catalog.serial(),
         expires: catalog.expires(),
         key: catalog.endorser().key_id,
     }
-    .render()
 }
 
 /// Remove files under OUT_DIR/images that the new catalog no longer lists.

@@ -10,6 +10,9 @@ pub const SIGNATURE_FILE: &str = "catalog.json.minisig";
 pub const INDEX_FILE: &str = "index.html";
 /// coreutils checksums of every image and of the catalog.
 pub const SUMS_FILE: &str = "SHA256SUMS";
+/// The minisign signature of `SHA256SUMS` (same key): stock `minisign` and
+/// `sha256sum -c` then prove every byte without vmic.
+pub const SUMS_SIGNATURE_FILE: &str = "SHA256SUMS.minisig";
 /// Where images live inside a publication.
 pub const IMAGES_SUBDIR: &str = "images";
 /// The suffix minisign gives a detached signature.
@@ -27,5 +30,6 @@ mod tests {
     #[test]
     fn the_signature_file_is_the_catalog_plus_the_minisign_suffix() {
         assert_eq!(SIGNATURE_FILE, signature_name(CATALOG_FILE));
+        assert_eq!(SUMS_SIGNATURE_FILE, signature_name(SUMS_FILE));
     }
 }

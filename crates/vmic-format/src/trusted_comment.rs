@@ -28,10 +28,16 @@ pub struct CatalogComment {
 }
 
 impl CatalogComment {
-    /// The comment text to sign.
+    /// The comment text to sign for `catalog.json`.
     pub fn render(&self) -> String {
+        self.render_for(CATALOG_FILE)
+    }
+
+    /// The comment text to sign for another file of the same publication
+    /// (`SHA256SUMS`): the same fields, naming that file.
+    pub fn render_for(&self, file: &str) -> String {
         format!(
-            "timestamp:{}\tfile:{CATALOG_FILE}\tserial:{}\texpires:{}\tkey:{}",
+            "timestamp:{}\tfile:{file}\tserial:{}\texpires:{}\tkey:{}",
             self.timestamp, self.serial, self.expires, self.key
         )
     }
