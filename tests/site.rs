@@ -846,3 +846,38 @@ fn a_symlink_planted_as_the_lock_file_is_not_followed() {
     assert!(!o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains(".lock"), "{}", stderr(&o));
 }
+
+/// `on_expired = "keep"` is the operator's choice: an expired catalog
+/// imports nothing new, the images stay, the run warns (text, JSON, log) and
+/// exits 0 instead of failing every cron run.
+#[test]
+fn expired_catalog_under_keep_policy_warns_and_exits_zero() {
+    let w = World::new(&[("a.img", 5000), ("b.img", 6000)]);
+    w.publish();
+    w.trust(&[]);
+    expect_ok(&w.sync());
+    w.set_config("on_expired = \"withdraw\"", "on_expired = \"keep\"");
+    let mut v = read_json(&w.path("out/catalog.json"));
+    v["serial"] = 5.into();
+    v["issued"] = "2020-01-01T00:00:00Z".into();
+    v["expires"] = "2020-02-01T00:00:00Z".into();
+    // The expired catalog also drops b: nothing may change on its word.
+    v["images"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|i| i["id"] == "a");
+    write_signed(&w.path("out"), &serde_json::to_vec_pretty(&v).unwrap(), "x");
+    let o = w.site(&["sync", "--json"]);
+    expect_ok(&o);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["exit_code"], 0);
+    let warnings = report["endorsers"][0]["warnings"].to_string();
+    assert!(warnings.contains("on_expired"), "{warnings}");
+    assert_eq!(w.state_of("a")[0].1, "imported");
+    assert_eq!(w.state_of("b")[0].1, "imported");
+    assert_eq!(w.store_files().len(), 2);
+    assert!(stdout(&w.site(&["log"])).contains("expired-kept"));
+    let o = w.sync();
+    expect_ok(&o);
+    assert!(stderr(&o).contains("kept by site policy"), "{}", stderr(&o));
+}

@@ -22,6 +22,7 @@ use vmic_format::digest::Sha256Digest;
 use vmic_format::ids::Serial;
 use vmic_format::minisign::PublicKey;
 
+use crate::config::OnExpired;
 use crate::error::{Error, ErrorKind, Result};
 use crate::hooks::{HookSummary, flush_outbox};
 use crate::model::{Decider, HookEvent, ImageState};
@@ -230,8 +231,10 @@ fn sync_endorser(
     // Rollback first: a replayed old (and expired) catalog must not be able
     // to make the site withdraw images that a newer catalog still lists.
     check_rollback(site, &key, &catalog, &sha256, endorser)?;
-    if catalog.is_expired_at(now) {
-        refuse_or_warn_expired(site, endorser, &catalog, opts, report)?;
+    if catalog.is_expired_at(now)
+        && refuse_or_warn_expired(site, endorser, &catalog, opts, report)? == Expired::Stop
+    {
+        return Ok(());
     }
     let existing = site.state.images_of(endorser.name.as_str())?;
     let policy = PlanPolicy {
@@ -264,24 +267,37 @@ fn sync_endorser(
     Ok(())
 }
 
+/// What to do after an expired catalog.
+#[derive(Debug, PartialEq, Eq)]
+enum Expired {
+    /// Use it anyway (`--allow-expired`).
+    Proceed,
+    /// Import nothing new; the images stay (`on_expired = "keep"`).
+    Stop,
+}
+
 /// An expired catalog imports nothing new and its images follow the expiry
-/// policy, unless the operator allowed it (loudly).
+/// policy, unless the operator allowed it (loudly). Keeping them is the
+/// operator's own choice, so it warns and does not fail every cron run.
 fn refuse_or_warn_expired(
     site: &mut Site,
     endorser: &EndorserRow,
     catalog: &Catalog,
     opts: &SyncOptions,
     report: &mut EndorserReport,
-) -> Result<()> {
+) -> Result<Expired> {
     if opts.allow_expired {
         report.warnings.push(format!(
             "CATALOG EXPIRED at {} — used only because of --allow-expired",
             catalog.expires()
         ));
-        return Ok(());
+        return Ok(Expired::Proceed);
     }
     if !opts.dry_run {
         expire_images(site, endorser, &catalog.expires().to_string(), report)?;
+    }
+    if site.config.policy.on_expired == OnExpired::Keep {
+        return Ok(Expired::Stop);
     }
     Err(Error::verification(format!(
         "endorser {}: catalog serial {} expired at {}; nothing new is imported (--allow-expired overrides this, loudly)",
@@ -530,9 +546,15 @@ fn expire_images(
 ) -> Result<()> {
     let existing = site.state.images_of(endorser.name.as_str())?;
     match plan_expiry(&existing, expires, site.config.policy.on_expired) {
-        ExpiryPlan::Keep => report.warnings.push(format!(
-            "catalog expired at {expires}; images kept by site policy (on_expired = \"keep\")"
-        )),
+        ExpiryPlan::Keep => {
+            let warning = format!(
+                "catalog expired at {expires}; nothing new is imported, and the images are kept by site policy (on_expired = \"keep\")"
+            );
+            let tx = site.state.transaction()?;
+            tx.audit("expired-kept", Some(endorser.name.as_str()), None, &warning)?;
+            tx.commit()?;
+            report.warnings.push(warning);
+        }
         ExpiryPlan::Withdraw(rows, reason) => {
             for row in rows {
                 store::withdraw(
