@@ -881,3 +881,78 @@ fn expired_catalog_under_keep_policy_warns_and_exits_zero() {
     expect_ok(&o);
     assert!(stderr(&o).contains("kept by site policy"), "{}", stderr(&o));
 }
+
+fn write_hook(w: &World, script: &str) {
+    std::fs::write(w.path("hook.sh"), format!("#!/bin/sh\n{script}\n")).unwrap();
+}
+
+/// Whether the process whose pid is in `pid_file` still runs (a zombie
+/// waiting for a reaper that this container may not have counts as dead).
+fn alive(pid_file: &std::path::Path) -> bool {
+    let pid = std::fs::read_to_string(pid_file).unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    // The state is the field after the parenthesised command name.
+    let state = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next());
+    matches!(state, Some(s) if s != 'Z' && s != 'X')
+}
+
+/// A hook that writes a megabyte to stderr must not die of SIGPIPE (and so
+/// be re-sent forever): stderr is read to its end, 64 KiB of it kept.
+#[test]
+fn a_chatty_hook_is_not_killed_by_its_own_stderr() {
+    let w = World::new(&[("a.img", 5000)]);
+    // The writer's status is the hook's: SIGPIPE would make it fail.
+    write_hook(&w, "head -c 1048576 /dev/zero | tr '\\0' x >&2");
+    w.publish();
+    w.trust(&[]);
+    let o = w.site(&["sync", "--json"]);
+    expect_ok(&o);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["hooks"]["failed"], 0, "{report}");
+    assert_eq!(report["hooks"]["delivered"], 1, "{report}");
+}
+
+/// A hook that leaves a child in the background and hangs is killed with
+/// that child at the timeout; the sync goes on and reports it (exit 3).
+#[test]
+fn a_hanging_hook_is_killed_with_its_background_children() {
+    let w = World::new(&[("a.img", 5000)]);
+    w.set_config("timeout = \"60s\"", "timeout = \"1s\"");
+    let pid_file = w.path("bg.pid");
+    write_hook(
+        &w,
+        &format!("sleep 300 & echo $! > {}\nsleep 300", pid_file.display()),
+    );
+    w.publish();
+    w.trust(&[]);
+    let started = std::time::Instant::now();
+    expect_fail(&w.sync(), 3, &["hook failed", "timed out"]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        !alive(&pid_file),
+        "the background child survived the hook's timeout"
+    );
+}
+
+/// A hook that exits 0 but leaves a child holding its stderr must not stall
+/// the sync until that child ends.
+#[test]
+fn a_background_child_holding_stderr_does_not_stall_the_sync() {
+    let w = World::new(&[("a.img", 5000)]);
+    w.set_config("timeout = \"60s\"", "timeout = \"2s\"");
+    let pid_file = w.path("bg.pid");
+    write_hook(
+        &w,
+        &format!("sleep 300 >&2 &\necho $! > {}\nexit 0", pid_file.display()),
+    );
+    w.publish();
+    w.trust(&[]);
+    let started = std::time::Instant::now();
+    expect_ok(&w.sync());
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!alive(&pid_file));
+}

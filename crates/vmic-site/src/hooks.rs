@@ -53,12 +53,19 @@ pub fn flush_outbox(site: &mut Site) -> Result<HookSummary> {
     Ok(summary)
 }
 
-/// Run `command` through `sh -c` with `env`; Ok(description) on exit 0.
+/// At most this much of a hook's stderr is kept for the log; the rest is
+/// read and dropped, so a chatty hook never dies of a full or closed pipe.
+const STDERR_KEPT: u64 = 64 * 1024;
+
+/// Run `command` through `sh -c` with `env`, in a process group of its own;
+/// Ok(description) on exit 0. On timeout the whole group is killed, so a
+/// backgrounded child neither stalls the sync nor outlives the hook.
 fn run_hook(
     command: &str,
     env: &[(String, String)],
     timeout: Duration,
 ) -> std::result::Result<String, String> {
+    use std::os::unix::process::CommandExt;
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(command)
@@ -66,60 +73,76 @@ fn run_hook(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot start hook {command:?}: {e}"))?;
-    // Drain stderr on a thread so a chatty hook cannot block on a full pipe.
-    let mut stderr = child.stderr.take();
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(s) = stderr.as_mut() {
-            let _ = s.take(64 * 1024).read_to_string(&mut text);
-        }
-        text
+    let group = child.id() as i32;
+    let stderr = child.stderr.take();
+    let (sent, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sent.send(drain(stderr));
     });
     let deadline = Instant::now() + timeout;
-    let status = loop {
+    let status = wait_until(&mut child, deadline).inspect_err(|_| kill_group(group, &mut child))?;
+    // A child the hook left in the background may hold stderr open: wait for
+    // the end of its output only until the deadline, then end the group.
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let err_text = received.recv_timeout(remaining).unwrap_or_else(|_| {
+        kill_group(group, &mut child);
+        String::new()
+    });
+    let tail = last_chars(err_text.trim(), 300);
+    let detail = if tail.is_empty() {
+        String::new()
+    } else {
+        format!(": {tail}")
+    };
+    if status.success() {
+        Ok(format!("hook exited 0{detail}"))
+    } else {
+        Err(format!("hook failed ({status}){detail}"))
+    }
+}
+
+/// Read a pipe to its end, keeping the first [`STDERR_KEPT`] bytes.
+fn drain(pipe: Option<std::process::ChildStderr>) -> String {
+    let Some(mut pipe) = pipe else {
+        return String::new();
+    };
+    let mut kept = Vec::new();
+    let _ = (&mut pipe).take(STDERR_KEPT).read_to_end(&mut kept);
+    let _ = std::io::copy(&mut pipe, &mut std::io::sink());
+    String::from_utf8_lossy(&kept).into_owned()
+}
+
+fn wait_until(
+    child: &mut std::process::Child,
+    deadline: Instant,
+) -> std::result::Result<std::process::ExitStatus, String> {
+    loop {
         match child.try_wait() {
-            Ok(Some(status)) => break status,
+            Ok(Some(status)) => return Ok(status),
             Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "hook timed out after {}s and was killed",
-                    timeout.as_secs()
-                ));
+                return Err("hook timed out and was killed, with every process it started".into());
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => return Err(format!("cannot wait for hook: {e}")),
         }
-    };
-    let err_text = reader.join().unwrap_or_default();
-    let tail: String = err_text
-        .trim()
-        .chars()
-        .rev()
-        .take(300)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    if status.success() {
-        Ok(format!(
-            "hook exited 0{}",
-            if tail.is_empty() {
-                String::new()
-            } else {
-                format!(": {tail}")
-            }
-        ))
-    } else {
-        Err(format!(
-            "hook failed ({status}){}",
-            if tail.is_empty() {
-                String::new()
-            } else {
-                format!(": {tail}")
-            }
-        ))
     }
+}
+
+/// SIGKILL the hook's process group, then reap the hook itself.
+fn kill_group(group: i32, child: &mut std::process::Child) {
+    // SAFETY: kill(2) with a negative pid signals that process group; the
+    // group was created for this hook (process_group(0)) and holds nothing
+    // else of ours.
+    unsafe {
+        libc::kill(-group, libc::SIGKILL);
+    }
+    let _ = child.wait();
+}
+
+fn last_chars(text: &str, n: usize) -> String {
+    let skip = text.chars().count().saturating_sub(n);
+    text.chars().skip(skip).collect()
 }
