@@ -956,3 +956,87 @@ fn a_background_child_holding_stderr_does_not_stall_the_sync() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert!(!alive(&pid_file));
 }
+
+/// Use case: a manual site, a new version published. Until the operator has
+/// approved it and it is imported, the old version stays in the store.
+#[test]
+fn a_manual_site_keeps_the_old_version_until_the_new_one_is_imported() {
+    let w = World::new(&[("a.img", 5000)]);
+    w.sidecar("a.img", "id = \"a\"\nversion = \"1\"\n");
+    w.publish();
+    w.trust(&["--approve", "manual"]);
+    expect_ok(&w.sync());
+    expect_ok(&w.site(&["approve", "a@1"]));
+    expect_ok(&w.sync());
+    assert_eq!(w.state_of("a"), [("1".into(), "imported".into())]);
+    std::fs::write(w.path("images/a.img"), pattern(6000, 9)).unwrap();
+    w.sidecar("a.img", "id = \"a\"\nversion = \"2\"\n");
+    w.publish();
+    expect_ok(&w.sync());
+    assert_eq!(
+        w.state_of("a"),
+        [
+            ("1".into(), "imported".into()),
+            ("2".into(), "pending".into())
+        ],
+        "no gap: a@1 stays while a@2 waits"
+    );
+    assert_eq!(w.store_files().len(), 1);
+    expect_ok(&w.site(&["approve", "a@2"]));
+    expect_ok(&w.sync());
+    assert_eq!(
+        w.state_of("a"),
+        [
+            ("1".into(), "revoked".into()),
+            ("2".into(), "imported".into())
+        ]
+    );
+    assert_eq!(w.store_files().len(), 1);
+}
+
+/// A deny rule added after an image was imported takes it out of use at
+/// the next sync, with the rule as the reason and a `reject` event.
+#[test]
+fn a_deny_rule_added_later_withdraws_an_imported_image() {
+    let w = World::new(&[("a.img", 5000)]);
+    w.sidecar("a.img", "id = \"a\"\nversion = \"1\"\narch = \"i686\"\n");
+    w.publish();
+    w.trust(&[]);
+    expect_ok(&w.sync());
+    assert_eq!(w.state_of("a"), [("1".into(), "imported".into())]);
+    w.set_config(
+        "# [[policy.deny]]\n# os = \"windows\"",
+        "[[policy.deny]]\narch = \"i686\"",
+    );
+    expect_ok(&w.sync());
+    assert_eq!(w.state_of("a"), [("1".into(), "rejected".into())]);
+    assert!(w.store_files().is_empty());
+    let image = &w.images()[0];
+    assert!(
+        image["reason"].as_str().unwrap().contains("arch = i686"),
+        "{image}"
+    );
+    assert_eq!(
+        w.hook_log().matches("VMIC_EVENT=reject").count(),
+        1,
+        "{}",
+        w.hook_log()
+    );
+}
+
+/// The operator rejected a@1; the endorser then signs other bytes under the
+/// same id@version. The rejection stands.
+#[test]
+fn an_operators_rejection_sticks_when_the_endorser_rewrites_the_bytes() {
+    let w = World::new(&[("a.img", 5000)]);
+    w.sidecar("a.img", "id = \"a\"\nversion = \"1\"\n");
+    w.publish();
+    w.trust(&[]);
+    expect_ok(&w.sync());
+    expect_ok(&w.site(&["reject", "a"]));
+    std::fs::write(w.path("images/a.img"), pattern(5000, 77)).unwrap();
+    w.publish();
+    expect_ok(&w.sync());
+    assert_eq!(w.state_of("a"), [("1".into(), "rejected".into())]);
+    assert!(w.store_files().is_empty());
+}

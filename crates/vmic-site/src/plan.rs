@@ -97,7 +97,7 @@ pub fn plan(
             .iter()
             .filter(|r| r.state != ImageState::Revoked)
             .filter(|r| catalog.image(r.id.as_str(), r.version.as_str()).is_none())
-            .map(|r| plan_unlisted(r, catalog)),
+            .map(|r| plan_unlisted(r, catalog, &stored)),
     );
     out
 }
@@ -124,17 +124,24 @@ fn plan_listed(
 ) -> Decision {
     let same_bytes = row.is_some_and(|r| r.sha256 == image.sha256 && r.size == image.size());
     let kept_state = row.filter(|_| same_bytes).map(|r| r.state);
+    // The operator's decisions stand: a rejection whatever bytes the
+    // endorser signs under that id@version later, an approval over the deny
+    // rules. Policy decisions are re-evaluated on every sync.
+    let by_operator = row.is_some_and(|r| r.decided_by == Decider::Manual);
+    let denied = !by_operator && policy.denial(image).is_some();
     match (kept_state, row) {
-        (Some(ImageState::Imported), _) => keep(image, Action::Keep, "already imported".into()),
-        (Some(ImageState::Approved | ImageState::Quarantined), _) => {
-            keep(image, Action::Import, "approved; fetching".into())
-        }
-        (Some(ImageState::Rejected), Some(r)) if r.decided_by == Decider::Manual => keep(
+        (_, Some(r)) if r.state == ImageState::Rejected && by_operator => keep(
             image,
             Action::Keep,
             format!("rejected by the site: {}", r.reason),
         ),
-        (Some(ImageState::Pending), _) if policy.denial(image).is_none() => {
+        (Some(ImageState::Imported), _) if !denied => {
+            keep(image, Action::Keep, "already imported".into())
+        }
+        (Some(ImageState::Approved | ImageState::Quarantined), _) if !denied => {
+            keep(image, Action::Import, "approved; fetching".into())
+        }
+        (Some(ImageState::Pending), _) if !denied => {
             keep(image, Action::Pending, "waiting for `vmic approve`".into())
         }
         // New, changed bytes under the same version, re-listed after a
@@ -169,18 +176,46 @@ fn decide_afresh(
     }
     let mut decision = keep(image, action, reason.clone());
     decision.record = Some(new_row(endorser, image, state, &reason));
-    // Different bytes under an imported version: the old file goes.
+    // Different bytes under an imported version, or an imported image a
+    // deny rule now rejects: the old file goes.
     decision.withdraw = row.filter(|r| r.state == ImageState::Imported).cloned();
     decision
 }
 
 /// A stored image the catalog no longer lists: revoked, replaced or dropped.
-fn plan_unlisted(row: &ImageRow, catalog: &Catalog) -> Decision {
+/// A replaced image in use stays until a listed version of its id is
+/// imported, so a site never goes without any version (a manual site
+/// waiting for approval, or a download that failed).
+fn plan_unlisted(
+    row: &ImageRow,
+    catalog: &Catalog,
+    stored: &HashMap<(&str, &str), &ImageRow>,
+) -> Decision {
     let revocation = catalog.revocation_of(row.id.as_str(), row.version.as_str());
     let newer = catalog.first_image_with_id(row.id.as_str());
     let reason = match (revocation, newer) {
         (Some(r), _) => format!("revoked by the endorser: {}", r.reason),
-        (None, Some(n)) => format!("replaced by {}", n.label()),
+        (None, Some(n)) => {
+            let replacement_in_store = catalog
+                .images()
+                .iter()
+                .filter(|i| i.id == row.id)
+                .filter_map(|i| stored.get(&(i.id.as_str(), i.version.as_str())))
+                .any(|r| r.state == ImageState::Imported);
+            if row.state == ImageState::Imported && !replacement_in_store {
+                return Decision {
+                    item: PlanItem {
+                        action: Action::Keep,
+                        image: row.label(),
+                        size: row.size,
+                        reason: format!("replaced by {}; kept until that is imported", n.label()),
+                    },
+                    withdraw: None,
+                    record: None,
+                };
+            }
+            format!("replaced by {}", n.label())
+        }
         (None, None) => "no longer in the endorser's catalog".into(),
     };
     Decision {
@@ -358,20 +393,67 @@ mod tests {
     }
 
     #[test]
-    fn a_new_version_replaces_the_old_one() {
+    fn a_new_version_replaces_the_old_one_once_it_is_imported() {
         let old = catalog(&[("a", "1", b"one")], &[]);
         let new = catalog(&[("a", "2", b"two")], &[]);
-        let existing = [row(&old, "a", "1", ImageState::Imported, Decider::Policy)];
-        let d = plan(&existing, &name(), &new, &auto());
+        let imported = row(&old, "a", "1", ImageState::Imported, Decider::Policy);
+        // No gap: while a@2 is not in the store, a@1 stays.
+        let d = plan(std::slice::from_ref(&imported), &name(), &new, &auto());
+        assert_eq!(
+            actions(&d),
+            [("a@2".into(), Action::Import), ("a@1".into(), Action::Keep)]
+        );
+        assert!(d[1].item.reason.contains("kept until that is imported"));
+        // Once a@2 is imported, a@1 goes.
+        let replacement = row(&new, "a", "2", ImageState::Imported, Decider::Policy);
+        let d = plan(&[imported.clone(), replacement], &name(), &new, &auto());
         assert_eq!(
             actions(&d),
             [
-                ("a@2".into(), Action::Import),
+                ("a@2".into(), Action::Keep),
                 ("a@1".into(), Action::Withdraw)
             ]
         );
         assert_eq!(d[1].item.reason, "replaced by a@2");
         assert_eq!(d[1].withdraw.as_ref().unwrap().version.as_str(), "1");
+        // A replaced image that was never imported simply goes.
+        let pending = row(&old, "a", "1", ImageState::Pending, Decider::Policy);
+        let d = plan(&[pending], &name(), &new, &auto());
+        assert_eq!(d[1].item.action, Action::Withdraw);
+    }
+
+    #[test]
+    fn an_operators_rejection_sticks_even_when_the_bytes_change() {
+        let old = catalog(&[("a", "1", b"one")], &[]);
+        let rewritten = catalog(&[("a", "1", b"ONE")], &[]);
+        let rejected = row(&old, "a", "1", ImageState::Rejected, Decider::Manual);
+        let d = plan(&[rejected], &name(), &rewritten, &auto());
+        assert_eq!(actions(&d), [("a@1".into(), Action::Keep)]);
+        assert!(d[0].record.is_none() && d[0].withdraw.is_none());
+    }
+
+    #[test]
+    fn deny_rules_reach_imported_images_but_not_an_operators_approval() {
+        let rules = [DenyRule {
+            os: Some("linux".into()),
+            ..DenyRule::default()
+        }];
+        let deny = PlanPolicy {
+            approve: ApproveMode::Auto,
+            deny: &rules,
+        };
+        let c = catalog(&[("a", "1", b"one"), ("b", "1", b"two")], &[]);
+        let existing = [
+            row(&c, "a", "1", ImageState::Imported, Decider::Policy),
+            row(&c, "b", "1", ImageState::Imported, Decider::Manual),
+        ];
+        let d = plan(&existing, &name(), &c, &deny);
+        assert_eq!(
+            actions(&d),
+            [("a@1".into(), Action::Reject), ("b@1".into(), Action::Keep)]
+        );
+        assert_eq!(d[0].withdraw.as_ref().unwrap().state, ImageState::Imported);
+        assert_eq!(d[0].record.as_ref().unwrap().state, ImageState::Rejected);
     }
 
     #[test]

@@ -237,9 +237,12 @@ fn sync_endorser(
         return Ok(());
     }
     let existing = site.state.images_of(endorser.name.as_str())?;
+    // The policy is planned against twice, around the fetch that needs the
+    // site mutably: a copy of the rules keeps the borrows apart.
+    let deny = site.config.policy.deny.clone();
     let policy = PlanPolicy {
         approve: endorser.approve,
-        deny: &site.config.policy.deny,
+        deny: &deny,
     };
     let decisions = plan(&existing, &endorser.name, &catalog, &policy);
     report.plan = decisions.iter().map(|d| d.item.clone()).collect();
@@ -248,7 +251,11 @@ fn sync_endorser(
     }
     apply_decisions(site, endorser, &key, &catalog, &sha256, &decisions)?;
     fetch_approved(site, endorser, &catalog, &publication, work, report)?;
-    for d in decisions
+    // Plan again on what is now in the store: a replaced version leaves
+    // only once its replacement has been imported.
+    let now_stored = site.state.images_of(endorser.name.as_str())?;
+    let after_fetch = plan(&now_stored, &endorser.name, &catalog, &policy);
+    for d in after_fetch
         .iter()
         .filter(|d| d.item.action == Action::Withdraw)
     {
@@ -346,9 +353,22 @@ fn apply_decisions(
     sha256: &Sha256Digest,
     decisions: &[Decision],
 ) -> Result<()> {
-    // Old bytes under a changed version leave the store before anything else.
-    for d in decisions.iter().filter(|d| d.record.is_some()) {
-        if let Some(old) = &d.withdraw {
+    // Old bytes under a changed version, and imported images a deny rule
+    // now rejects, leave the store before anything else.
+    for d in decisions.iter() {
+        let (Some(old), Some(new)) = (&d.withdraw, &d.record) else {
+            continue;
+        };
+        if new.state == ImageState::Rejected {
+            store::withdraw(
+                site,
+                old,
+                ImageState::Rejected,
+                &new.reason,
+                HookEvent::Reject,
+                Decider::Policy,
+            )?;
+        } else {
             store::withdraw(
                 site,
                 old,
@@ -380,7 +400,8 @@ fn apply_decisions(
             ),
         )?;
     }
-    for row in decisions.iter().filter_map(|d| d.record.as_ref()) {
+    for d in decisions {
+        let Some(row) = &d.record else { continue };
         tx.put_image(row)?;
         let action = match row.state {
             ImageState::Rejected => "rejected",
@@ -393,7 +414,8 @@ fn apply_decisions(
             Some(&row.label()),
             &row.reason,
         )?;
-        if row.state == ImageState::Rejected {
+        // A withdrawn imported copy already had its `reject` event.
+        if row.state == ImageState::Rejected && d.withdraw.is_none() {
             tx.enqueue_hook(
                 HookEvent::Reject,
                 &store::hook_env(HookEvent::Reject, row, None, &row.reason),
