@@ -1040,3 +1040,29 @@ fn an_operators_rejection_sticks_when_the_endorser_rewrites_the_bytes() {
     assert_eq!(w.state_of("a"), [("1".into(), "rejected".into())]);
     assert!(w.store_files().is_empty());
 }
+
+/// Freeze by replay: after the accepted catalog expires, a mirror keeps
+/// serving an older (still unexpired) catalog. The rollback is refused and
+/// the expired catalog's images are withdrawn all the same.
+#[test]
+fn freeze_by_replaying_an_older_catalog_does_not_keep_expired_images_alive() {
+    let w = World::new(&[("a.img", 5000)]);
+    w.publish();
+    let old = w.path("old-out");
+    std::fs::create_dir(&old).unwrap();
+    for f in ["catalog.json", "catalog.json.minisig"] {
+        std::fs::copy(w.path("out").join(f), old.join(f)).unwrap();
+    }
+    expect_ok(&build(w.path("").as_path(), &["--expires", "2s"]));
+    w.trust(&[]);
+    expect_ok(&w.sync());
+    assert_eq!(w.state_of("a")[0].1, "imported");
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    for f in ["catalog.json", "catalog.json.minisig"] {
+        std::fs::copy(old.join(f), w.path("out").join(f)).unwrap();
+    }
+    expect_fail(&w.sync(), 1, &["older than serial 2", "rollback"]);
+    assert_eq!(w.state_of("a")[0].1, "expired");
+    assert!(w.store_files().is_empty());
+    assert!(w.hook_log().contains("VMIC_EVENT=expire"));
+}

@@ -230,7 +230,14 @@ fn sync_endorser(
     report.expires = Some(catalog.expires());
     // Rollback first: a replayed old (and expired) catalog must not be able
     // to make the site withdraw images that a newer catalog still lists.
-    check_rollback(site, &key, &catalog, &sha256, endorser)?;
+    // A refused replay is no fresh catalog either: whatever a mirror serves,
+    // the last accepted catalog's expiry still applies (no freeze by replay).
+    if let Err(refused) = check_rollback(site, &key, &catalog, &sha256, endorser) {
+        if !opts.dry_run {
+            expire_if_stale(site, endorser, &key, now, report)?;
+        }
+        return Err(refused);
+    }
     if catalog.is_expired_at(now)
         && refuse_or_warn_expired(site, endorser, &catalog, opts, report)? == Expired::Stop
     {
