@@ -603,8 +603,16 @@ fn one_broken_endorser_does_not_stop_the_others() {
     let w = World::new(&[("a.img", 5000)]);
     w.publish();
     w.trust(&[]);
-    // A second endorser whose source does not exist.
-    let key = demo_pub();
+    // A second endorser (a key of its own: one key is one endorser) whose
+    // source does not exist.
+    let key = w.path("broken.key.pub");
+    expect_ok(&vmic([
+        "keygen",
+        "-W",
+        "-q",
+        "--out",
+        path_str(&w.path("broken.key")),
+    ]));
     let missing = w.path("nowhere");
     std::fs::create_dir_all(&missing).unwrap();
     expect_ok(&w.site(&[
@@ -1065,4 +1073,63 @@ fn freeze_by_replaying_an_older_catalog_does_not_keep_expired_images_alive() {
     assert_eq!(w.state_of("a")[0].1, "expired");
     assert!(w.store_files().is_empty());
     assert!(w.hook_log().contains("VMIC_EVENT=expire"));
+}
+
+/// Key ids are chosen by whoever makes the key: a second endorser whose key
+/// claims a trusted endorser's id (to share, and poison, its rollback
+/// memory, or to pass for it in messages) is refused at `trust add`.
+#[test]
+fn a_key_claiming_a_trusted_keys_id_is_refused() {
+    use base64::Engine;
+    let w = World::new(&[("a.img", 5000)]);
+    w.publish();
+    w.trust(&[]);
+    expect_ok(&vmic([
+        "keygen",
+        "-W",
+        "-q",
+        "--out",
+        path_str(&w.path("evil.key")),
+    ]));
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key_line = |p: &std::path::Path| {
+        let text = std::fs::read_to_string(p).unwrap();
+        b64.decode(text.lines().nth(1).unwrap()).unwrap()
+    };
+    let demo = key_line(&demo_pub());
+    let mut evil = key_line(&w.path("evil.key.pub"));
+    evil[2..10].copy_from_slice(&demo[2..10]);
+    let forged = w.path("forged.pub");
+    std::fs::write(
+        &forged,
+        format!("untrusted comment: forged\n{}\n", b64.encode(&evil)),
+    )
+    .unwrap();
+    let o = w.site(&[
+        "trust",
+        "add",
+        "evil",
+        "--pubkey",
+        path_str(&forged),
+        "--url",
+        path_str(&w.path("out")),
+    ]);
+    expect_fail(
+        &o,
+        1,
+        &["already used by the different key of endorser demo"],
+    );
+    let o = w.site(&[
+        "trust",
+        "add",
+        "alias",
+        "--pubkey",
+        path_str(&demo_pub()),
+        "--url",
+        path_str(&w.path("out")),
+    ]);
+    expect_fail(&o, 2, &["already trusted as endorser demo"]);
+    let o = w.site(&["trust", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
 }

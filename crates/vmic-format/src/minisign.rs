@@ -117,6 +117,16 @@ impl PublicKey {
         Ok(PublicKey { key_id, key })
     }
 
+    /// The whole key as minisign's base64 line (`minisign -P` takes it):
+    /// the identity of a signer, which a key id alone is not.
+    pub fn to_base64(&self) -> String {
+        let mut bytes = Vec::with_capacity(PUBLIC_KEY_LEN);
+        bytes.extend_from_slice(&SIG_ALG);
+        bytes.extend_from_slice(&self.key_id.0);
+        bytes.extend_from_slice(self.key.as_bytes());
+        B64.encode(bytes)
+    }
+
     /// The public key in minisign's two-line file format.
     pub fn to_file_string(&self) -> String {
         let mut bytes = Vec::with_capacity(PUBLIC_KEY_LEN);

@@ -16,14 +16,16 @@ use vmic_format::catalog::Image;
 use vmic_format::digest::Sha256Digest;
 use vmic_format::ids::{EndorserName, ImageId, InvalidValue, Version};
 use vmic_format::image_format::FormatName;
+use vmic_format::minisign::PublicKey;
 
 use crate::error::{Error, Result};
 use crate::model::{ApproveMode, Decider, HookEvent, ImageState, StoredText};
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Migrations, applied in order; index + 1 is the schema version reached.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE endorsers (
     name TEXT PRIMARY KEY,
     pubkey TEXT NOT NULL,
@@ -79,7 +81,27 @@ CREATE TABLE outbox (
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT
 );
-"#];
+"#,
+    r#"
+-- Version 2: rollback memory keyed by the whole public key. A key id is
+-- chosen by whoever makes the key, so another endorser could claim it.
+-- `serials` (keyed by key id) stays as the legacy record; its rows move over
+-- for every key a trusted endorser has now, and `trust add` adopts a legacy
+-- row for a key trusted again later.
+CREATE TABLE rollback (
+    pubkey TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    highest_serial INTEGER NOT NULL,
+    catalog_sha256 TEXT NOT NULL,
+    expires TEXT NOT NULL,
+    accepted_at TEXT NOT NULL
+);
+INSERT OR IGNORE INTO rollback (pubkey, key_id, highest_serial, catalog_sha256, expires, accepted_at)
+    SELECT trim(substr(e.pubkey, instr(e.pubkey, char(10)) + 1), char(10) || char(13) || ' '),
+           s.key_id, s.highest_serial, s.catalog_sha256, s.expires, s.accepted_at
+    FROM serials s JOIN endorsers e ON e.key_id = s.key_id;
+"#,
+];
 
 /// The site database (`state.db`).
 pub struct State {
@@ -299,9 +321,11 @@ impl State {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(db_err(path))?;
-        if version != SCHEMA_VERSION {
+        // Later schema versions only add tables the reading commands do not
+        // use, so an older database reads as it is (a writer migrates it).
+        if !(1..=SCHEMA_VERSION).contains(&version) {
             return Err(Error::input(format!(
-                "site database {} has schema version {version}, this vmic reads version {SCHEMA_VERSION}; run a command that writes (e.g. `vmic sync --dry-run`) with the matching vmic first",
+                "site database {} has schema version {version}; this vmic reads versions 1 to {SCHEMA_VERSION}",
                 path.display()
             )));
         }
@@ -367,12 +391,12 @@ impl State {
         Ok(self.endorsers()?.into_iter().find(|e| e.name == *name))
     }
 
-    /// The rollback memory of the key with id `key_id`.
-    pub fn serial(&self, key_id: &str) -> Result<Option<SerialRow>> {
+    /// The rollback memory of `key` (the whole key, never its id alone).
+    pub fn serial(&self, key: &PublicKey) -> Result<Option<SerialRow>> {
         self.conn
             .query_row(
-                "SELECT highest_serial, catalog_sha256, expires FROM serials WHERE key_id = ?1",
-                params![key_id],
+                "SELECT highest_serial, catalog_sha256, expires FROM rollback WHERE pubkey = ?1",
+                params![key.to_base64()],
                 |r| {
                     Ok(SerialRow {
                         highest_serial: r.get::<_, i64>(0)? as u64,
@@ -577,6 +601,20 @@ impl Tx<'_> {
             })
     }
 
+    /// For a key trusted again: take over the memory a release before
+    /// schema 2 kept under its key id, if there is any and the key has none.
+    /// Keeping a rollback memory too high is the safe side of the error.
+    pub fn adopt_legacy_serial(&self, key: &PublicKey) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT OR IGNORE INTO rollback (pubkey, key_id, highest_serial, catalog_sha256, expires, accepted_at) \
+                 SELECT ?1, key_id, highest_serial, catalog_sha256, expires, accepted_at FROM serials WHERE key_id = ?2",
+                params![key.to_base64(), key.key_id.to_string()],
+            )
+            .map(|_| ())
+            .map_err(sql)
+    }
+
     /// Forget an endorser (its images and rollback memory stay).
     pub fn remove_endorser(&self, name: &str) -> Result<()> {
         self.tx
@@ -599,18 +637,18 @@ impl Tx<'_> {
     /// Raise the rollback memory of a key; it never goes down.
     pub fn accept_serial(
         &self,
-        key_id: &str,
+        key: &PublicKey,
         serial: u64,
         catalog_sha256: &str,
         expires: &str,
     ) -> Result<()> {
         self.tx
             .execute(
-                "INSERT INTO serials (key_id, highest_serial, catalog_sha256, expires, accepted_at) VALUES (?1, ?2, ?3, ?4, ?5) \
-                 ON CONFLICT(key_id) DO UPDATE SET highest_serial = excluded.highest_serial, \
+                "INSERT INTO rollback (pubkey, key_id, highest_serial, catalog_sha256, expires, accepted_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT(pubkey) DO UPDATE SET highest_serial = excluded.highest_serial, \
                  catalog_sha256 = excluded.catalog_sha256, expires = excluded.expires, accepted_at = excluded.accepted_at \
-                 WHERE excluded.highest_serial >= serials.highest_serial",
-                params![key_id, serial as i64, catalog_sha256, expires, now()],
+                 WHERE excluded.highest_serial >= rollback.highest_serial",
+                params![key.to_base64(), key.key_id.to_string(), serial as i64, catalog_sha256, expires, now()],
             )
             .map(|_| ())
             .map_err(sql)
@@ -706,24 +744,27 @@ mod tests {
     #[test]
     fn rollback_memory_never_goes_down() {
         let (_dir, mut state) = open();
+        let key = vmic_format::minisign::SecretKey::generate()
+            .unwrap()
+            .public_key();
         let tx = state.transaction().unwrap();
-        tx.accept_serial("K", 5, "five", "2026-01-01T00:00:00Z")
+        tx.accept_serial(&key, 5, "five", "2026-01-01T00:00:00Z")
             .unwrap();
-        tx.accept_serial("K", 3, "three", "2026-01-01T00:00:00Z")
+        tx.accept_serial(&key, 3, "three", "2026-01-01T00:00:00Z")
             .unwrap();
         tx.commit().unwrap();
-        let memory = state.serial("K").unwrap().unwrap();
+        let memory = state.serial(&key).unwrap().unwrap();
         assert_eq!(
             (memory.highest_serial, memory.catalog_sha256.as_str()),
             (5, "five")
         );
         let tx = state.transaction().unwrap();
-        tx.accept_serial("K", crate::catalog::MAX_IMAGES as u64, "big", "x")
+        tx.accept_serial(&key, crate::catalog::MAX_IMAGES as u64, "big", "x")
             .unwrap();
-        tx.accept_serial("K", i64::MAX as u64, "max", "x").unwrap();
+        tx.accept_serial(&key, i64::MAX as u64, "max", "x").unwrap();
         tx.commit().unwrap();
         assert_eq!(
-            state.serial("K").unwrap().unwrap().highest_serial,
+            state.serial(&key).unwrap().unwrap().highest_serial,
             i64::MAX as u64
         );
     }
@@ -745,6 +786,35 @@ mod tests {
             .unwrap();
         let err = state.images().unwrap_err();
         assert!(err.message().contains("../x"), "{err}");
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_with_its_rollback_memory_keyed_by_whole_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/state-db-v1/state.db");
+        std::fs::copy(fixture, &path).unwrap();
+        // Readers take an old database as it is.
+        let ro = State::open_read_only(&path).unwrap();
+        assert_eq!(ro.endorsers().unwrap().len(), 2);
+        drop(ro);
+        let state = State::open(&path, false).unwrap();
+        for endorser in state.endorsers().unwrap() {
+            let key = PublicKey::parse(&endorser.pubkey).unwrap();
+            let memory = state.serial(&key).unwrap();
+            assert_eq!(
+                memory.map(|m| m.highest_serial),
+                Some(1),
+                "{}",
+                endorser.name
+            );
+        }
+        let version: i64 = state
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     #[test]

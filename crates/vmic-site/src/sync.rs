@@ -330,7 +330,7 @@ fn check_rollback(
     sha256: &Sha256Digest,
     endorser: &EndorserRow,
 ) -> Result<()> {
-    let Some(memory) = site.state.serial(&key.key_id.to_string())? else {
+    let Some(memory) = site.state.serial(key)? else {
         return Ok(());
     };
     let name = &endorser.name;
@@ -386,17 +386,16 @@ fn apply_decisions(
             )?;
         }
     }
-    let key_id = key.key_id.to_string();
     let sha256 = sha256.to_hex();
     let serial = catalog.serial().get();
     // Only a catalog not seen before is news; cron reruns stay out of the log.
     let seen = site
         .state
-        .serial(&key_id)?
+        .serial(key)?
         .is_some_and(|m| m.highest_serial == serial && m.catalog_sha256 == sha256);
     let tx = site.state.transaction()?;
     if !seen {
-        tx.accept_serial(&key_id, serial, &sha256, &catalog.expires().to_string())?;
+        tx.accept_serial(key, serial, &sha256, &catalog.expires().to_string())?;
         tx.audit(
             "catalog-accepted",
             Some(endorser.name.as_str()),
@@ -557,7 +556,7 @@ fn expire_if_stale(
     now: Timestamp,
     report: &mut EndorserReport,
 ) -> Result<()> {
-    let Some(memory) = site.state.serial(&key.key_id.to_string())? else {
+    let Some(memory) = site.state.serial(key)? else {
         return Ok(());
     };
     let expired = memory.expires.parse::<Timestamp>().is_ok_and(|t| t <= now);

@@ -31,6 +31,7 @@ pub struct TrustAdd {
 pub fn add(site: &mut Site, req: TrustAdd) -> Result<EndorserRow> {
     let name = EndorserName::parse(&req.name).map_err(|e| Error::input(e.0))?;
     let key = req.pubkey;
+    refuse_key_clash(site, &name, &key)?;
     let url = normalise_source(&req.url)?;
     let ca_file = match &req.ca_file {
         Some(p) => {
@@ -54,6 +55,7 @@ pub fn add(site: &mut Site, req: TrustAdd) -> Result<EndorserRow> {
     };
     let tx = site.state.transaction()?;
     tx.add_endorser(&row)?;
+    tx.adopt_legacy_serial(&key)?;
     tx.audit(
         "trust-added",
         Some(row.name.as_str()),
@@ -67,6 +69,31 @@ pub fn add(site: &mut Site, req: TrustAdd) -> Result<EndorserRow> {
     )?;
     tx.commit()?;
     Ok(row)
+}
+
+/// Identity is the whole key. A key whose id another trusted key already
+/// has could pass for it wherever an id is shown or compared, and one key
+/// under two names would share one rollback memory between two endorsers:
+/// both are refused.
+fn refuse_key_clash(site: &Site, name: &EndorserName, key: &PublicKey) -> Result<()> {
+    for other in site.state.endorsers()? {
+        let Ok(theirs) = PublicKey::parse(&other.pubkey) else {
+            continue;
+        };
+        if theirs == *key && other.name != *name {
+            return Err(Error::input(format!(
+                "key {} is already trusted as endorser {}; one key is one endorser (remove {} first to rename it)",
+                key.key_id, other.name, other.name
+            )));
+        }
+        if theirs.key_id == key.key_id && theirs != *key {
+            return Err(Error::verification(format!(
+                "key id {} is already used by the different key of endorser {}; refusing a key that could pass for it",
+                key.key_id, other.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A source given to `trust add`: http(s) and file:// URLs as they are, a
@@ -181,27 +208,69 @@ mod tests {
     fn removal_withdraws_every_image_and_keeps_the_rollback_memory() {
         let dir = tempfile::tempdir().unwrap();
         let mut site = Site::init(&dir.path().join("site")).unwrap();
-        let added = add(&mut site, request("lab", "https://h/")).unwrap();
+        let req = request("lab", "https://h/");
+        let key = req.pubkey.clone();
+        add(&mut site, req).unwrap();
         let c = catalog(&[("a", "1", b"1"), ("b", "1", b"2")], &[]);
         let tx = site.state.transaction().unwrap();
         tx.put_image(&row(&c, "a", "1", ImageState::Pending, Decider::Policy))
             .unwrap();
         tx.put_image(&row(&c, "b", "1", ImageState::Revoked, Decider::Sync))
             .unwrap();
-        tx.accept_serial(&added.key_id, 7, "h", "x").unwrap();
+        tx.accept_serial(&key, 7, "h", "x").unwrap();
         tx.commit().unwrap();
         let removal = remove(&mut site, "lab").unwrap();
         assert_eq!(removal.withdrawn, ["a@1"]);
         assert!(site.state.endorser("lab").unwrap().is_none());
-        assert_eq!(
-            site.state
-                .serial(&added.key_id)
-                .unwrap()
-                .unwrap()
-                .highest_serial,
-            7
-        );
+        assert_eq!(site.state.serial(&key).unwrap().unwrap().highest_serial, 7);
         let err = remove(&mut site, "lab").unwrap_err();
         assert!(err.message().contains("not a trusted endorser"), "{err}");
+        // Trusted again, the key finds its memory.
+        let mut again = request("lab2", "https://h/");
+        again.pubkey = key.clone();
+        add(&mut site, again).unwrap();
+        assert_eq!(site.state.serial(&key).unwrap().unwrap().highest_serial, 7);
+    }
+
+    #[test]
+    fn a_key_posing_with_another_keys_id_is_refused_and_one_key_is_one_endorser() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut site = Site::init(&dir.path().join("site")).unwrap();
+        let victim = request("victim", "https://h/");
+        let victim_key = victim.pubkey.clone();
+        add(&mut site, victim).unwrap();
+        // Another key pair given the victim's key id (anyone can choose it).
+        let mut poser = request("poser", "https://h/");
+        let text = poser.pubkey.to_base64();
+        let mut raw = base64_decode(&text);
+        raw[2..10].copy_from_slice(&victim_key.key_id.0);
+        poser.pubkey = PublicKey::parse(&base64_encode(&raw)).unwrap();
+        let err = add(&mut site, poser).unwrap_err();
+        assert_eq!(err.kind(), crate::error::ErrorKind::Verification);
+        assert!(
+            err.message()
+                .contains("already used by the different key of endorser victim"),
+            "{err}"
+        );
+        let mut twice = request("alias", "https://h/");
+        twice.pubkey = victim_key;
+        let err = add(&mut site, twice).unwrap_err();
+        assert!(
+            err.message().contains("already trusted as endorser victim"),
+            "{err}"
+        );
+        assert_eq!(site.state.endorsers().unwrap().len(), 1);
+    }
+
+    fn base64_decode(text: &str) -> Vec<u8> {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .unwrap()
+    }
+
+    fn base64_encode(bytes: &[u8]) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(bytes)
     }
 }
