@@ -265,6 +265,17 @@ fn correctly_signed_hostile_catalogs_are_refused() {
             "RFC 3339",
             Box::new(|v| v["expires"] = "2999-01-01T00:00:00+05:00".into()),
         ),
+        // Terminal and hook-variable injection through metadata.
+        (
+            "control character U+001B",
+            Box::new(|v| v["images"][0]["title"] = "x\u{1b}]0;owned\u{7}".into()),
+        ),
+        (
+            "control character U+000A",
+            Box::new(
+                |v| v["revoked"] = serde_json::json!([{"id": "z", "reason": "a\nVMIC_EVENT=import", "revoked_at": "2026-01-01T00:00:00Z"}]),
+            ),
+        ),
         (
             "not an http(s) URL",
             Box::new(|v| v["images"][0]["urls"] = serde_json::json!(["file:///etc/passwd"])),
@@ -371,4 +382,19 @@ fn output_into_a_closed_pipe_ends_quietly() {
         "{:?} {err}",
         o.status
     );
+}
+
+/// Text a signed catalog carries reaches the terminal escaped: a bidi
+/// override in the endorser's name cannot reorder what the operator reads.
+#[test]
+fn catalog_text_reaches_the_terminal_escaped() {
+    let tmp = published();
+    let mut v = catalog_value(&tmp);
+    v["endorser"]["name"] = "Good \u{202e}gnp.exe".into();
+    write_value(&out(&tmp), &v);
+    let o = verify(&out(&tmp), &[]);
+    expect_ok(&o);
+    let text = stdout(&o);
+    assert!(text.contains("Good \\u{202e}gnp.exe"), "{text}");
+    assert!(!text.contains('\u{202e}'), "{text}");
 }

@@ -103,13 +103,41 @@ impl Output {
 
     pub fn say(&self, line: impl AsRef<str>) {
         if !self.quiet && !self.json {
-            println!("{}", line.as_ref());
+            println!("{}", for_terminal(line.as_ref()));
         }
     }
 
     pub fn warn(&self, line: impl AsRef<str>) {
-        eprintln!("vmic: warning: {}", line.as_ref());
+        eprintln!("vmic: warning: {}", for_terminal(line.as_ref()));
     }
+}
+
+/// A line on stderr, whatever `--quiet` says (failures are never quiet).
+pub fn alert(line: impl AsRef<str>) {
+    eprintln!("{}", for_terminal(line.as_ref()));
+}
+
+/// Text bound for a terminal, with every control character and bidi
+/// override escaped: signed catalogs and stored reasons are someone else's
+/// words, and must not move the cursor, retitle the window or reorder what
+/// the operator reads.
+pub fn for_terminal(text: &str) -> std::borrow::Cow<'_, str> {
+    let hostile = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(hostile) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if hostile(c) {
+            out.push_str(&format!("\\u{{{:04x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 pub fn run() -> i32 {
@@ -146,7 +174,7 @@ pub fn run() -> i32 {
 }
 
 pub fn report_error(e: &Error) -> i32 {
-    eprintln!("vmic: error: {e}");
+    alert(format!("vmic: error: {e}"));
     exit_code(Some(e.kind()))
 }
 
@@ -178,6 +206,15 @@ mod tests {
     fn command_line_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn terminal_output_escapes_control_and_bidi_characters() {
+        assert_eq!(for_terminal("plain text"), "plain text");
+        assert_eq!(
+            for_terminal("a\u{1b}]0;x\u{7}b\u{202e}c\nd"),
+            "a\\u{001b}]0;x\\u{0007}b\\u{202e}c\\u{000a}d"
+        );
     }
 
     #[test]

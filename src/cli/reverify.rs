@@ -18,7 +18,7 @@ pub fn run(json: bool, jobs: Option<usize>, site: &Option<PathBuf>, quiet: bool)
         super::print_json(&report);
     } else {
         for q in &report.quarantined {
-            eprintln!("vmic: QUARANTINED {q}");
+            super::alert(format!("vmic: QUARANTINED {q}"));
         }
         out.say(format!(
             "{} imported image(s) checked, {} ok, {} quarantined",

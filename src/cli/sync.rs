@@ -82,16 +82,16 @@ pub fn run(args: Args, site: &Option<PathBuf>, quiet: bool) -> Result<i32> {
             out.say(format!("{}: withdrawn {w}", e.name));
         }
         for q in &e.quarantined {
-            eprintln!("vmic: {}: QUARANTINED {q}", e.name);
+            super::alert(format!("vmic: {}: QUARANTINED {q}", e.name));
         }
         for f in &e.failed {
-            eprintln!(
+            super::alert(format!(
                 "vmic: {}: fetch failed (will resume next time): {f}",
                 e.name
-            );
+            ));
         }
         match &e.error {
-            Some(err) => eprintln!("vmic: error: {err}"),
+            Some(err) => super::alert(format!("vmic: error: {err}")),
             None => out.say(format!("{}{serial}: ok", e.name)),
         }
     }

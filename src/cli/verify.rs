@@ -101,22 +101,22 @@ fn print_human(report: &VerifyReport, out: Output) {
     for image in report.images.iter().filter(|i| !i.ok) {
         const SHOWN: usize = 20;
         if image.problems.len() > SHOWN {
-            eprintln!(
+            super::alert(format!(
                 "FAILED  {}@{}  {}: {} problems, the first {SHOWN} follow (--json lists all)",
                 image.id,
                 image.version,
                 image.path,
                 image.problems.len()
-            );
+            ));
         }
         for p in image.problems.iter().take(SHOWN) {
-            eprintln!(
+            super::alert(format!(
                 "FAILED  {}@{}  {}: {}",
                 image.id,
                 image.version,
                 image.path,
                 p.describe()
-            );
+            ));
         }
     }
     let failed = report.images.iter().filter(|i| !i.ok).count();
@@ -128,9 +128,9 @@ fn print_human(report: &VerifyReport, out: Output) {
     } else if failed == 0 {
         out.say(format!("all {} images verified", report.images.len()));
     } else {
-        eprintln!(
+        super::alert(format!(
             "vmic: {failed} of {} images FAILED verification",
             report.images.len()
-        );
+        ));
     }
 }

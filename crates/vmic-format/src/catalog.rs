@@ -609,7 +609,9 @@ fn check_format_version(format: &str) -> Result<()> {
     }
 }
 
-/// Free text: bounded, and no NUL (it ends up in environments and logs).
+/// Free text: bounded, and no control characters — it ends up in hook
+/// environments, logs and terminals, where ESC sequences or a newline would
+/// be an injection. Only `description` may span lines (newline and tab).
 fn check_text(what: &str, value: &str) -> std::result::Result<(), InvalidValue> {
     if value.len() > MAX_TEXT {
         return Err(InvalidValue(format!(
@@ -618,6 +620,14 @@ fn check_text(what: &str, value: &str) -> std::result::Result<(), InvalidValue> 
     }
     if value.contains('\0') {
         return Err(InvalidValue(format!("{what} contains a NUL byte")));
+    }
+    let multiline = what == "description";
+    let allowed = |c: char| multiline && matches!(c, '\n' | '\r' | '\t');
+    if let Some(c) = value.chars().find(|&c| c.is_control() && !allowed(c)) {
+        return Err(InvalidValue(format!(
+            "{what} contains the control character U+{:04X}",
+            u32::from(c)
+        )));
     }
     Ok(())
 }
