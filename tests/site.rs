@@ -535,7 +535,12 @@ fn concurrent_run_is_refused_cleanly() {
         unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
         0
     );
-    expect_fail(&w.sync(), 3, &["another vmic", "is running"]);
+    // The holder recorded its pid: the message names it and its command.
+    std::fs::write(w.path("site/.lock"), std::process::id().to_string()).unwrap();
+    let me = format!("by process {} (", std::process::id());
+    let exe = std::env::current_exe().unwrap();
+    let exe_name = exe.file_name().unwrap().to_str().unwrap();
+    expect_fail(&w.sync(), 3, &["another vmic", "is running", &me, exe_name]);
     drop(lock);
     expect_ok(&w.sync());
 }

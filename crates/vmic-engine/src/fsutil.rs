@@ -143,6 +143,26 @@ pub fn resolve_inside(root: &Path, rel: &SafeRelPath) -> Result<PathBuf> {
     }
 }
 
+/// " by process PID (COMMAND LINE)" for the pid recorded in a lock file, as
+/// far as it can be told; empty when nothing usable is recorded.
+fn describe_process(pid: &str) -> String {
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return String::new();
+    }
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let words: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .filter(|w| !w.is_empty())
+        .take(6)
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect();
+    if words.is_empty() {
+        format!(" by process {pid}")
+    } else {
+        format!(" by process {pid} ({})", words.join(" "))
+    }
+}
+
 /// An exclusive advisory lock on a directory, released on drop.
 pub struct DirLock {
     _file: File,
@@ -181,12 +201,7 @@ impl DirLock {
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
             let holder = fs::read_to_string(&path).unwrap_or_default();
-            let holder = holder.trim();
-            let who = if holder.is_empty() {
-                String::new()
-            } else {
-                format!(" by process {holder}")
-            };
+            let who = describe_process(holder.trim());
             return Err(Error::io_failure(format!(
                 "another vmic {what} is running on {} (lock {} is held{who}); try again when it has finished",
                 dir.display(),
