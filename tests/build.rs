@@ -505,3 +505,45 @@ fn a_tampered_image_with_rewritten_sha256sums_fails_the_stock_tools_recipe() {
         "minisign must refuse the rewritten SHA256SUMS"
     );
 }
+
+/// An image that is a symlink is published as the file it points to, so the
+/// publication verifies; it is never published as a link.
+#[test]
+fn a_symlinked_image_is_published_as_the_file_it_points_to() {
+    let tmp = image_tree(&[("real.raw", 10_000)]);
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::rename(
+        tmp.path().join("images/real.raw"),
+        elsewhere.join("real.raw"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("../elsewhere/real.raw", tmp.path().join("images/link.raw"))
+        .unwrap();
+    expect_ok(&build(tmp.path(), &[]));
+    let published = tmp.path().join("out/images/link.raw");
+    assert!(std::fs::symlink_metadata(&published).unwrap().is_file());
+    expect_ok(&verify(&tmp.path().join("out"), &[]));
+}
+
+/// Someone who can write the web root replaces OUT_DIR/images with a link
+/// to another directory: the build refuses before writing anything.
+#[test]
+fn a_planted_images_symlink_in_the_output_is_refused() {
+    let tmp = image_tree(&[("a.raw", 1000)]);
+    expect_ok(&build(tmp.path(), &[]));
+    let target = tmp.path().join("victim");
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("keep.txt"), b"mine").unwrap();
+    let images = tmp.path().join("out/images");
+    std::fs::remove_dir_all(&images).unwrap();
+    std::os::unix::fs::symlink(&target, &images).unwrap();
+    let before = std::fs::read(tmp.path().join("out/catalog.json")).unwrap();
+    expect_fail(&build(tmp.path(), &[]), 2, &["symbolic link", "images"]);
+    assert_eq!(std::fs::read(target.join("keep.txt")).unwrap(), b"mine");
+    assert_eq!(std::fs::read_dir(&target).unwrap().count(), 1);
+    assert_eq!(
+        std::fs::read(tmp.path().join("out/catalog.json")).unwrap(),
+        before
+    );
+}

@@ -131,6 +131,7 @@ fn build_into(
     candidates: &[Candidate],
 ) -> Result<BuildReport> {
     let _lock = DirLock::acquire(out_dir, LOCK_FILE, "build")?;
+    refuse_planted_images_link(out_dir)?;
     let previous = load_previous(out_dir)?;
     let mut warnings = Vec::new();
     let (mut cache, warning) = if opts.rehash {
@@ -273,6 +274,23 @@ fn remember_digests(
         if same_content {
             cache.insert(c.rel.as_str(), d, stamp, *f);
         }
+    }
+}
+
+/// `OUT_DIR/images` must be a real directory: through a planted symlink,
+/// publishing would write (and prune) wherever it points.
+fn refuse_planted_images_link(out_dir: &Path) -> Result<()> {
+    let images = out_dir.join(IMAGES_SUBDIR);
+    match std::fs::symlink_metadata(&images) {
+        Ok(m) if m.file_type().is_symlink() => Err(Error::input(format!(
+            "{} is a symbolic link; refusing to publish through it (remove it, vmic creates the directory)",
+            images.display()
+        ))),
+        Ok(m) if !m.is_dir() => Err(Error::input(format!(
+            "{} exists and is not a directory",
+            images.display()
+        ))),
+        _ => Ok(()),
     }
 }
 

@@ -73,6 +73,10 @@ fn parent_of(path: &Path) -> &Path {
 /// `dst` is never partial. Skips the work when `dst` already is `src` (same
 /// inode) or is an earlier copy with the same size and modification time.
 pub fn link_or_copy(src: &Path, dst: &Path) -> Result<()> {
+    // Link the file a symlink points to, never the symlink itself: a link
+    // in the publication would point somewhere the reader cannot follow.
+    let resolved = fs::canonicalize(src).map_err(|e| Error::io("resolve", src, e))?;
+    let src = resolved.as_path();
     let src_meta = fs::metadata(src).map_err(|e| Error::io("stat", src, e))?;
     if let Ok(dst_meta) = fs::symlink_metadata(dst) {
         let same_inode = dst_meta.dev() == src_meta.dev() && dst_meta.ino() == src_meta.ino();
