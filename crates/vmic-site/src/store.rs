@@ -113,6 +113,14 @@ pub fn quarantine(site: &mut Site, row: &ImageRow, file: &Path, reason: &str) ->
     if file.exists() {
         std::fs::rename(file, &target).map_err(|e| Error::io("move into quarantine", file, e))?;
     }
+    // One copy per image is evidence enough; an endless series of bad
+    // downloads must not fill the disk.
+    for older in quarantined_copies(site, row)? {
+        if older != target {
+            remove_if_present(&older)?;
+        }
+    }
+    let logged = format!("{reason} (bytes kept in {})", target.display());
     let tx = site.state.transaction()?;
     tx.set_state(
         row,
@@ -125,7 +133,7 @@ pub fn quarantine(site: &mut Site, row: &ImageRow, file: &Path, reason: &str) ->
         "quarantined",
         Some(row.endorser.as_str()),
         Some(&row.label()),
-        reason,
+        &logged,
     )?;
     tx.enqueue_hook(
         HookEvent::Quarantine,
@@ -133,6 +141,30 @@ pub fn quarantine(site: &mut Site, row: &ImageRow, file: &Path, reason: &str) ->
     )?;
     tx.commit()?;
     Ok(target)
+}
+
+/// The quarantined copies of `row`: `quarantine/ENDORSER/ID@VERSION.SECONDS`.
+fn quarantined_copies(site: &Site, row: &ImageRow) -> Result<Vec<PathBuf>> {
+    let dir = site.quarantine().join(row.endorser.as_str());
+    let prefix = format!("{}@{}.", row.id, row.version);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("read", &dir, e)),
+    };
+    let mut copies = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("read", &dir, e))?;
+        let name = entry.file_name();
+        let is_copy = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .is_some_and(|stamp| !stamp.is_empty() && stamp.bytes().all(|b| b.is_ascii_digit()));
+        if is_copy {
+            copies.push(entry.path());
+        }
+    }
+    Ok(copies)
 }
 
 /// Put a verified file into the store and record the import.
@@ -148,6 +180,10 @@ pub fn import(site: &mut Site, row: &ImageRow, verified: &Path) -> Result<PathBu
 
 /// Record that the verified file at `store/rel` is `row`, imported.
 pub fn adopt(site: &mut Site, row: &ImageRow, rel: &str) -> Result<()> {
+    // The image is good now: the evidence of earlier bad downloads goes.
+    for copy in quarantined_copies(site, row)? {
+        remove_if_present(&copy)?;
+    }
     let dest = site.store().join(rel);
     let tx = site.state.transaction()?;
     tx.set_state(
@@ -391,6 +427,42 @@ mod tests {
         assert_eq!(store_rel(&odd), "lab/a@1.img");
         odd.format = FormatName::parse("unknown").unwrap();
         assert_eq!(store_rel(&odd), "lab/a@1.img");
+    }
+
+    #[test]
+    fn one_quarantined_copy_per_image_and_none_once_it_imports() {
+        let (dir, mut site) = site();
+        let c = catalog(&[("a", "1", b"one"), ("a", "1.2", b"two")], &[]);
+        let approved = row(&c, "a", "1", ImageState::Approved, Decider::Policy);
+        let other = row(&c, "a", "1.2", ImageState::Approved, Decider::Policy);
+        put(&mut site, &[&approved, &other]);
+        ensure_real_dir(&site.quarantine().join("lab")).unwrap();
+        // Older evidence of a@1, and a copy of a@1.2 that must stay.
+        std::fs::write(site.quarantine().join("lab/a@1.100"), b"x").unwrap();
+        std::fs::write(site.quarantine().join("lab/a@1.2.100"), b"y").unwrap();
+        let bad = dir.path().join("bad");
+        std::fs::write(&bad, b"bad").unwrap();
+        let kept = quarantine(&mut site, &approved, &bad, "chunk 0 differs").unwrap();
+        let mut names: Vec<_> = std::fs::read_dir(site.quarantine().join("lab"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(names.contains(&"a@1.2.100".to_string()));
+        assert!(kept.exists());
+        let log = site.state.audit().unwrap();
+        assert!(
+            log.last()
+                .unwrap()
+                .detail
+                .contains(&kept.display().to_string())
+        );
+        let good = dir.path().join("good");
+        std::fs::write(&good, b"one").unwrap();
+        import(&mut site, &approved, &good).unwrap();
+        assert!(!kept.exists());
+        assert!(site.quarantine().join("lab/a@1.2.100").exists());
     }
 
     #[test]
