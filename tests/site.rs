@@ -1138,3 +1138,29 @@ fn a_key_claiming_a_trusted_keys_id_is_refused() {
     let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1);
 }
+
+/// `trust remove` says what happened to each image: imported ones are
+/// withdrawn from the store, the others (here: pending) only dropped.
+#[test]
+fn trust_remove_tells_withdrawn_from_dropped() {
+    let w = World::new(&[("a.img", 5000), ("b.img", 6000)]);
+    w.sidecar("a.img", "id = \"a\"\nversion = \"1\"\n");
+    w.sidecar("b.img", "id = \"b\"\nversion = \"1\"\n");
+    w.publish();
+    w.trust(&["--approve", "manual"]);
+    expect_ok(&w.sync());
+    expect_ok(&w.site(&["approve", "a"]));
+    expect_ok(&w.sync());
+    let o = w.site(&["trust", "remove", "demo"]);
+    expect_ok(&o);
+    let text = stdout(&o);
+    assert!(
+        text.contains("1 image(s) withdrawn from the store, 1 other(s) dropped"),
+        "{text}"
+    );
+    assert!(
+        text.contains("withdrawn a@1") && text.contains("dropped b@1"),
+        "{text}"
+    );
+    assert_eq!(w.hook_log().matches("VMIC_EVENT=revoke").count(), 1);
+}

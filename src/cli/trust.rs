@@ -75,12 +75,16 @@ pub fn run(cmd: Command, site_dir: &Option<PathBuf>, quiet: bool) -> Result<i32>
             let mut site = super::site::open(site_dir)?;
             let removal = trust::remove(&mut site, &name)?;
             out.say(format!(
-                "{} is no longer trusted; {} image(s) withdrawn",
+                "{} is no longer trusted; {} image(s) withdrawn from the store, {} other(s) dropped",
                 removal.name,
-                removal.withdrawn.len()
+                removal.withdrawn.len(),
+                removal.dropped.len()
             ));
             for w in removal.withdrawn {
                 out.say(format!("withdrawn {w}"));
+            }
+            for d in removal.dropped {
+                out.say(format!("dropped {d}"));
             }
         }
     }

@@ -119,8 +119,10 @@ fn normalise_source(url: &str) -> Result<String> {
 pub struct Removal {
     /// The endorser no longer trusted.
     pub name: String,
-    /// Its images taken out of use.
+    /// Its imported images, taken out of the store.
     pub withdrawn: Vec<String>,
+    /// Its other images (pending, approved, rejected, …), dropped.
+    pub dropped: Vec<String>,
 }
 
 /// Stop trusting an endorser: every image of it is withdrawn (hooks fire),
@@ -133,9 +135,12 @@ pub fn remove(site: &mut Site, name: &str) -> Result<Removal> {
         )));
     }
     let reason = format!("endorser {name} is no longer trusted by this site");
-    let mut withdrawn = Vec::new();
+    let (mut withdrawn, mut dropped) = (Vec::new(), Vec::new());
     for row in site.state.images_of(name)? {
         if row.state != ImageState::Revoked {
+            // Only an image in the store is taken out of use; the rest
+            // (pending, approved, rejected, …) is simply dropped.
+            let was_in_use = row.state == ImageState::Imported;
             store::withdraw(
                 site,
                 &row,
@@ -144,7 +149,11 @@ pub fn remove(site: &mut Site, name: &str) -> Result<Removal> {
                 HookEvent::Revoke,
                 Decider::Site,
             )?;
-            withdrawn.push(row.label());
+            if was_in_use {
+                withdrawn.push(row.label());
+            } else {
+                dropped.push(row.label());
+            }
         }
     }
     let tx = site.state.transaction()?;
@@ -153,13 +162,18 @@ pub fn remove(site: &mut Site, name: &str) -> Result<Removal> {
         "trust-removed",
         Some(name),
         None,
-        &format!("{} image(s) withdrawn", withdrawn.len()),
+        &format!(
+            "{} image(s) withdrawn from the store, {} other(s) dropped",
+            withdrawn.len(),
+            dropped.len()
+        ),
     )?;
     tx.commit()?;
     crate::hooks::flush_outbox(site)?;
     Ok(Removal {
         name: name.into(),
         withdrawn,
+        dropped,
     })
 }
 
@@ -220,7 +234,11 @@ mod tests {
         tx.accept_serial(&key, 7, "h", "x").unwrap();
         tx.commit().unwrap();
         let removal = remove(&mut site, "lab").unwrap();
-        assert_eq!(removal.withdrawn, ["a@1"]);
+        assert!(
+            removal.withdrawn.is_empty(),
+            "a pending image is not withdrawn"
+        );
+        assert_eq!(removal.dropped, ["a@1"]);
         assert!(site.state.endorser("lab").unwrap().is_none());
         assert_eq!(site.state.serial(&key).unwrap().unwrap().highest_serial, 7);
         let err = remove(&mut site, "lab").unwrap_err();
