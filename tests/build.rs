@@ -547,3 +547,31 @@ fn a_planted_images_symlink_in_the_output_is_refused() {
         before
     );
 }
+
+/// An id@version names one set of bytes: a routine rebuild after the bytes
+/// changed (by accident, or by someone writing the images directory) must
+/// not silently sign them under the version sites already imported.
+#[test]
+fn changed_bytes_under_a_published_version_are_not_signed_silently() {
+    let tmp = image_tree(&[("a.raw", 4096)]);
+    std::fs::write(tmp.path().join("images/a.raw.toml"), "version = \"1\"\n").unwrap();
+    expect_ok(&build(tmp.path(), &[]));
+    let before = std::fs::read(tmp.path().join("out/catalog.json")).unwrap();
+    std::fs::write(tmp.path().join("images/a.raw"), pattern(4096, 99)).unwrap();
+    expect_fail(
+        &build(tmp.path(), &[]),
+        2,
+        &["a@1", "already published", "--allow-rewrite"],
+    );
+    assert_eq!(
+        std::fs::read(tmp.path().join("out/catalog.json")).unwrap(),
+        before
+    );
+    let o = build(tmp.path(), &["--allow-rewrite"]);
+    expect_ok(&o);
+    assert!(stderr(&o).contains("REWRITE: a@1"), "{}", stderr(&o));
+    // A new version is the normal way.
+    std::fs::write(tmp.path().join("images/a.raw"), pattern(4096, 100)).unwrap();
+    std::fs::write(tmp.path().join("images/a.raw.toml"), "version = \"2\"\n").unwrap();
+    expect_ok(&build(tmp.path(), &[]));
+}

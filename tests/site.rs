@@ -1048,7 +1048,7 @@ fn an_operators_rejection_sticks_when_the_endorser_rewrites_the_bytes() {
     expect_ok(&w.sync());
     expect_ok(&w.site(&["reject", "a"]));
     std::fs::write(w.path("images/a.img"), pattern(5000, 77)).unwrap();
-    w.publish();
+    expect_ok(&build(w.path("").as_path(), &["--allow-rewrite"]));
     expect_ok(&w.sync());
     assert_eq!(w.state_of("a"), [("1".into(), "rejected".into())]);
     assert!(w.store_files().is_empty());

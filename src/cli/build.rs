@@ -32,6 +32,10 @@ pub struct Args {
     /// Ignore the digest cache and hash every image again.
     #[arg(long)]
     rehash: bool,
+    /// Sign other bytes under an id@version already published (emergencies
+    /// only; normally give the image a new version).
+    #[arg(long)]
+    allow_rewrite: bool,
     #[command(flatten)]
     jobs: super::JobsArg,
     /// Chunk size for per-chunk digests, e.g. 8M (default), 64K.
@@ -76,6 +80,7 @@ pub fn run(args: Args, quiet: bool) -> Result<i32> {
         copy_images: !args.no_images,
         rehash: args.rehash,
         chunk_size,
+        allow_rewrite: args.allow_rewrite,
         now: None,
     };
     let progress = super::progress::for_terminal(out.show_progress(), "hashing");

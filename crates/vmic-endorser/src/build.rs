@@ -51,6 +51,9 @@ pub struct BuildOptions<'a> {
     pub rehash: bool,
     /// Chunk size for the chunk digests.
     pub chunk_size: u64,
+    /// Sign other bytes under an id@version the previous catalog published
+    /// (an emergency; sites see the change as a rewrite).
+    pub allow_rewrite: bool,
     /// Time to stamp as `issued`; `None` means now (tests pin it).
     pub now: Option<Timestamp>,
 }
@@ -157,6 +160,11 @@ fn build_into(
         &digests.digests,
         &formats,
     )?;
+    warnings.extend(check_rewrites(
+        &catalog,
+        previous.as_ref(),
+        opts.allow_rewrite,
+    )?);
     publish(opts, out_dir, candidates, &catalog)?;
     let removed = if opts.copy_images {
         remove_stale_images(out_dir, &catalog)?
@@ -236,6 +244,45 @@ fn assemble(
             images_dir.display()
         ))
     })
+}
+
+/// An id@version names one set of bytes forever: different bytes under a
+/// version the previous catalog published are refused (bump the version),
+/// unless `allow_rewrite`, which is reported loudly.
+fn check_rewrites(
+    catalog: &Catalog,
+    previous: Option<&Previous>,
+    allow_rewrite: bool,
+) -> Result<Vec<String>> {
+    let Some(previous) = previous else {
+        return Ok(Vec::new());
+    };
+    let rewritten: Vec<String> = catalog
+        .images()
+        .iter()
+        .filter(|i| {
+            previous
+                .catalog
+                .image(i.id.as_str(), i.version.as_str())
+                .is_some_and(|old| old.sha256 != i.sha256)
+        })
+        .map(Image::label)
+        .collect();
+    if rewritten.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !allow_rewrite {
+        return Err(Error::input(format!(
+            "{} would get other bytes under a version already published (serial {}); give the changed image a new version in its sidecar, or pass --allow-rewrite if you must",
+            rewritten.join(", "),
+            previous.catalog.serial()
+        )));
+    }
+    Ok(vec![format!(
+        "REWRITE: {} now name other bytes than in serial {} (--allow-rewrite); sites will replace the copies they imported",
+        rewritten.join(", "),
+        previous.catalog.serial()
+    )])
 }
 
 /// Images first, then assets, the signed catalog, the page and the sums.
