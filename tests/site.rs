@@ -927,47 +927,51 @@ fn a_chatty_hook_is_not_killed_by_its_own_stderr() {
     assert_eq!(report["hooks"]["delivered"], 1, "{report}");
 }
 
+/// A published, trusted world whose hook runs `script` (given the path of
+/// a file to write a background pid into) under `timeout`.
+fn world_with_hook(
+    timeout: &str,
+    script: impl Fn(&std::path::Path) -> String,
+) -> (World, std::path::PathBuf) {
+    let w = World::new(&[("a.img", 5000)]);
+    w.set_config("timeout = \"60s\"", &format!("timeout = \"{timeout}\""));
+    let pid_file = w.path("bg.pid");
+    write_hook(&w, &script(&pid_file));
+    w.publish();
+    w.trust(&[]);
+    (w, pid_file)
+}
+
+/// The sync came back long before the background `sleep 300` would have
+/// ended, and that child is gone.
+fn assert_ended_early(started: std::time::Instant, pid_file: &std::path::Path) {
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!alive(pid_file), "the hook's background child survived");
+}
+
 /// A hook that leaves a child in the background and hangs is killed with
 /// that child at the timeout; the sync goes on and reports it (exit 3).
 #[test]
 fn a_hanging_hook_is_killed_with_its_background_children() {
-    let w = World::new(&[("a.img", 5000)]);
-    w.set_config("timeout = \"60s\"", "timeout = \"1s\"");
-    let pid_file = w.path("bg.pid");
-    write_hook(
-        &w,
-        &format!("sleep 300 & echo $! > {}\nsleep 300", pid_file.display()),
-    );
-    w.publish();
-    w.trust(&[]);
+    let (w, pid_file) = world_with_hook("1s", |pid| {
+        format!("sleep 300 & echo $! > {}\nsleep 300", pid.display())
+    });
     let started = std::time::Instant::now();
     expect_fail(&w.sync(), 3, &["hook failed", "timed out"]);
-    assert!(started.elapsed() < std::time::Duration::from_secs(30));
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    assert!(
-        !alive(&pid_file),
-        "the background child survived the hook's timeout"
-    );
+    assert_ended_early(started, &pid_file);
 }
 
 /// A hook that exits 0 but leaves a child holding its stderr must not stall
 /// the sync until that child ends.
 #[test]
 fn a_background_child_holding_stderr_does_not_stall_the_sync() {
-    let w = World::new(&[("a.img", 5000)]);
-    w.set_config("timeout = \"60s\"", "timeout = \"2s\"");
-    let pid_file = w.path("bg.pid");
-    write_hook(
-        &w,
-        &format!("sleep 300 >&2 &\necho $! > {}\nexit 0", pid_file.display()),
-    );
-    w.publish();
-    w.trust(&[]);
+    let (w, pid_file) = world_with_hook("2s", |pid| {
+        format!("sleep 300 >&2 &\necho $! > {}\nexit 0", pid.display())
+    });
     let started = std::time::Instant::now();
     expect_ok(&w.sync());
-    assert!(started.elapsed() < std::time::Duration::from_secs(30));
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    assert!(!alive(&pid_file));
+    assert_ended_early(started, &pid_file);
 }
 
 /// Use case: a manual site, a new version published. Until the operator has
