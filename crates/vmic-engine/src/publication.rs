@@ -131,7 +131,7 @@ impl Publication {
         if image.urls.is_empty() {
             return self.transport.download(&image.path, image.size(), landing);
         }
-        let mut carriers: Vec<Box<dyn Transport + '_>> = vec![Box::new(Borrowed(&*self.transport))];
+        let mut carriers: Vec<Box<dyn Transport + '_>> = vec![Box::new(&*self.transport)];
         for url in &image.urls {
             carriers.push(Box::new(UrlTransport::new(
                 url.as_str(),
@@ -139,27 +139,6 @@ impl Publication {
             )));
         }
         Fallback::new(carriers).download(&image.path, image.size(), landing)
-    }
-}
-
-/// A borrowed transport in a decorator that wants to own its parts.
-struct Borrowed<'t>(&'t dyn Transport);
-
-impl Transport for Borrowed<'_> {
-    fn locate(&self, name: &SafeRelPath) -> String {
-        self.0.locate(name)
-    }
-
-    fn read(&self, name: &SafeRelPath, max: u64) -> Result<Vec<u8>> {
-        self.0.read(name, max)
-    }
-
-    fn download(&self, name: &SafeRelPath, size: u64, landing: &mut dyn Landing) -> Result<()> {
-        self.0.download(name, size, landing)
-    }
-
-    fn local_path(&self, name: &SafeRelPath) -> Result<Option<PathBuf>> {
-        self.0.local_path(name)
     }
 }
 

@@ -32,6 +32,26 @@ pub trait Transport: Send + Sync {
     }
 }
 
+/// A borrowed transport is one too, so decorators can hold carriers they do
+/// not own.
+impl<T: Transport + ?Sized> Transport for &T {
+    fn locate(&self, name: &SafeRelPath) -> String {
+        (**self).locate(name)
+    }
+
+    fn read(&self, name: &SafeRelPath, max: u64) -> Result<Vec<u8>> {
+        (**self).read(name, max)
+    }
+
+    fn download(&self, name: &SafeRelPath, size: u64, landing: &mut dyn Landing) -> Result<()> {
+        (**self).download(name, size, landing)
+    }
+
+    fn local_path(&self, name: &SafeRelPath) -> Result<Option<PathBuf>> {
+        (**self).local_path(name)
+    }
+}
+
 /// Where a publication is, as a user writes it: an `http(s)://` URL, a
 /// `file://` URL or a plain path.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -49,14 +49,27 @@ pub struct Catalog {
     index: CatalogIndex,
 }
 
+/// Built once, while the whole-catalog rules are checked (duplicates are
+/// found by building it).
 #[derive(Clone, Debug, Default, PartialEq)]
 struct CatalogIndex {
-    /// (id, version) → position in `images`.
-    by_label: HashMap<(String, String), usize>,
-    /// id → position of its first image.
-    first_of_id: HashMap<String, usize>,
+    /// `id@version` (unambiguous: `@` is not in the id alphabet) → position
+    /// in `images`.
+    by_label: HashMap<String, usize>,
+    /// id → positions in `images`, in catalog order.
+    by_id: HashMap<String, Vec<usize>>,
     /// id → positions in `revoked`.
     revocations: HashMap<String, Vec<usize>>,
+}
+
+/// Append `n` to the list of `key`, allocating the key only the first time.
+fn push_at(map: &mut HashMap<String, Vec<usize>>, key: &str, n: usize) {
+    match map.get_mut(key) {
+        Some(list) => list.push(n),
+        None => {
+            map.insert(key.to_string(), vec![n]);
+        }
+    }
 }
 
 /// Everything a writer supplies to make a catalog (see [`Catalog::new`]).
@@ -378,7 +391,7 @@ impl TryFrom<RawCatalog> for Catalog {
 impl Catalog {
     /// Make a catalog from its parts, checking every whole-catalog rule.
     pub fn new(parts: CatalogParts) -> std::result::Result<Catalog, InvalidValue> {
-        let catalog = Catalog {
+        let mut catalog = Catalog {
             format: FORMAT.into(),
             endorser: parts.endorser,
             serial: parts.serial,
@@ -389,8 +402,8 @@ impl Catalog {
             revoked: parts.revoked,
             index: CatalogIndex::default(),
         };
-        catalog.check()?;
-        Ok(catalog.indexed())
+        catalog.index = catalog.check()?;
+        Ok(catalog)
     }
 
     /// Parse and validate catalog bytes. Call only on signature-checked bytes.
@@ -458,13 +471,25 @@ impl Catalog {
 
     /// The image with this id and version.
     pub fn image(&self, id: &str, version: &str) -> Option<&Image> {
-        let key = (id.to_string(), version.to_string());
-        self.index.by_label.get(&key).map(|&n| &self.images[n])
+        let n = *self.index.by_label.get(&format!("{id}@{version}"))?;
+        Some(&self.images[n])
+    }
+
+    /// Every listed version of `id`, in catalog order.
+    pub fn images_with_id(&self, id: &str) -> Vec<&Image> {
+        let positions = self
+            .index
+            .by_id
+            .get(id)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        positions.iter().map(|&n| &self.images[n]).collect()
     }
 
     /// The first listed image with this id (any version).
     pub fn first_image_with_id(&self, id: &str) -> Option<&Image> {
-        self.index.first_of_id.get(id).map(|&n| &self.images[n])
+        let n = *self.index.by_id.get(id)?.first()?;
+        Some(&self.images[n])
     }
 
     /// The explicit revocations.
@@ -482,26 +507,9 @@ impl Catalog {
             .find(|r| r.matches(id, version))
     }
 
-    fn indexed(mut self) -> Catalog {
-        let mut index = CatalogIndex::default();
-        for (n, image) in self.images.iter().enumerate() {
-            let label = (image.id.to_string(), image.version.to_string());
-            index.by_label.insert(label, n);
-            index.first_of_id.entry(image.id.to_string()).or_insert(n);
-        }
-        for (n, r) in self.revoked.iter().enumerate() {
-            index
-                .revocations
-                .entry(r.id.to_string())
-                .or_default()
-                .push(n);
-        }
-        self.index = index;
-        self
-    }
-
     /// Every whole-catalog rule; the first violation names what it concerns.
-    fn check(&self) -> std::result::Result<(), InvalidValue> {
+    /// Returns the index built along the way.
+    fn check(&self) -> std::result::Result<CatalogIndex, InvalidValue> {
         if self.expires <= self.issued {
             return Err(InvalidValue(format!(
                 "expires ({}) is not after issued ({})",
@@ -526,19 +534,27 @@ impl Catalog {
                 self.images.len()
             )));
         }
-        self.check_unique()?;
-        for r in &self.revoked {
+        let mut index = self.index_unique_images()?;
+        for (n, r) in self.revoked.iter().enumerate() {
             check_text("revocation reason", &r.reason)?;
+            push_at(&mut index.revocations, r.id.as_str(), n);
         }
-        self.check_not_both_published_and_revoked()
+        self.check_not_both_published_and_revoked(&index)?;
+        Ok(index)
     }
 
-    fn check_unique(&self) -> std::result::Result<(), InvalidValue> {
-        let mut labels = HashSet::with_capacity(self.images.len());
+    /// Index the images by id and version; an id@version or a path listed
+    /// twice is refused.
+    fn index_unique_images(&self) -> std::result::Result<CatalogIndex, InvalidValue> {
+        let mut index = CatalogIndex {
+            by_label: HashMap::with_capacity(self.images.len()),
+            ..CatalogIndex::default()
+        };
         let mut paths = HashSet::with_capacity(self.images.len());
-        for image in &self.images {
+        for (n, image) in self.images.iter().enumerate() {
             image.check()?;
-            if !labels.insert((image.id.as_str(), image.version.as_str())) {
+            push_at(&mut index.by_id, image.id.as_str(), n);
+            if index.by_label.insert(image.label(), n).is_some() {
                 return Err(InvalidValue(format!(
                     "image {} is listed twice",
                     image.label()
@@ -552,28 +568,21 @@ impl Catalog {
                 )));
             }
         }
-        Ok(())
+        Ok(index)
     }
 
-    /// Linear in images + revocations, whatever their number.
-    fn check_not_both_published_and_revoked(&self) -> std::result::Result<(), InvalidValue> {
-        if self.revoked.is_empty() {
-            return Ok(());
-        }
-        let whole_ids: HashSet<&str> = self
-            .revoked
-            .iter()
-            .filter(|r| r.version.is_none())
-            .map(|r| r.id.as_str())
-            .collect();
-        let versions: HashSet<(&str, &str)> = self
-            .revoked
-            .iter()
-            .filter_map(|r| r.version.as_ref().map(|v| (r.id.as_str(), v.as_str())))
-            .collect();
+    /// Linear in images + revocations, whatever their number: each image
+    /// looks only at the revocations of its own id.
+    fn check_not_both_published_and_revoked(
+        &self,
+        index: &CatalogIndex,
+    ) -> std::result::Result<(), InvalidValue> {
         for image in &self.images {
-            let key = (image.id.as_str(), image.version.as_str());
-            if whole_ids.contains(key.0) || versions.contains(&key) {
+            let revoked = index
+                .revocations
+                .get(image.id.as_str())
+                .is_some_and(|rs| rs.iter().any(|&n| self.revoked[n].covers(image)));
+            if revoked {
                 return Err(InvalidValue(format!(
                     "image {} is both published and revoked",
                     image.label()

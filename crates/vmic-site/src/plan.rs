@@ -197,9 +197,8 @@ fn plan_unlisted(
         (Some(r), _) => format!("revoked by the endorser: {}", r.reason),
         (None, Some(n)) => {
             let replacement_in_store = catalog
-                .images()
-                .iter()
-                .filter(|i| i.id == row.id)
+                .images_with_id(row.id.as_str())
+                .into_iter()
                 .filter_map(|i| stored.get(&(i.id.as_str(), i.version.as_str())))
                 .any(|r| r.state == ImageState::Imported);
             if row.state == ImageState::Imported && !replacement_in_store {

@@ -6,6 +6,7 @@ use crate::config::ApproveMode;
 use crate::error::{Error, Result};
 use crate::minisign::PublicKey;
 use crate::site::Site;
+use vmic_engine::transport::Location;
 use vmic_format::ids::EndorserName;
 
 use crate::model::{Decider, HookEvent, ImageState};
@@ -96,22 +97,20 @@ fn refuse_key_clash(site: &Site, name: &EndorserName, key: &PublicKey) -> Result
     Ok(())
 }
 
-/// A source given to `trust add`: http(s) and file:// URLs as they are, a
-/// plain directory made absolute (cron runs from anywhere).
+/// A source given to `trust add`: http(s) and file:// URLs as they are
+/// (checked the way `sync` will read them), a plain directory made absolute
+/// (cron runs from anywhere).
 fn normalise_source(url: &str) -> Result<String> {
-    if url.starts_with("http://") || url.starts_with("https://") || url.starts_with("file://") {
-        return Ok(url.to_string());
+    match Location::parse(url)? {
+        Location::Http(_) => Ok(url.to_string()),
+        Location::Local(_) if url.contains("://") => Ok(url.to_string()),
+        Location::Local(path) => {
+            let abs = path
+                .canonicalize()
+                .map_err(|e| Error::io("open source directory", &path, e))?;
+            Ok(abs.display().to_string())
+        }
     }
-    if url.contains("://") {
-        return Err(Error::input(format!(
-            "{url}: only http://, https://, file:// URLs or a directory are supported"
-        )));
-    }
-    let path = std::path::Path::new(url);
-    let abs = path
-        .canonicalize()
-        .map_err(|e| Error::io("open source directory", path, e))?;
-    Ok(abs.display().to_string())
 }
 
 /// What `trust remove` did.
