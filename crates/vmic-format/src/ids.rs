@@ -80,15 +80,19 @@ impl<K: TokenKind> Token<K> {
     }
 }
 
-/// The one definition of the token alphabet.
+/// The token alphabet: `A–Z a–z 0–9 . _ - +`.
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+')
+}
+
+/// The token rules, spelled once.
 fn check_token(what: &str, value: &str) -> Result<(), InvalidValue> {
-    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+');
     if value.is_empty() || value.len() > MAX_TOKEN {
         return Err(InvalidValue(format!(
             "{what} {value:?} must be 1 to {MAX_TOKEN} characters"
         )));
     }
-    if !value.chars().all(ok_char) || value.starts_with(['.', '-']) {
+    if !value.chars().all(is_token_char) || value.starts_with(['.', '-']) {
         return Err(InvalidValue(format!(
             "{what} {value:?} may contain only letters, digits, '.', '_', '-', '+', and may not start with '.' or '-'"
         )));
@@ -102,13 +106,7 @@ fn check_token(what: &str, value: &str) -> Result<(), InvalidValue> {
 pub fn sanitize_token(text: &str, fallback: &str) -> String {
     let mut token: String = text
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+') {
-                c
-            } else {
-                '-'
-            }
-        })
+        .map(|c| if is_token_char(c) { c } else { '-' })
         .collect();
     token = token.trim_start_matches(['.', '-']).to_string();
     token.truncate(MAX_TOKEN);
