@@ -7,7 +7,7 @@
 
 pub mod build;
 mod cache;
-mod meta;
+pub mod meta;
 mod render;
 
 use vmic_engine::{fsutil, hashing};

@@ -100,7 +100,13 @@ pub struct Sidecar {
 /// Read and parse one of vmic's TOML files; errors name the file and line.
 pub fn load_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
-    vmic_format::strict_toml::parse(&text, &path.display().to_string())
+    parse_toml(&text, &path.display().to_string())
+}
+
+/// Parse the text of `catalog.toml` or of a sidecar; `origin` names it in
+/// errors.
+pub fn parse_toml<T: for<'de> Deserialize<'de>>(text: &str, origin: &str) -> Result<T> {
+    vmic_format::strict_toml::parse(text, origin)
 }
 
 /// `catalog.toml` if present, defaults otherwise. Ids and versions are

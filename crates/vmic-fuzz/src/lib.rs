@@ -1,0 +1,194 @@
+//! The fuzz harnesses: one function per parser that reads untrusted or
+//! hand-written bytes. `fuzz/` (cargo fuzz) calls them with generated
+//! inputs; `tests/fuzz_corpus.rs` replays the kept corpus through the same
+//! functions in every `cargo test`, so a crash once found stays fixed.
+//!
+//! Each harness feeds the bytes to the parser and then checks what must
+//! hold of whatever it accepted (a round trip, a verified result): a panic
+//! here, and only a panic, is a finding.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::sync::OnceLock;
+
+use vmic_engine::fetch::Landing;
+use vmic_engine::hashing::{Engine, NoProgress};
+use vmic_engine::partfile::{Expected, PartFile};
+use vmic_format::catalog::Catalog;
+use vmic_format::digest::Sha256Digest;
+use vmic_format::minisign::{self, PublicKey, SecretKey, Signature};
+use vmic_format::trusted_comment;
+
+/// The names of the targets, as `fuzz/fuzz_targets/<name>.rs` and
+/// `fuzz/corpus/<name>/` spell them.
+pub const TARGETS: [&str; 9] = [
+    "catalog",
+    "signature",
+    "public_key",
+    "secret_key",
+    "trusted_comment",
+    "site_toml",
+    "sidecar",
+    "catalog_toml",
+    "part_resume",
+];
+
+/// Run the harness called `name` on `data`; false if there is none.
+pub fn run(name: &str, data: &[u8]) -> bool {
+    let harness: fn(&[u8]) = match name {
+        "catalog" => catalog,
+        "signature" => signature,
+        "public_key" => public_key,
+        "secret_key" => secret_key,
+        "trusted_comment" => trusted_comment,
+        "site_toml" => site_toml,
+        "sidecar" => sidecar,
+        "catalog_toml" => catalog_toml,
+        "part_resume" => part_resume,
+        _ => return false,
+    };
+    harness(data);
+    true
+}
+
+/// `catalog.json`: whatever parses re-serialises into a catalog that
+/// parses to the same thing.
+pub fn catalog(data: &[u8]) {
+    let Ok(catalog) = Catalog::parse(data) else {
+        return;
+    };
+    let again = catalog.to_bytes().expect("a parsed catalog serialises");
+    let reparsed = Catalog::parse(&again).expect("a parsed catalog re-parses");
+    assert_eq!(reparsed.to_bytes().unwrap(), again);
+}
+
+/// A `.minisig` file, checked against the demo key over a fixed message:
+/// a parsed signature round-trips, and verifying it never panics.
+pub fn signature(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(signature) = Signature::parse(text) else {
+        return;
+    };
+    let again = Signature::parse(&signature.to_file_string()).expect("round trip");
+    assert_eq!(again, signature);
+    let _ = minisign::verify(demo_public_key(), b"catalog", &signature);
+}
+
+/// A public key file: what parses round-trips.
+pub fn public_key(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(key) = PublicKey::parse(text) else {
+        return;
+    };
+    assert_eq!(PublicKey::parse(&key.to_file_string()).unwrap(), key);
+}
+
+/// A secret key file, unencrypted or encrypted. No password is given, so
+/// no KDF runs: the harness exercises the shape and parameter checks that
+/// guard the KDF. A key that parses signs what its public key verifies.
+pub fn secret_key(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let _ = SecretKey::is_encrypted(text);
+    let Ok(key) = SecretKey::parse(text, None) else {
+        return;
+    };
+    let signature = key.sign(b"m", "t", "u");
+    minisign::verify(&key.public_key(), b"m", &signature).expect("own signature verifies");
+}
+
+/// A trusted comment: any text is read without panicking, and a rendered
+/// comment reads back its own fields.
+pub fn trusted_comment(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let fields = trusted_comment::parse(text);
+    if let Some(serial) = fields.serial {
+        assert!(text.contains(serial));
+    }
+}
+
+/// `site.toml`.
+pub fn site_toml(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = vmic_site::config::SiteConfig::parse(text, "site.toml");
+    }
+}
+
+/// An image's sidecar (`<image>.toml`).
+pub fn sidecar(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = vmic_endorser::meta::parse_toml::<vmic_endorser::meta::Sidecar>(text, "x.toml");
+    }
+}
+
+/// `catalog.toml`.
+pub fn catalog_toml(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = vmic_endorser::meta::parse_toml::<vmic_endorser::meta::CatalogToml>(
+            text,
+            "catalog.toml",
+        );
+    }
+}
+
+/// Chunk size of the image the `.part` harness downloads.
+const PART_CHUNK: usize = 4096;
+/// Its size: three whole chunks and a short last one.
+const PART_SIZE: usize = 3 * PART_CHUNK + 100;
+
+/// `.part` resume: whatever an earlier run (or an attacker) left in the
+/// `.part` file, resuming and then receiving the rest of the image from
+/// where the landing asks must end with exactly the image, verified.
+pub fn part_resume(data: &[u8]) {
+    let (image, expected) = part_image();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("a.part");
+    std::fs::File::create(&path)
+        .and_then(|mut f| f.write_all(data))
+        .expect("write the planted .part");
+    let mut part = PartFile::open(&path, expected.clone(), engine(), &NoProgress)
+        .expect("open the .part file");
+    let mut at = part.held() as usize;
+    assert!(at <= image.len(), "resume holds more than the image");
+    while at < image.len() {
+        let room = part.room().expect("room");
+        let n = room.len().min(image.len() - at);
+        room[..n].copy_from_slice(&image[at..at + n]);
+        part.advance(n).expect("advance");
+        at += n;
+    }
+    let problems = part.finish().expect("finish");
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(&std::fs::read(&path).unwrap(), image);
+}
+
+fn part_image() -> &'static (Vec<u8>, Expected) {
+    static IMAGE: OnceLock<(Vec<u8>, Expected)> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let image: Vec<u8> = (0..PART_SIZE).map(|i| (i * 7 + i / 251) as u8).collect();
+        let chunks = image.chunks(PART_CHUNK).map(Sha256Digest::of).collect();
+        let expected = Expected::new(PART_SIZE as u64, PART_CHUNK as u64, chunks).unwrap();
+        (image, expected)
+    })
+}
+
+fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| Engine::new(Some(1)).expect("engine"))
+}
+
+fn demo_public_key() -> &'static PublicKey {
+    static KEY: OnceLock<PublicKey> = OnceLock::new();
+    KEY.get_or_init(|| {
+        PublicKey::parse(include_str!("../../../fixtures/demo-key/demo.key.pub")).unwrap()
+    })
+}
