@@ -163,9 +163,7 @@ fn unchanged_rebuild_rehashes_nothing_and_changed_file_is_rehashed() {
     expect_ok(&first);
     let report: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
     assert_eq!(report["hashed"], 3);
-    // The cache is published with OUT_DIR: it must not reveal local paths.
-    let cache = std::fs::read_to_string(tmp.path().join("out/.vmic-cache.json")).unwrap();
-    assert!(!cache.contains(path_str(tmp.path())), "{cache}");
+    assert!(build_cache(tmp.path()).is_file());
     let again: serde_json::Value =
         serde_json::from_slice(&build(tmp.path(), &["--json"]).stdout).unwrap();
     assert_eq!(again["hashed"], 0, "{again}");
@@ -184,7 +182,7 @@ fn unchanged_rebuild_rehashes_nothing_and_changed_file_is_rehashed() {
 fn corrupt_digest_cache_is_ignored_with_a_warning() {
     let tmp = image_tree(&[("a.raw", 4096), ("b.img", 20_000)]);
     expect_ok(&build(tmp.path(), &[]));
-    std::fs::write(tmp.path().join("out/.vmic-cache.json"), b"{not json").unwrap();
+    std::fs::write(build_cache(tmp.path()), b"{not json").unwrap();
     let o = build(tmp.path(), &["--json"]);
     expect_ok(&o);
     assert!(stderr(&o).contains("digest cache"), "{}", stderr(&o));
@@ -435,11 +433,7 @@ fn digest_cache_from_another_images_dir_is_ignored() {
     let two = image_tree(&[("a.raw", 4096)]);
     expect_ok(&build(one.path(), &[]));
     expect_ok(&build(two.path(), &[]));
-    std::fs::copy(
-        one.path().join("out/.vmic-cache.json"),
-        two.path().join("out/.vmic-cache.json"),
-    )
-    .unwrap();
+    std::fs::copy(build_cache(one.path()), build_cache(two.path())).unwrap();
     let o = build(two.path(), &["--json"]);
     expect_ok(&o);
     assert!(
@@ -574,4 +568,164 @@ fn changed_bytes_under_a_published_version_are_not_signed_silently() {
     std::fs::write(tmp.path().join("images/a.raw"), pattern(4096, 100)).unwrap();
     std::fs::write(tmp.path().join("images/a.raw.toml"), "version = \"2\"\n").unwrap();
     expect_ok(&build(tmp.path(), &[]));
+}
+
+/// The digest cache of builds into `dir/out`, in the test's state root.
+fn build_cache(dir: &std::path::Path) -> std::path::PathBuf {
+    let out = dir.join("out").canonicalize().unwrap();
+    let id = vmic_format::digest::Sha256Digest::of(out.as_os_str().as_encoded_bytes()).to_hex();
+    state_home()
+        .join("vmic/build")
+        .join(&id[..16])
+        .join("cache.json")
+}
+
+fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = walk(dir)
+        .into_iter()
+        .map(|p| p.strip_prefix(dir).unwrap().display().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// Everything in OUT_DIR gets uploaded: the digest cache (inodes, devices,
+/// nanosecond times) and the build lock (a PID) must not be there.
+#[test]
+fn internal_state_leak_the_publication_holds_no_cache_or_lock() {
+    let tmp = image_tree(&[("a.raw", 4096), ("sub/b.img", 5000)]);
+    expect_ok(&build(tmp.path(), &[]));
+    let published = files_under(&tmp.path().join("out"));
+    let hidden: Vec<&String> = published
+        .iter()
+        .filter(|n| n.split('/').any(|part| part.starts_with('.')))
+        .collect();
+    assert!(hidden.is_empty(), "{published:?}");
+    assert!(published.contains(&"catalog.json".to_string()));
+    assert!(published.contains(&"images/sub/b.img".to_string()));
+    assert!(build_cache(tmp.path()).is_file());
+}
+
+/// A publication made by an older version has the cache and lock in
+/// OUT_DIR: the next build takes the cache over (nothing re-hashed) and
+/// removes both from the publication, saying so.
+#[test]
+fn internal_state_leak_files_left_by_older_versions_are_moved_out() {
+    let tmp = image_tree(&[("a.raw", 4096), ("b.img", 5000)]);
+    expect_ok(&build(tmp.path(), &[]));
+    let out = tmp.path().join("out");
+    std::fs::rename(build_cache(tmp.path()), out.join(".vmic-cache.json")).unwrap();
+    std::fs::write(out.join(".vmic-build.lock"), "1234\n").unwrap();
+    let o = build(tmp.path(), &["--json"]);
+    expect_ok(&o);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["hashed"], 0, "{report}");
+    assert!(!out.join(".vmic-cache.json").exists());
+    assert!(!out.join(".vmic-build.lock").exists());
+    assert!(stderr(&o).contains(".vmic-cache.json"), "{}", stderr(&o));
+    assert!(build_cache(tmp.path()).is_file());
+}
+
+/// Images are copied into the web root by default: a write there reaches
+/// neither the source nor the next signature, and the next build puts the
+/// source's bytes back and says so.
+#[test]
+fn web_root_write_cannot_change_what_gets_signed() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = image_tree(&[("a.raw", 4096)]);
+    expect_ok(&build(tmp.path(), &[]));
+    let source = tmp.path().join("images/a.raw");
+    let published = tmp.path().join("out/images/a.raw");
+    let original = std::fs::read(&source).unwrap();
+    assert_ne!(
+        std::fs::metadata(&source).unwrap().ino(),
+        std::fs::metadata(&published).unwrap().ino()
+    );
+    let catalog = std::fs::read(tmp.path().join("out/catalog.json")).unwrap();
+    // Overwrite in place, keeping size and modification time.
+    let mtime = std::fs::metadata(&published).unwrap().modified().unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&published)
+        .unwrap();
+    std::os::unix::fs::FileExt::write_at(&file, b"EVIL", 0).unwrap();
+    file.set_modified(mtime).unwrap();
+    drop(file);
+    assert_eq!(std::fs::read(&source).unwrap(), original);
+    let o = build(tmp.path(), &[]);
+    expect_ok(&o);
+    assert!(
+        stderr(&o).contains("changed in the publication"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read(&published).unwrap(), original);
+    // Same bytes, same version: the catalog lists the same digest.
+    let again: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("out/catalog.json")).unwrap())
+            .unwrap();
+    let before: serde_json::Value = serde_json::from_slice(&catalog).unwrap();
+    assert_eq!(again["images"][0]["sha256"], before["images"][0]["sha256"]);
+    expect_ok(&verify(&tmp.path().join("out"), &[]));
+}
+
+/// `--link-images` shares the inode (no extra space); a write through the
+/// web root then changes the source, and the next routine build refuses to
+/// sign those bytes under the published version.
+#[test]
+fn web_root_write_through_hard_links_is_refused_at_the_next_build() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = image_tree(&[("a.raw", 4096)]);
+    std::fs::write(tmp.path().join("images/a.raw.toml"), "version = \"1\"\n").unwrap();
+    expect_ok(&build(tmp.path(), &["--link-images"]));
+    let source = tmp.path().join("images/a.raw");
+    let published = tmp.path().join("out/images/a.raw");
+    assert_eq!(
+        std::fs::metadata(&source).unwrap().ino(),
+        std::fs::metadata(&published).unwrap().ino()
+    );
+    let catalog = std::fs::read(tmp.path().join("out/catalog.json")).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&published)
+        .unwrap();
+    std::os::unix::fs::FileExt::write_at(&file, b"EVIL", 0).unwrap();
+    drop(file);
+    expect_fail(
+        &build(tmp.path(), &["--link-images"]),
+        2,
+        &["a@1", "already published", "--allow-rewrite"],
+    );
+    assert_eq!(
+        std::fs::read(tmp.path().join("out/catalog.json")).unwrap(),
+        catalog
+    );
+}
+
+/// Moving from hard links (or an older version's default) to copies
+/// replaces every link with an independent copy.
+#[test]
+fn copy_mode_replaces_hard_links_left_by_an_earlier_build() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = image_tree(&[("a.raw", 4096)]);
+    expect_ok(&build(tmp.path(), &["--link-images"]));
+    expect_ok(&build(tmp.path(), &[]));
+    let source = std::fs::metadata(tmp.path().join("images/a.raw")).unwrap();
+    let published = std::fs::metadata(tmp.path().join("out/images/a.raw")).unwrap();
+    assert_ne!(source.ino(), published.ino());
+    assert_eq!(source.nlink(), 1);
+    expect_ok(&verify(&tmp.path().join("out"), &[]));
 }

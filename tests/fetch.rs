@@ -231,6 +231,7 @@ fn client_with(tweak: impl FnOnce(&mut HttpConfig)) -> HttpClient {
         retries: 2,
         ca_file: None,
         user_agent: "vmic-test".to_string(),
+        ..HttpConfig::default()
     };
     tweak(&mut config);
     HttpClient::new(&config).unwrap()

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use vmic_endorser::build::{BuildOptions, build};
+use vmic_engine::fsutil::Placement;
 use vmic_engine::hashing::{DEFAULT_CHUNK_SIZE, Engine, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 use vmic_format::error::{Error, Result};
 
@@ -26,9 +27,19 @@ pub struct Args {
     /// URL the output directory will be served from; adds absolute image URLs.
     #[arg(long, value_name = "URL")]
     base_url: Option<String>,
-    /// Do not link or copy images into OUT_DIR/images (publish them separately).
-    #[arg(long)]
+    /// Do not copy images into OUT_DIR/images (publish them separately).
+    #[arg(long, conflicts_with = "link_images")]
     no_images: bool,
+    /// Hard-link images into OUT_DIR/images instead of copying them (no
+    /// extra space, but a write in the web root then changes the source;
+    /// a later build refuses to sign such a change under the same version).
+    #[arg(long)]
+    link_images: bool,
+    /// Where builds keep their digest cache and lock, one subdirectory per
+    /// OUT_DIR (default: $XDG_STATE_HOME/vmic/build, else
+    /// ~/.local/state/vmic/build). Never inside OUT_DIR, which is published.
+    #[arg(long, value_name = "DIR", env = "VMIC_BUILD_STATE")]
+    state_dir: Option<PathBuf>,
     /// Ignore the digest cache and hash every image again.
     #[arg(long)]
     rehash: bool,
@@ -77,7 +88,15 @@ pub fn run(args: Args, quiet: bool) -> Result<i32> {
         key: &key,
         expires_secs,
         base_url: args.base_url,
-        copy_images: !args.no_images,
+        images: match (args.no_images, args.link_images) {
+            (true, _) => None,
+            (false, true) => Some(Placement::HardLink),
+            (false, false) => Some(Placement::Copy),
+        },
+        state_root: match args.state_dir {
+            Some(dir) => dir,
+            None => default_state_root()?,
+        },
         rehash: args.rehash,
         chunk_size,
         allow_rewrite: args.allow_rewrite,
@@ -109,6 +128,20 @@ pub fn run(args: Args, quiet: bool) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// `$XDG_STATE_HOME/vmic/build`, else `$HOME/.local/state/vmic/build`.
+fn default_state_root() -> Result<PathBuf> {
+    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    if let Some(state) = std::env::var_os("XDG_STATE_HOME").and_then(absolute) {
+        return Ok(state.join("vmic/build"));
+    }
+    match std::env::var_os("HOME").and_then(absolute) {
+        Some(home) => Ok(home.join(".local/state/vmic/build")),
+        None => Err(Error::input(
+            "neither XDG_STATE_HOME nor HOME is set: give --state-dir for the build's digest cache and lock",
+        )),
+    }
 }
 
 /// `8M`, `64K`, `1G` or plain bytes, within the allowed chunk sizes.

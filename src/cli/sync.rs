@@ -33,6 +33,7 @@ pub fn run(args: Args, site: &Option<PathBuf>, quiet: bool) -> Result<i32> {
         quiet,
         json: args.json,
     };
+    stop_on_signals();
     let engine = Engine::new(args.jobs.jobs)?;
     let mut site = super::site::open(site)?;
     let opts = SyncOptions {
@@ -121,4 +122,25 @@ fn with_exit_codes(report: &SyncReport, exit_code: i32) -> serde_json::Value {
         json["exit_code"] = super::exit_code(endorser.failure).into();
     }
     value
+}
+
+/// SIGTERM, SIGINT and SIGHUP ask the sync to stop the way a failed
+/// download stops (what arrived is kept, the lock released, exit 3),
+/// instead of killing it mid-write. A second signal kills as usual.
+fn stop_on_signals() {
+    extern "C" fn on_stop(signal: libc::c_int) {
+        vmic_engine::cancel::request(signal);
+    }
+    for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        // SAFETY: a zeroed sigaction is valid (empty mask, no flags); the
+        // handler only does an atomic store, which is async-signal-safe.
+        // No SA_RESTART: a blocked read returns EINTR and sees the request.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            action.sa_flags = libc::SA_RESETHAND;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
+    }
 }

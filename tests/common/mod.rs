@@ -34,8 +34,17 @@ where
     Command::new(VMIC)
         .args(args)
         .env_remove("VMIC_PASSWORD")
+        .env("XDG_STATE_HOME", state_home())
         .output()
         .expect("run vmic")
+}
+
+/// The build state root of this test process, so tests never write into
+/// the real home directory (each OUT_DIR gets its own subdirectory).
+pub fn state_home() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("state home"))
+        .path()
 }
 
 pub fn vmic_env<I, S>(args: I, env: &[(&str, &str)]) -> Output
@@ -44,7 +53,9 @@ where
     S: AsRef<std::ffi::OsStr>,
 {
     let mut cmd = Command::new(VMIC);
-    cmd.args(args).env_remove("VMIC_PASSWORD");
+    cmd.args(args)
+        .env_remove("VMIC_PASSWORD")
+        .env("XDG_STATE_HOME", state_home());
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::cache::DigestCache;
+use crate::cache::{CACHE_FILE, DigestCache, LEGACY_CACHE_FILE, PublishedCopy};
 use vmic_format::catalog::{CatalogParts, HttpUrl};
 use vmic_format::ids::{ImageId, InvalidValue, Serial, Version, sanitize_token};
 use vmic_format::image_format::{FormatName, ImageFormat};
@@ -20,7 +20,7 @@ use vmic_format::trusted_comment::CatalogComment;
 use crate::catalog::{Catalog, Endorser, Image, Revocation};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
-use crate::fsutil::{self, DirLock, atomic_write};
+use crate::fsutil::{self, DirLock, Placement, atomic_write};
 use crate::hashing::{Engine, EngineStats, FileDigest, FileStamp, Progress};
 use crate::meta::{self, CATALOG_TOML, CatalogToml, SIDECAR_SUFFIX, Sidecar};
 use crate::minisign::SecretKey;
@@ -30,7 +30,10 @@ use vmic_engine::detect;
 pub use vmic_format::publication::{
     CATALOG_FILE, IMAGES_SUBDIR, INDEX_FILE, SIGNATURE_FILE, SUMS_FILE, SUMS_SIGNATURE_FILE,
 };
-const LOCK_FILE: &str = ".vmic-build.lock";
+/// The build lock, in the build's state directory.
+const LOCK_FILE: &str = "build.lock";
+/// Where versions before 0.2 kept the lock: in OUT_DIR, published with it.
+const LEGACY_LOCK_FILE: &str = ".vmic-build.lock";
 const DEFAULT_EXPIRY_SECS: u64 = 30 * 86_400;
 
 /// Everything `vmic build` needs, already parsed.
@@ -45,8 +48,11 @@ pub struct BuildOptions<'a> {
     pub expires_secs: Option<u64>,
     /// Public base URL; each image gets `BASE/images/PATH` as a mirror URL.
     pub base_url: Option<String>,
-    /// Link or copy the images into the publication.
-    pub copy_images: bool,
+    /// How images are put into `OUT_DIR/images`; `None` leaves them out.
+    pub images: Option<Placement>,
+    /// Where builds keep their state (digest cache, lock), one
+    /// subdirectory per OUT_DIR; never inside OUT_DIR.
+    pub state_root: PathBuf,
     /// Ignore the digest cache.
     pub rehash: bool,
     /// Chunk size for the chunk digests.
@@ -133,16 +139,17 @@ fn build_into(
     settings: &CatalogToml,
     candidates: &[Candidate],
 ) -> Result<BuildReport> {
-    let _lock = DirLock::acquire(out_dir, LOCK_FILE, "build")?;
+    let state_dir = state_dir(&opts.state_root, out_dir)?;
+    let _lock = DirLock::acquire(&state_dir, LOCK_FILE, "build")?;
     refuse_planted_images_link(out_dir)?;
     let previous = load_previous(out_dir)?;
     let mut warnings = Vec::new();
-    let (mut cache, warning) = if opts.rehash {
-        (DigestCache::empty(images_dir), None)
-    } else {
-        DigestCache::load(out_dir, images_dir)
-    };
+    let cache_path = state_dir.join(CACHE_FILE);
+    let (mut cache, warning) = load_cache(&cache_path, out_dir, images_dir);
     warnings.extend(warning);
+    if opts.rehash {
+        cache.forget_digests();
+    }
     let digests = hash_candidates(candidates, &cache, opts.chunk_size, engine, progress)?;
     let formats = candidates
         .iter()
@@ -165,15 +172,21 @@ fn build_into(
         previous.as_ref(),
         opts.allow_rewrite,
     )?);
-    publish(opts, out_dir, candidates, &catalog)?;
-    let removed = if opts.copy_images {
+    if let Some(placement) = opts.images {
+        warnings.extend(publish_images(placement, out_dir, candidates, &mut cache)?);
+    }
+    publish(opts, out_dir, &catalog)?;
+    let removed = if opts.images.is_some() {
         remove_stale_images(out_dir, &catalog)?
     } else {
         Vec::new()
     };
     remember_digests(&mut cache, candidates, &digests.digests, &formats);
-    if let Err(e) = cache.save(out_dir) {
-        warnings.push(format!("could not save the digest cache: {e}"));
+    let listed: BTreeSet<&str> = candidates.iter().map(|c| c.rel.as_str()).collect();
+    cache.retain_published(|rel| listed.contains(rel));
+    match cache.save(&cache_path) {
+        Ok(()) => warnings.extend(remove_legacy_files(out_dir)),
+        Err(e) => warnings.push(format!("could not save the digest cache: {e}")),
     }
     Ok(BuildReport {
         out_dir: out_dir.display().to_string(),
@@ -285,18 +298,121 @@ fn check_rewrites(
     )])
 }
 
-/// Images first, then assets, the signed catalog, the page and the sums.
-fn publish(
-    opts: &BuildOptions,
-    out_dir: &Path,
-    candidates: &[Candidate],
-    catalog: &Catalog,
-) -> Result<()> {
-    if opts.copy_images {
-        for c in candidates {
-            fsutil::link_or_copy(&c.abs, &c.rel.prefixed(IMAGES_SUBDIR)?.join_to(out_dir))?;
+/// The state directory of builds into `out_dir` (canonical): a
+/// subdirectory of `root` named after the path, private to its user.
+fn state_dir(root: &Path, out_dir: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let id = Sha256Digest::of(out_dir.as_os_str().as_encoded_bytes()).to_hex();
+    let dir = root.join(&id[..16]);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| Error::io("create the build state directory", &dir, e))?;
+    Ok(dir)
+}
+
+/// The cache from the state directory, or (once, when moving from an
+/// older version) from OUT_DIR.
+fn load_cache(path: &Path, out_dir: &Path, images_dir: &Path) -> (DigestCache, Option<String>) {
+    let legacy = out_dir.join(LEGACY_CACHE_FILE);
+    if !path.exists() && legacy.is_file() {
+        return DigestCache::load(&legacy, images_dir);
+    }
+    DigestCache::load(path, images_dir)
+}
+
+/// Internal files older versions left in OUT_DIR, published by mistake.
+fn remove_legacy_files(out_dir: &Path) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for name in [LEGACY_CACHE_FILE, LEGACY_LOCK_FILE] {
+        let path = out_dir.join(name);
+        if std::fs::symlink_metadata(&path).is_ok() {
+            match std::fs::remove_file(&path) {
+                Ok(()) => warnings.push(format!(
+                    "removed {} (internal state is no longer kept in the publication)",
+                    path.display()
+                )),
+                Err(e) => warnings.push(format!("could not remove {}: {e}", path.display())),
+            }
         }
     }
+    warnings
+}
+
+/// Put each image into `OUT_DIR/images`, unless what is there is exactly
+/// what vmic put there last time. A copy changed since (through the web
+/// root, say) is replaced and reported.
+fn publish_images(
+    placement: Placement,
+    out_dir: &Path,
+    candidates: &[Candidate],
+    cache: &mut DigestCache,
+) -> Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    for c in candidates {
+        let dst = c.rel.prefixed(IMAGES_SUBDIR)?.join_to(out_dir);
+        let current = std::fs::symlink_metadata(&dst)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| FileStamp::of(&m));
+        let recorded = cache.published(c.rel.as_str());
+        match placement_state(placement, c.stamp, current, recorded) {
+            PlacedState::Current => continue,
+            PlacedState::ChangedInPublication => warnings.push(format!(
+                "{} was changed in the publication since vmic put it there; replaced with {}",
+                dst.display(),
+                c.abs.display()
+            )),
+            PlacedState::Stale => {}
+        }
+        fsutil::place_file(&c.abs, &dst, placement)?;
+        let meta = std::fs::symlink_metadata(&dst).map_err(|e| Error::io("stat", &dst, e))?;
+        let copy = PublishedCopy {
+            source: c.stamp,
+            copy: FileStamp::of(&meta),
+        };
+        cache.record_published(c.rel.as_str(), copy);
+    }
+    Ok(warnings)
+}
+
+/// What is at an image's place in the publication, compared with its source.
+#[derive(Debug, PartialEq, Eq)]
+enum PlacedState {
+    /// Exactly what it should be: nothing to do.
+    Current,
+    /// Missing, or from an older source or another placement.
+    Stale,
+    /// vmic's copy of this very source, written to since.
+    ChangedInPublication,
+}
+
+fn placement_state(
+    placement: Placement,
+    source: FileStamp,
+    current: Option<FileStamp>,
+    recorded: Option<&PublishedCopy>,
+) -> PlacedState {
+    let Some(current) = current else {
+        return PlacedState::Stale;
+    };
+    let is_source = current.dev == source.dev && current.inode == source.inode;
+    match placement {
+        Placement::HardLink if is_source => PlacedState::Current,
+        Placement::HardLink => PlacedState::Stale,
+        // A hard link left by an older version must become a copy.
+        Placement::Copy if is_source => PlacedState::Stale,
+        Placement::Copy => match recorded {
+            Some(r) if r.source == source && r.copy == current => PlacedState::Current,
+            Some(r) if r.source == source => PlacedState::ChangedInPublication,
+            _ => PlacedState::Stale,
+        },
+    }
+}
+
+/// Assets, the signed catalog, the page and the sums (after the images).
+fn publish(opts: &BuildOptions, out_dir: &Path, catalog: &Catalog) -> Result<()> {
     for (name, bytes) in crate::render::SITE_ASSETS {
         atomic_write(&out_dir.join(name), bytes)?;
     }

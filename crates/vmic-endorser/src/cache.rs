@@ -1,5 +1,7 @@
-//! The digest cache kept in a build's output directory, so that a rebuild
-//! re-hashes only images whose (size, mtime, ctime, inode, device) changed.
+//! The digest cache kept in the build's state directory (never in OUT_DIR,
+//! which is published), so that a rebuild re-hashes only images whose
+//! (size, mtime, ctime, inode, device) changed, and re-copies only images
+//! whose published copy is not exactly the one vmic put there.
 //!
 //! The cache is an optimisation, never an authority: a corrupt, foreign or
 //! outdated cache is ignored with a warning and everything is re-hashed.
@@ -15,8 +17,10 @@ use crate::fsutil::atomic_write;
 use crate::hashing::{FileDigest, FileStamp};
 use vmic_format::chunks::ChunkDigests;
 
-/// The cache's file name in the publication directory (never published content).
-pub const CACHE_FILE: &str = ".vmic-cache.json";
+/// The cache's file name in the build state directory.
+pub const CACHE_FILE: &str = "cache.json";
+/// Where versions before 0.2 kept it: in OUT_DIR, published with it.
+pub const LEGACY_CACHE_FILE: &str = ".vmic-cache.json";
 const CACHE_FORMAT: &str = "vmic.digest-cache/1";
 
 /// Digests of images by relative path and file stamp, so a rebuild re-hashes only what changed.
@@ -24,10 +28,23 @@ const CACHE_FORMAT: &str = "vmic.digest-cache/1";
 pub struct DigestCache {
     format: String,
     /// SHA-256 of the canonical path of the images directory the entries
-    /// belong to: identifies it without publishing the endorser's local path
-    /// (the cache sits in OUT_DIR, which gets uploaded).
+    /// belong to.
     images_dir: String,
     entries: BTreeMap<String, CacheEntry>,
+    /// The copies in `OUT_DIR/images` as vmic left them, by relative path.
+    #[serde(default)]
+    published: BTreeMap<String, PublishedCopy>,
+}
+
+/// A copy vmic put into the publication: the source it was made from and
+/// the copy's own stamp right after. Any later write to the copy (from the
+/// web root, say) changes its ctime, which no one can set back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedCopy {
+    /// The source as it was copied.
+    pub source: FileStamp,
+    /// The copy as it was left.
+    pub copy: FileStamp,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,14 +69,14 @@ impl DigestCache {
             format: CACHE_FORMAT.into(),
             images_dir: dir_id(images_dir),
             entries: BTreeMap::new(),
+            published: BTreeMap::new(),
         }
     }
 
-    /// Load the cache for `images_dir`; returns a warning instead of an error
-    /// when it cannot be used.
-    pub fn load(out_dir: &Path, images_dir: &Path) -> (DigestCache, Option<String>) {
-        let path = out_dir.join(CACHE_FILE);
-        let bytes = match std::fs::read(&path) {
+    /// Load the cache file `path` for `images_dir`; returns a warning
+    /// instead of an error when it cannot be used.
+    pub fn load(path: &Path, images_dir: &Path) -> (DigestCache, Option<String>) {
+        let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return (Self::empty(images_dir), None);
@@ -140,9 +157,30 @@ impl DigestCache {
         );
     }
 
-    /// Write the cache atomically into `out_dir`.
-    pub fn save(&self, out_dir: &Path) -> Result<()> {
+    /// Forget every digest (`--rehash`), keeping what is known of the
+    /// published copies.
+    pub fn forget_digests(&mut self) {
+        self.entries.clear();
+    }
+
+    /// What vmic last put at `rel` in the publication.
+    pub fn published(&self, rel: &str) -> Option<&PublishedCopy> {
+        self.published.get(rel)
+    }
+
+    /// Remember the copy just put at `rel`.
+    pub fn record_published(&mut self, rel: &str, copy: PublishedCopy) {
+        self.published.insert(rel.to_string(), copy);
+    }
+
+    /// Forget copies of paths no longer published.
+    pub fn retain_published(&mut self, keep: impl Fn(&str) -> bool) {
+        self.published.retain(|rel, _| keep(rel));
+    }
+
+    /// Write the cache atomically to `path`.
+    pub fn save(&self, path: &Path) -> Result<()> {
         let bytes = serde_json::to_vec(self).unwrap_or_default();
-        atomic_write(&out_dir.join(CACHE_FILE), &bytes)
+        atomic_write(path, &bytes)
     }
 }

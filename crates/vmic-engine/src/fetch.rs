@@ -19,11 +19,10 @@
 //! `file://` URLs and local directories go through the same functions with
 //! the same limits, so the caller treats local mirrors and remote ones alike.
 
-use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ureq::http::{HeaderMap, StatusCode};
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
@@ -37,6 +36,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Enough for http→https and a mirror hop or two; more suggests a loop.
 const MAX_REDIRECTS: u32 = 5;
+/// The span over which [`HttpConfig::min_rate`] is averaged.
+pub const RATE_WINDOW: Duration = Duration::from_secs(30);
 /// How the HTTP client behaves.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -47,6 +48,13 @@ pub struct HttpConfig {
     /// Longest time to resolve the host and establish the connection
     /// (including a proxy and the TLS handshake).
     pub connect_timeout: Duration,
+    /// Longest time one attempt at a small document (a catalog, a
+    /// signature) may take in all: a server trickling bytes just faster
+    /// than `timeout` cannot hold the site lock for hours.
+    pub document_deadline: Duration,
+    /// Slowest acceptable download, in bytes per second, averaged over
+    /// every [`RATE_WINDOW`]; 0 turns the check off.
+    pub min_rate: u64,
     /// Extra attempts after a transient failure.
     pub retries: u32,
     /// PEM certificates trusted in addition to the system roots, for
@@ -61,6 +69,8 @@ impl Default for HttpConfig {
         HttpConfig {
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            document_deadline: Duration::from_secs(120),
+            min_rate: 4096,
             retries: 3,
             ca_file: None,
             user_agent: concat!("vmic/", env!("CARGO_PKG_VERSION")).to_string(),
@@ -88,6 +98,8 @@ pub trait Landing {
 pub struct HttpClient {
     agent: ureq::Agent,
     retries: u32,
+    document_deadline: Duration,
+    min_rate: u64,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -123,6 +135,8 @@ impl HttpClient {
         Ok(HttpClient {
             agent,
             retries: config.retries,
+            document_deadline: config.document_deadline,
+            min_rate: config.min_rate,
         })
     }
 
@@ -149,6 +163,7 @@ impl HttpClient {
                     url,
                     expected: expected_size,
                     landing,
+                    pace: Pace::new(self.min_rate, None),
                 };
                 self.retrying(|| job.fetch_http(&self.agent))
             }
@@ -160,10 +175,11 @@ impl HttpClient {
     fn retrying<T>(&self, mut attempt: impl FnMut() -> Result<T, Failure>) -> Result<T> {
         let mut retried = 0u32;
         loop {
+            crate::cancel::check()?;
             match attempt() {
                 Ok(value) => return Ok(value),
                 Err(failure) if failure.transient && retried < self.retries => {
-                    std::thread::sleep(backoff(retried));
+                    sleep_unless_cancelled(backoff(retried));
                     retried += 1;
                 }
                 Err(failure) if retried > 0 => {
@@ -191,11 +207,12 @@ impl HttpClient {
         // reserve gigabytes up front.
         let capacity = declared.unwrap_or(0).min(max).min(16 << 20);
         let mut bytes = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
-        let read = response
+        let mut body = response
             .into_body()
             .into_reader()
-            .take(max.saturating_add(1))
-            .read_to_end(&mut bytes);
+            .take(max.saturating_add(1));
+        let mut pace = Pace::new(self.min_rate, Some(self.document_deadline));
+        let read = read_paced(&mut body, &mut bytes, &mut pace, url)?;
         let got = bytes.len() as u64;
         match (read, declared) {
             (Err(e), Some(len)) if e.kind() == io::ErrorKind::UnexpectedEof => {
@@ -223,7 +240,7 @@ pub fn read_local(
         return Ok(());
     }
     let named = Path::new(label);
-    let mut source = File::open(path).map_err(|e| Error::io("open", named, e))?;
+    let mut source = crate::fsutil::open_regular(path, named)?;
     let len = source
         .metadata()
         .map_err(|e| Error::io("inspect", named, e))?
@@ -242,6 +259,8 @@ pub fn read_local(
         url: label,
         expected,
         landing,
+        // A local file is as fast as its disk; only a stop request ends it.
+        pace: Pace::new(0, None),
     };
     job.stream(&mut source, |e| Failure::fatal(Error::io("read", named, e)))
         .map_err(|f| f.error)
@@ -253,6 +272,7 @@ struct Job<'j> {
     url: &'j str,
     expected: u64,
     landing: &'j mut dyn Landing,
+    pace: Pace,
 }
 
 impl Job<'_> {
@@ -297,6 +317,7 @@ impl Job<'_> {
             return Err(Failure::fatal(too_much(url, self.expected)));
         }
         let mut body = response.into_body().into_reader();
+        self.pace = Pace::new(self.pace.min_rate, None);
         self.stream(&mut body, |e| read_failure(url, e))
     }
 
@@ -311,6 +332,7 @@ impl Job<'_> {
         // sender is sending too much; the landing has no room for it.
         let mut probe = [0u8; 1];
         loop {
+            self.pace.check(url).map_err(Failure::fatal_or_transient)?;
             let have = self.landing.held();
             let room = if have < self.expected {
                 self.landing.room().map_err(Failure::fatal)?
@@ -326,6 +348,7 @@ impl Job<'_> {
                 }
                 Err(e) => return Err(read_error(e)),
             };
+            self.pace.received(n);
             if have + n as u64 > self.expected {
                 // Not even the fitting part is kept: the next run then
                 // asks this server again rather than trusting it.
@@ -364,6 +387,113 @@ impl Failure {
             error,
             transient: true,
         }
+    }
+
+    /// A slow server is worth another attempt (or another mirror); a stop
+    /// request is not.
+    fn fatal_or_transient(stop: Stop) -> Failure {
+        match stop {
+            Stop::Cancelled(error) => Failure::fatal(error),
+            Stop::TooSlow(error) => Failure::transient(error),
+        }
+    }
+}
+
+/// Why a transfer must stop before its end.
+enum Stop {
+    /// SIGTERM/SIGINT: see [`crate::cancel`].
+    Cancelled(Error),
+    /// Slower than the minimum rate, or past the deadline.
+    TooSlow(Error),
+}
+
+/// The clock of one transfer attempt: a deadline for the whole attempt (if
+/// any) and a minimum rate over every [`RATE_WINDOW`].
+struct Pace {
+    min_rate: u64,
+    deadline: Option<(Instant, Duration)>,
+    window_start: Instant,
+    window_bytes: u64,
+}
+
+impl Pace {
+    fn new(min_rate: u64, deadline: Option<Duration>) -> Pace {
+        let now = Instant::now();
+        Pace {
+            min_rate,
+            deadline: deadline.map(|d| (now, d)),
+            window_start: now,
+            window_bytes: 0,
+        }
+    }
+
+    fn received(&mut self, n: usize) {
+        self.window_bytes += n as u64;
+    }
+
+    /// Called before every read; a read itself blocks at most the
+    /// per-read timeout, so the check runs at least that often.
+    fn check(&mut self, url: &str) -> Result<(), Stop> {
+        crate::cancel::check().map_err(Stop::Cancelled)?;
+        let now = Instant::now();
+        if let Some((start, limit)) = self.deadline
+            && now.duration_since(start) > limit
+        {
+            return Err(Stop::TooSlow(Error::io_failure(format!(
+                "{url} took longer than the {}s deadline for a catalog or signature (http.deadline)",
+                limit.as_secs()
+            ))));
+        }
+        let elapsed = now.duration_since(self.window_start);
+        if elapsed >= RATE_WINDOW {
+            let rate = self.window_bytes as f64 / elapsed.as_secs_f64();
+            if self.min_rate > 0 && rate < self.min_rate as f64 {
+                return Err(Stop::TooSlow(Error::io_failure(format!(
+                    "{url} sent {rate:.0} bytes/s over the last {}s, below the minimum of {} bytes/s (http.min_rate)",
+                    elapsed.as_secs(),
+                    self.min_rate
+                ))));
+            }
+            self.window_start = now;
+            self.window_bytes = 0;
+        }
+        Ok(())
+    }
+}
+
+/// Read `body` to its end into `bytes`, under `pace`.
+fn read_paced(
+    body: &mut dyn Read,
+    bytes: &mut Vec<u8>,
+    pace: &mut Pace,
+    url: &str,
+) -> Result<io::Result<usize>, Failure> {
+    let mut buf = [0u8; 64 << 10];
+    let mut total = 0;
+    loop {
+        pace.check(url).map_err(Failure::fatal_or_transient)?;
+        match body.read(&mut buf) {
+            Ok(0) => return Ok(Ok(total)),
+            Ok(n) => {
+                pace.received(n);
+                bytes.extend_from_slice(&buf[..n]);
+                total += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+}
+
+/// Wait `delay`, waking early when a stop is requested.
+fn sleep_unless_cancelled(delay: Duration) {
+    let until = Instant::now() + delay;
+    while crate::cancel::requested().is_none() {
+        let now = Instant::now();
+        if now >= until {
+            return;
+        }
+        std::thread::sleep((until - now).min(Duration::from_millis(100)));
     }
 }
 
@@ -499,7 +629,7 @@ fn read_ca_file(path: &Path) -> Result<Vec<Certificate<'static>>> {
 
 /// A local file's bytes, refusing more than `max`; `url` names it in errors.
 pub(crate) fn read_file_capped(url: &str, path: &Path, max: u64) -> Result<Vec<u8>> {
-    let file = File::open(path).map_err(|e| Error::io("open", Path::new(url), e))?;
+    let file = crate::fsutil::open_regular(path, Path::new(url))?;
     let len = file
         .metadata()
         .map_err(|e| Error::io("inspect", Path::new(url), e))?

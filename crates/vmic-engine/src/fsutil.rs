@@ -1,9 +1,9 @@
-//! Filesystem helpers: atomic writes, secret files, link-or-copy, containment
+//! Filesystem helpers: atomic writes, secret files, copies and links, containment
 //! checks and directory locks.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -68,31 +68,75 @@ fn parent_of(path: &Path) -> &Path {
     }
 }
 
-/// Make `dst` hold the same bytes as `src`: a hard link when both are on one
-/// filesystem, else a copy; either way via a temporary name and a rename, so
-/// `dst` is never partial. Skips the work when `dst` already is `src` (same
-/// inode) or is an earlier copy with the same size and modification time.
-pub fn link_or_copy(src: &Path, dst: &Path) -> Result<()> {
-    // Link the file a symlink points to, never the symlink itself: a link
-    // in the publication would point somewhere the reader cannot follow.
+/// Open `path` for reading, refusing anything but a regular file: the last
+/// component is not followed if it is a symbolic link, and a FIFO or device
+/// is refused at once instead of blocking the caller (and any lock it
+/// holds) forever. `label` names the file in errors.
+pub fn open_regular(path: &Path, label: &Path) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => Error::verification(format!(
+                "{} is a symbolic link; refusing to follow it",
+                label.display()
+            )),
+            _ => Error::io("open", label, e),
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io("inspect", label, e))?;
+    if !meta.is_file() {
+        return Err(Error::verification(format!(
+            "{} is not a regular file ({}); refusing to read it",
+            label.display(),
+            file_kind(&meta)
+        )));
+    }
+    Ok(file)
+}
+
+fn file_kind(meta: &fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "not a plain file"
+    }
+}
+
+/// How [`place_file`] puts a file at its destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// An independent copy (a reflink where the filesystem can make one):
+    /// a write to the destination cannot reach the source.
+    Copy,
+    /// A hard link where both are on one filesystem (else a copy): no
+    /// extra space, but source and destination are one file.
+    HardLink,
+}
+
+/// Make `dst` hold the bytes of `src` (the file a symlink points to, never
+/// the symlink itself), as `placement` says, via a temporary name and a
+/// rename, so `dst` is never partial.
+pub fn place_file(src: &Path, dst: &Path, placement: Placement) -> Result<()> {
     let resolved = fs::canonicalize(src).map_err(|e| Error::io("resolve", src, e))?;
     let src = resolved.as_path();
     let src_meta = fs::metadata(src).map_err(|e| Error::io("stat", src, e))?;
-    if let Ok(dst_meta) = fs::symlink_metadata(dst) {
-        let same_inode = dst_meta.dev() == src_meta.dev() && dst_meta.ino() == src_meta.ino();
-        let same_copy = dst_meta.is_file()
-            && dst_meta.len() == src_meta.len()
-            && dst_meta.mtime() == src_meta.mtime()
-            && dst_meta.mtime_nsec() == src_meta.mtime_nsec();
-        if same_inode || same_copy {
-            return Ok(());
-        }
-    }
     let dir = parent_of(dst);
     fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
     let tmp = temp_name(dst);
     let _ = fs::remove_file(&tmp);
-    if fs::hard_link(src, &tmp).is_err() {
+    let linked = placement == Placement::HardLink && fs::hard_link(src, &tmp).is_ok();
+    if !linked {
         copy_file(src, &tmp, &src_meta)?;
     }
     fs::rename(&tmp, dst).map_err(|e| {
@@ -109,7 +153,11 @@ fn copy_file(src: &Path, tmp: &Path, src_meta: &fs::Metadata) -> Result<()> {
             .create_new(true)
             .mode(0o644)
             .open(tmp)?;
-        std::io::copy(&mut input, &mut out)?;
+        if !reflink(&input, &out) {
+            // copy_file_range underneath: in-kernel, and itself a clone on
+            // some filesystems.
+            std::io::copy(&mut input, &mut out)?;
+        }
         out.set_modified(src_meta.modified()?)?;
         out.sync_all()
     })();
@@ -117,6 +165,14 @@ fn copy_file(src: &Path, tmp: &Path, src_meta: &fs::Metadata) -> Result<()> {
         let _ = fs::remove_file(tmp);
         Error::io("copy into", tmp, e)
     })
+}
+
+/// Share `input`'s extents with the empty `out` (Btrfs, XFS, bcachefs):
+/// an instant copy that later writes to either side do not affect.
+fn reflink(input: &File, out: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: FICLONE takes two open descriptors, both borrowed for the call.
+    unsafe { libc::ioctl(out.as_raw_fd(), libc::FICLONE, input.as_raw_fd()) == 0 }
 }
 
 /// A hidden sibling name used while a file is being put in place.

@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 mod block;
+pub mod cancel;
 pub mod detect;
 pub mod fetch;
 pub mod fsutil;

@@ -274,6 +274,13 @@ impl Landing for PartFile<'_> {
         self.progress.advance(n as u64);
         if self.fill as u64 == self.block_size || self.held() == self.size {
             self.complete_block();
+            if let Some(problem) = self.check.first_mismatch() {
+                // The image is wrong already: the rest need not come.
+                return Err(Error::verification(format!(
+                    "{}; download stopped at the first bad chunk",
+                    problem.describe()
+                )));
+            }
         }
         Ok(())
     }

@@ -53,6 +53,8 @@ pub struct StreamCheck<'e> {
     chunk_size: u64,
     expected: Vec<Sha256Digest>,
     actual: Vec<Option<Sha256Digest>>,
+    /// The lowest chunk hashed so far that differs from its digest.
+    first_mismatch: Option<u64>,
     /// Bytes submitted since the start (or the last rewind).
     received: u64,
     /// The straddling chunk being received in pieces, if any.
@@ -80,6 +82,7 @@ impl<'e> StreamCheck<'e> {
             size,
             chunk_size: chunk_size.max(1),
             actual: vec![None; expected.len()],
+            first_mismatch: None,
             expected,
             received: 0,
             chain: None,
@@ -198,6 +201,7 @@ impl<'e> StreamCheck<'e> {
         self.settle();
         let from = (index as usize).min(self.actual.len());
         self.actual[from..].iter_mut().for_each(|a| *a = None);
+        self.first_mismatch = self.first_mismatch.filter(|&first| first < index);
         self.chain = None;
         self.received = index * self.chunk_size;
     }
@@ -278,8 +282,29 @@ impl<'e> StreamCheck<'e> {
         for (index, digest) in digests {
             if let Some(slot) = self.actual.get_mut(index as usize) {
                 *slot = Some(digest);
+                if self.expected[index as usize] != digest
+                    && self.first_mismatch.is_none_or(|first| index < first)
+                {
+                    self.first_mismatch = Some(index);
+                }
             }
         }
+    }
+
+    /// The first chunk found so far not to match (hashing runs behind the
+    /// stream by a few blocks), so a download can stop instead of fetching
+    /// the rest of an image that is already known to be wrong.
+    pub fn first_mismatch(&mut self) -> Option<Problem> {
+        self.collect_ready();
+        let index = self.first_mismatch?;
+        let start = index * self.chunk_size;
+        Some(Problem::ChunkMismatch {
+            index,
+            start,
+            end: (start + self.chunk_size).min(self.size),
+            expected: self.expected[index as usize],
+            actual: self.actual[index as usize]?,
+        })
     }
 }
 

@@ -23,6 +23,13 @@ approve = "auto"
 on_expired = "withdraw"
 # Largest catalog.json accepted, in bytes.
 max_catalog_size = 268435456
+# After a download fails its check (quarantine), wait this long before
+# fetching that image again; the wait doubles with each further failure,
+# up to a day.
+quarantine_backoff = "1h"
+# A catalog missing (HTTP 404/410, or no catalog.json) for this long marks
+# its endorser "gone": reported once (exit 1, hook), shown in trust list.
+gone_after = "7d"
 
 # Deny rules: an image matching every key given in one rule is rejected.
 # [[policy.deny]]
@@ -42,6 +49,10 @@ timeout = "60s"
 timeout = "30s"
 connect_timeout = "10s"
 retries = 3
+# Longest a catalog or signature download may take in all.
+deadline = "2m"
+# Slowest acceptable download, bytes per second averaged over 30 s (0: off).
+min_rate = 4096
 "#;
 
 /// `site.toml`.
@@ -75,6 +86,13 @@ pub struct Policy {
     /// Deny rules; the first that matches rejects.
     #[serde(default)]
     pub deny: Vec<DenyRule>,
+    /// First wait before re-fetching an image whose download failed its
+    /// check; doubled per further failure, at most a day.
+    #[serde(default = "default_quarantine_backoff")]
+    pub quarantine_backoff: Seconds,
+    /// How long a catalog may be missing before its endorser is "gone".
+    #[serde(default = "default_gone_after")]
+    pub gone_after: Seconds,
 }
 
 impl Default for Policy {
@@ -84,7 +102,39 @@ impl Default for Policy {
             on_expired: OnExpired::default(),
             max_catalog_size: default_max_catalog(),
             deny: Vec::new(),
+            quarantine_backoff: default_quarantine_backoff(),
+            gone_after: default_gone_after(),
         }
+    }
+}
+
+fn default_quarantine_backoff() -> Seconds {
+    Seconds(3600)
+}
+
+fn default_gone_after() -> Seconds {
+    Seconds(7 * 86_400)
+}
+
+/// A duration written as text in `site.toml` (`30s`, `5m`, `7d`), parsed
+/// when the file is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Seconds(pub u64);
+
+impl TryFrom<String> for Seconds {
+    type Error = String;
+    fn try_from(text: String) -> std::result::Result<Seconds, String> {
+        crate::duration::parse_seconds(&text)
+            .map(Seconds)
+            .map_err(|e| e.message().to_string())
+    }
+}
+
+impl Seconds {
+    /// As a [`Duration`].
+    pub fn duration(self) -> Duration {
+        Duration::from_secs(self.0)
     }
 }
 
@@ -179,7 +229,7 @@ pub struct Hooks {
     pub command: Option<String>,
     /// How long a hook may run before it is killed.
     #[serde(default = "default_hook_timeout")]
-    pub timeout: String,
+    pub timeout: Seconds,
 }
 
 impl Default for Hooks {
@@ -191,23 +241,30 @@ impl Default for Hooks {
     }
 }
 
-fn default_hook_timeout() -> String {
-    "60s".into()
+fn default_hook_timeout() -> Seconds {
+    Seconds(60)
 }
 
 /// `[http]`: network settings for every endorser.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Http {
-    /// Whole-request inactivity timeout.
+    /// Longest silence while sending a request or reading an answer.
     #[serde(default = "default_http_timeout")]
-    pub timeout: String,
+    pub timeout: Seconds,
     /// Connection timeout.
     #[serde(default = "default_connect_timeout")]
-    pub connect_timeout: String,
+    pub connect_timeout: Seconds,
     /// Retries of transient failures, with backoff.
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// Longest a catalog or signature download may take in all.
+    #[serde(default = "default_deadline")]
+    pub deadline: Seconds,
+    /// Slowest acceptable download in bytes per second, averaged over
+    /// 30 seconds; 0 turns the check off.
+    #[serde(default = "default_min_rate")]
+    pub min_rate: u64,
 }
 
 impl Default for Http {
@@ -216,16 +273,26 @@ impl Default for Http {
             timeout: default_http_timeout(),
             connect_timeout: default_connect_timeout(),
             retries: default_retries(),
+            deadline: default_deadline(),
+            min_rate: default_min_rate(),
         }
     }
 }
 
-fn default_http_timeout() -> String {
-    "30s".into()
+fn default_http_timeout() -> Seconds {
+    Seconds(30)
 }
 
-fn default_connect_timeout() -> String {
-    "10s".into()
+fn default_connect_timeout() -> Seconds {
+    Seconds(10)
+}
+
+fn default_deadline() -> Seconds {
+    Seconds(120)
+}
+
+fn default_min_rate() -> u64 {
+    vmic_engine::fetch::HttpConfig::default().min_rate
 }
 
 fn default_retries() -> u32 {
@@ -236,35 +303,12 @@ impl SiteConfig {
     /// Read and check `site.toml`; errors name the file and line.
     pub fn load(path: &Path) -> Result<SiteConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
-        let config: SiteConfig =
-            vmic_format::strict_toml::parse(&text, &path.display().to_string())?;
-        // Parse durations now so a typo fails at load time, naming the file.
-        for (what, text) in [
-            ("hooks.timeout", &config.hooks.timeout),
-            ("http.timeout", &config.http.timeout),
-            ("http.connect_timeout", &config.http.connect_timeout),
-        ] {
-            crate::duration::parse_seconds(text)
-                .map_err(|e| e.context(format!("{}: {what}", path.display())))?;
-        }
-        Ok(config)
+        SiteConfig::parse(&text, &path.display().to_string())
     }
 
-    /// `hooks.timeout`.
-    pub fn hook_timeout(&self) -> Duration {
-        Duration::from_secs(crate::duration::parse_seconds(&self.hooks.timeout).unwrap_or(60))
-    }
-
-    /// `http.timeout`.
-    pub fn http_timeout(&self) -> Duration {
-        Duration::from_secs(crate::duration::parse_seconds(&self.http.timeout).unwrap_or(30))
-    }
-
-    /// `http.connect_timeout`.
-    pub fn connect_timeout(&self) -> Duration {
-        Duration::from_secs(
-            crate::duration::parse_seconds(&self.http.connect_timeout).unwrap_or(10),
-        )
+    /// Parse and check the text of a `site.toml`; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<SiteConfig> {
+        vmic_format::strict_toml::parse(text, origin)
     }
 
     /// The first deny rule that rejects `image`.
@@ -294,8 +338,16 @@ mod tests {
             c.policy.max_catalog_size,
             vmic_format::limits::DEFAULT_MAX_CATALOG_BYTES
         );
-        assert_eq!(c.hook_timeout(), Duration::from_secs(60));
+        assert_eq!(c.hooks.timeout.duration(), Duration::from_secs(60));
         assert_eq!(c.http.retries, 3);
+        assert_eq!(c.http.deadline, Seconds(120));
+        assert_eq!(c.http.min_rate, 4096);
+        assert_eq!(c.policy.quarantine_backoff, Seconds(3600));
+        assert_eq!(c.policy.gone_after, Seconds(7 * 86_400));
+        // The commented file and the built-in defaults agree.
+        let empty = load("").unwrap();
+        assert_eq!(empty.http.deadline, c.http.deadline);
+        assert_eq!(empty.policy.gone_after, c.policy.gone_after);
         assert!(load("").is_ok(), "every section is optional");
     }
 
@@ -306,8 +358,9 @@ mod tests {
         assert_eq!(err.kind(), crate::error::ErrorKind::Input);
         let err = load("[policy]\napprove = \"sometimes\"\n").unwrap_err();
         assert!(err.message().contains("line 2"), "{err}");
-        let err = load("[http]\ntimeout = \"30 seconds\"\n").unwrap_err();
-        assert!(err.message().contains("http.timeout"), "{err}");
+        let err = load("[http]\nretries = 1\ntimeout = \"30 seconds\"\n").unwrap_err();
+        assert!(err.message().contains("line 3"), "{err}");
+        assert!(err.message().contains("30 seconds"), "{err}");
     }
 
     #[test]

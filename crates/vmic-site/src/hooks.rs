@@ -31,8 +31,10 @@ pub struct HookSummary {
 pub fn flush_outbox(site: &mut Site) -> Result<HookSummary> {
     let mut summary = HookSummary::default();
     let command = site.config.hooks.command.clone();
-    let timeout = site.config.hook_timeout();
+    let timeout = site.config.hooks.timeout.duration();
     for entry in site.state.outbox()? {
+        // Undelivered events stay queued for the next run.
+        vmic_engine::cancel::check()?;
         let Some(command) = &command else {
             site.state
                 .outbox_done(entry.seq, &entry.event, "no hook command configured")?;
@@ -124,6 +126,11 @@ fn wait_until(
             Ok(Some(status)) => return Ok(status),
             Ok(None) if Instant::now() >= deadline => {
                 return Err("hook timed out and was killed, with every process it started".into());
+            }
+            Ok(None) if vmic_engine::cancel::requested().is_some() => {
+                return Err(
+                    "hook stopped because vmic was interrupted; it runs again next time".into(),
+                );
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => return Err(format!("cannot wait for hook: {e}")),

@@ -118,6 +118,7 @@ pub fn sync(
     for endorser in all.iter().filter(|e| {
         opts.endorsers.is_empty() || opts.endorsers.iter().any(|w| e.name == *w.as_str())
     }) {
+        vmic_engine::cancel::check()?;
         reports.push(sync_one(site, endorser, opts, (engine, progress))?);
     }
     let hooks = if opts.dry_run {
@@ -193,8 +194,10 @@ fn finish_report(report: &mut EndorserReport, outcome: Result<()>) {
 
 fn http_client(site: &Site, endorser: &EndorserRow) -> Result<HttpClient> {
     HttpClient::new(&HttpConfig {
-        timeout: site.config.http_timeout(),
-        connect_timeout: site.config.connect_timeout(),
+        timeout: site.config.http.timeout.duration(),
+        connect_timeout: site.config.http.connect_timeout.duration(),
+        document_deadline: site.config.http.deadline.duration(),
+        min_rate: site.config.http.min_rate,
         retries: site.config.http.retries,
         ca_file: endorser.ca_file.as_ref().map(Into::into),
         ..HttpConfig::default()
@@ -446,6 +449,7 @@ fn fetch_approved(
         .iter()
         .filter(|r| matches!(r.state, ImageState::Approved | ImageState::Quarantined))
     {
+        vmic_engine::cancel::check()?;
         let Some(image) = catalog.image(row.id.as_str(), row.version.as_str()) else {
             continue;
         };
