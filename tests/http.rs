@@ -485,3 +485,107 @@ fn proxy_variables_are_honoured() {
     );
     assert_store_holds_source(&s, "a.img");
 }
+
+/// A catalog served one byte per 10 ms never goes silent long enough for
+/// the read timeout: the overall deadline ends it, the sync fails as
+/// retryable, and nothing of the catalog was accepted.
+#[test]
+fn slow_loris_catalog_is_cut_off_at_the_deadline() {
+    let (s, server) = fault_site();
+    s.set_config("deadline = \"2m\"", "deadline = \"1s\"");
+    server.set(Fault::Trickle("catalog.json".into(), 1));
+    let started = std::time::Instant::now();
+    expect_fail(&s.run(&["sync"]), 3, &["catalog.json", "deadline"]);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(s.states().is_empty());
+    server.set(Fault::None);
+    expect_ok(&s.run(&["sync"]));
+    assert_eq!(store_count(&s), 1);
+}
+
+/// An image trickled below `http.min_rate` is cut off after one window;
+/// what arrived is kept and the next sync continues from it.
+#[test]
+fn slow_loris_image_below_the_minimum_rate_is_cut_off_and_resumed() {
+    let (s, server) = fault_site();
+    s.set_config("min_rate = 4096", "min_rate = 10000000");
+    s.set_config("rate_window = \"30s\"", "rate_window = \"1s\"");
+    server.set(Fault::Trickle("big.img".into(), 4096));
+    let started = std::time::Instant::now();
+    expect_fail(&s.run(&["sync"]), 3, &["big.img", "min_rate"]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    assert_eq!(store_count(&s), 0);
+    let part = part_file(&s).expect("what arrived was kept");
+    assert!(std::fs::metadata(&part).unwrap().len() > 0);
+    server.set(Fault::None);
+    expect_ok(&s.run(&["sync"]));
+    assert_store_holds_source(&s, "big.img");
+}
+
+/// A mirror serving other bytes from the first chunk on: the download
+/// stops soon after that chunk is hashed instead of fetching the whole
+/// image, and the image is quarantined naming the chunk.
+#[test]
+fn hostile_mirror_wrong_first_chunk_stops_the_download_early() {
+    const SIZE: usize = 128 << 20;
+    let s = Site::new(&[("big.img", SIZE)]);
+    s.publish();
+    let served = s.path("out/images/big.img");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&served)
+        .unwrap();
+    std::os::unix::fs::FileExt::write_at(&file, b"EVIL", 0).unwrap();
+    drop(file);
+    let server = FaultServer::start(s.path("out"));
+    expect_ok(&s.trust_with(&server.url(), &[]));
+    let o = s.run(&["sync"]);
+    expect_fail(&o, 1, &["chunk 0", "stopped at the first bad chunk"]);
+    let sent = server
+        .body_bytes_sent
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        sent < SIZE as u64 / 2,
+        "{sent} of {SIZE} bytes were fetched"
+    );
+    assert_eq!(store_count(&s), 0);
+    assert!(s.states().iter().all(|(_, st)| st == "quarantined"));
+}
+
+/// SIGTERM (or Ctrl-C) during a download: the sync stops like a failed
+/// download — exit 3, what arrived kept, the lock released — and the next
+/// sync continues with a range request.
+#[test]
+fn sigterm_during_a_download_stops_like_a_failed_download() {
+    let (s, server) = fault_site();
+    server.set(Fault::Trickle("big.img".into(), 16 << 10));
+    let child = std::process::Command::new(VMIC)
+        .args(["--site", path_str(&s.path("site")), "sync"])
+        .env("XDG_STATE_HOME", state_home())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_bytes_sent(&server, 256 << 10);
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let o = child.wait_with_output().unwrap();
+    expect_fail(&o, 3, &["interrupted by SIGTERM"]);
+    let part = part_file(&s).expect("what arrived was kept");
+    assert!(std::fs::metadata(&part).unwrap().len() >= 128 << 10);
+    assert_eq!(store_count(&s), 0);
+    server.set(Fault::None);
+    expect_ok(&s.run(&["sync"]));
+    assert_store_holds_source(&s, "big.img");
+    let ranges = server.ranges_seen.lock().unwrap().clone();
+    assert!(
+        ranges
+            .iter()
+            .any(|r| r.contains("big.img") && !r.ends_with(" 0-")),
+        "no resume: {ranges:?}"
+    );
+}

@@ -1168,3 +1168,75 @@ fn trust_remove_tells_withdrawn_from_dropped() {
     );
     assert_eq!(w.hook_log().matches("VMIC_EVENT=revoke").count(), 1);
 }
+
+fn mkfifo(path: &std::path::Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A FIFO planted as a source's catalog would block the read forever with
+/// the site lock held; it is refused at once, and the site keeps working.
+#[test]
+fn fifo_planted_as_a_catalog_is_refused_at_once() {
+    let w = World::new(&[("a.img", 5000)]);
+    w.publish();
+    w.trust(&[]);
+    std::fs::remove_file(w.path("out/catalog.json")).unwrap();
+    mkfifo(&w.path("out/catalog.json"));
+    let site = w.path("site").display().to_string();
+    let o = vmic_within(20, ["--site", site.as_str(), "sync"]);
+    expect_fail(&o, 1, &["catalog.json", "not a regular file", "FIFO"]);
+    assert!(w.states().is_empty());
+    let o = vmic_within(
+        20,
+        [
+            "verify",
+            w.path("out").to_str().unwrap(),
+            "--pubkey",
+            demo_pub().to_str().unwrap(),
+        ],
+    );
+    expect_fail(&o, 1, &["FIFO"]);
+    // The lock was released: a repaired source syncs.
+    std::fs::remove_file(w.path("out/catalog.json")).unwrap();
+    w.publish();
+    expect_ok(&w.sync());
+    assert_eq!(w.store_files().len(), 1);
+}
+
+/// A FIFO planted as an image: quarantined at once, not waited on.
+#[test]
+fn fifo_planted_as_an_image_is_quarantined_at_once() {
+    let w = World::new(&[("a.img", 5000)]);
+    w.publish();
+    w.trust(&[]);
+    std::fs::remove_file(w.path("out/images/a.img")).unwrap();
+    mkfifo(&w.path("out/images/a.img"));
+    let site = w.path("site").display().to_string();
+    let o = vmic_within(20, ["--site", site.as_str(), "sync"]);
+    expect_fail(&o, 1, &["a.img", "FIFO"]);
+    assert!(w.store_files().is_empty());
+}
+
+/// A catalog in a source directory that is a symbolic link (to a file
+/// the source's owner does not control) is not followed.
+#[test]
+fn symlink_planted_as_a_catalog_is_not_followed() {
+    let w = World::new(&[("a.img", 5000)]);
+    w.publish();
+    w.trust(&[]);
+    let elsewhere = w.path("elsewhere.json");
+    std::fs::rename(w.path("out/catalog.json"), &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, w.path("out/catalog.json")).unwrap();
+    expect_fail(&w.sync(), 1, &["catalog.json", "refusing to follow"]);
+    assert!(w.states().is_empty());
+    // Nor one pointing inside the source: catalogs are plain files there.
+    std::fs::rename(&elsewhere, w.path("out/real.json")).unwrap();
+    std::fs::remove_file(w.path("out/catalog.json")).unwrap();
+    std::os::unix::fs::symlink("real.json", w.path("out/catalog.json")).unwrap();
+    expect_fail(&w.sync(), 1, &["catalog.json", "symbolic link"]);
+    assert!(w.states().is_empty());
+}

@@ -47,6 +47,35 @@ pub fn state_home() -> &'static Path {
         .path()
 }
 
+/// Run vmic, failing the test (instead of hanging it) if it has not ended
+/// within `secs` seconds.
+pub fn vmic_within<I, S>(secs: u64, args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut child = Command::new(VMIC)
+        .args(args)
+        .env_remove("VMIC_PASSWORD")
+        .env("XDG_STATE_HOME", state_home())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run vmic");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!(
+                "vmic did not end within {secs}s: {:?}",
+                child.wait_with_output()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
 pub fn vmic_env<I, S>(args: I, env: &[(&str, &str)]) -> Output
 where
     I: IntoIterator<Item = S>,

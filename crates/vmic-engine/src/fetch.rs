@@ -36,8 +36,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Enough for http→https and a mirror hop or two; more suggests a loop.
 const MAX_REDIRECTS: u32 = 5;
-/// The span over which [`HttpConfig::min_rate`] is averaged.
-pub const RATE_WINDOW: Duration = Duration::from_secs(30);
+
 /// How the HTTP client behaves.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -53,8 +52,10 @@ pub struct HttpConfig {
     /// than `timeout` cannot hold the site lock for hours.
     pub document_deadline: Duration,
     /// Slowest acceptable download, in bytes per second, averaged over
-    /// every [`RATE_WINDOW`]; 0 turns the check off.
+    /// every `rate_window`; 0 turns the check off.
     pub min_rate: u64,
+    /// The span `min_rate` is averaged over.
+    pub rate_window: Duration,
     /// Extra attempts after a transient failure.
     pub retries: u32,
     /// PEM certificates trusted in addition to the system roots, for
@@ -71,6 +72,7 @@ impl Default for HttpConfig {
             connect_timeout: Duration::from_secs(10),
             document_deadline: Duration::from_secs(120),
             min_rate: 4096,
+            rate_window: Duration::from_secs(30),
             retries: 3,
             ca_file: None,
             user_agent: concat!("vmic/", env!("CARGO_PKG_VERSION")).to_string(),
@@ -100,6 +102,7 @@ pub struct HttpClient {
     retries: u32,
     document_deadline: Duration,
     min_rate: u64,
+    rate_window: Duration,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -137,6 +140,7 @@ impl HttpClient {
             retries: config.retries,
             document_deadline: config.document_deadline,
             min_rate: config.min_rate,
+            rate_window: config.rate_window,
         })
     }
 
@@ -163,7 +167,7 @@ impl HttpClient {
                     url,
                     expected: expected_size,
                     landing,
-                    pace: Pace::new(self.min_rate, None),
+                    pace: Pace::new((self.min_rate, self.rate_window), None),
                 };
                 self.retrying(|| job.fetch_http(&self.agent))
             }
@@ -211,7 +215,10 @@ impl HttpClient {
             .into_body()
             .into_reader()
             .take(max.saturating_add(1));
-        let mut pace = Pace::new(self.min_rate, Some(self.document_deadline));
+        let mut pace = Pace::new(
+            (self.min_rate, self.rate_window),
+            Some(self.document_deadline),
+        );
         let read = read_paced(&mut body, &mut bytes, &mut pace, url)?;
         let got = bytes.len() as u64;
         match (read, declared) {
@@ -260,7 +267,7 @@ pub fn read_local(
         expected,
         landing,
         // A local file is as fast as its disk; only a stop request ends it.
-        pace: Pace::new(0, None),
+        pace: Pace::new((0, Duration::MAX), None),
     };
     job.stream(&mut source, |e| Failure::fatal(Error::io("read", named, e)))
         .map_err(|f| f.error)
@@ -317,7 +324,7 @@ impl Job<'_> {
             return Err(Failure::fatal(too_much(url, self.expected)));
         }
         let mut body = response.into_body().into_reader();
-        self.pace = Pace::new(self.pace.min_rate, None);
+        self.pace = Pace::new((self.pace.min_rate, self.pace.window), None);
         self.stream(&mut body, |e| read_failure(url, e))
     }
 
@@ -408,19 +415,21 @@ enum Stop {
 }
 
 /// The clock of one transfer attempt: a deadline for the whole attempt (if
-/// any) and a minimum rate over every [`RATE_WINDOW`].
+/// any) and a minimum rate over every window.
 struct Pace {
     min_rate: u64,
+    window: Duration,
     deadline: Option<(Instant, Duration)>,
     window_start: Instant,
     window_bytes: u64,
 }
 
 impl Pace {
-    fn new(min_rate: u64, deadline: Option<Duration>) -> Pace {
+    fn new((min_rate, window): (u64, Duration), deadline: Option<Duration>) -> Pace {
         let now = Instant::now();
         Pace {
             min_rate,
+            window,
             deadline: deadline.map(|d| (now, d)),
             window_start: now,
             window_bytes: 0,
@@ -445,7 +454,7 @@ impl Pace {
             ))));
         }
         let elapsed = now.duration_since(self.window_start);
-        if elapsed >= RATE_WINDOW {
+        if elapsed >= self.window {
             let rate = self.window_bytes as f64 / elapsed.as_secs_f64();
             if self.min_rate > 0 && rate < self.min_rate as f64 {
                 return Err(Stop::TooSlow(Error::io_failure(format!(

@@ -51,8 +51,10 @@ connect_timeout = "10s"
 retries = 3
 # Longest a catalog or signature download may take in all.
 deadline = "2m"
-# Slowest acceptable download, bytes per second averaged over 30 s (0: off).
+# Slowest acceptable download, in bytes per second averaged over
+# rate_window (0: off).
 min_rate = 4096
+rate_window = "30s"
 "#;
 
 /// `site.toml`.
@@ -265,6 +267,9 @@ pub struct Http {
     /// 30 seconds; 0 turns the check off.
     #[serde(default = "default_min_rate")]
     pub min_rate: u64,
+    /// The span `min_rate` is averaged over.
+    #[serde(default = "default_rate_window")]
+    pub rate_window: Seconds,
 }
 
 impl Default for Http {
@@ -275,6 +280,7 @@ impl Default for Http {
             retries: default_retries(),
             deadline: default_deadline(),
             min_rate: default_min_rate(),
+            rate_window: default_rate_window(),
         }
     }
 }
@@ -289,6 +295,10 @@ fn default_connect_timeout() -> Seconds {
 
 fn default_deadline() -> Seconds {
     Seconds(120)
+}
+
+fn default_rate_window() -> Seconds {
+    Seconds(30)
 }
 
 fn default_min_rate() -> u64 {

@@ -198,6 +198,7 @@ fn http_client(site: &Site, endorser: &EndorserRow) -> Result<HttpClient> {
         connect_timeout: site.config.http.connect_timeout.duration(),
         document_deadline: site.config.http.deadline.duration(),
         min_rate: site.config.http.min_rate,
+        rate_window: site.config.http.rate_window.duration(),
         retries: site.config.http.retries,
         ca_file: endorser.ca_file.as_ref().map(Into::into),
         ..HttpConfig::default()
