@@ -76,6 +76,14 @@ fn operator_flow_against_nginx() {
     expect_fail(&s.run(&["sync"]), 1, &["QUARANTINED", "c@"]);
     assert_eq!(store_count(&s), 1);
     std::fs::write(&served, &good).unwrap();
+    // Retried now on the operator's word, not after the backoff.
+    let c = s
+        .states()
+        .into_iter()
+        .find(|(l, _)| l.starts_with("c@"))
+        .unwrap()
+        .0;
+    expect_ok(&s.run(&["approve", &c]));
     expect_ok(&s.run(&["sync"]));
     assert_eq!(store_count(&s), 2);
     // A replayed older catalog + signature is refused; state unchanged.
@@ -588,4 +596,52 @@ fn sigterm_during_a_download_stops_like_a_failed_download() {
             .any(|r| r.contains("big.img") && !r.ends_with(" 0-")),
         "no resume: {ranges:?}"
     );
+}
+
+/// A catalog answered 404 for longer than `policy.gone_after`: reported
+/// once as "endorser gone" (exit 1, `gone` hook, `trust list`), then only
+/// warned about, instead of a retryable failure at every cron run forever;
+/// a catalog published again clears it.
+#[test]
+fn catalog_missing_for_longer_than_gone_after_reports_the_endorser_gone_once() {
+    let (s, _server) = fault_site();
+    let hook_log = s.path("hook.log");
+    s.set_config(
+        "# command = \"/usr/local/bin/vmic-event\"",
+        &format!(
+            "command = \"echo $VMIC_EVENT $VMIC_ENDORSER >> {}\"",
+            hook_log.display()
+        ),
+    );
+    s.set_config("gone_after = \"7d\"", "gone_after = \"1s\"");
+    expect_ok(&s.run(&["sync"]));
+    let catalog = s.path("out/catalog.json");
+    let kept = s.path("catalog.json.kept");
+    std::fs::rename(&catalog, &kept).unwrap();
+    expect_fail(&s.run(&["sync"]), 3, &["404", "missing since"]);
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    expect_fail(&s.run(&["sync"]), 1, &["demo is gone", "404"]);
+    assert_eq!(
+        std::fs::read_to_string(&hook_log).unwrap(),
+        "import demo\ngone demo\n"
+    );
+    let list = s.run(&["trust", "list"]);
+    assert!(stdout(&list).contains("GONE"), "{}", stdout(&list));
+    let json: serde_json::Value =
+        serde_json::from_slice(&s.run(&["trust", "list", "--json"]).stdout).unwrap();
+    assert!(json[0]["gone_since"].is_string(), "{json}");
+    // Reported once: later runs warn and exit 0; the images stay.
+    let again = s.run(&["sync"]);
+    expect_ok(&again);
+    assert!(stderr(&again).contains("gone"), "{}", stderr(&again));
+    assert_eq!(
+        std::fs::read_to_string(&hook_log).unwrap(),
+        "import demo\ngone demo\n"
+    );
+    assert_eq!(store_count(&s), 1);
+    // Back again: no longer gone.
+    std::fs::rename(&kept, &catalog).unwrap();
+    expect_ok(&s.run(&["sync"]));
+    let list = s.run(&["trust", "list"]);
+    assert!(!stdout(&list).contains("GONE"), "{}", stdout(&list));
 }

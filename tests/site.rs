@@ -241,9 +241,60 @@ fn tampered_image_is_quarantined_then_imported_once_fixed() {
     );
     assert!(w.hook_log().contains("VMIC_EVENT=quarantine"));
     std::fs::write(&published, &good).unwrap();
+    // The next attempt waits (policy.quarantine_backoff); approving it
+    // again is the operator's way to retry now.
+    let o = w.sync();
+    expect_ok(&o);
+    assert!(stderr(&o).contains("next attempt after"), "{}", stderr(&o));
+    assert_eq!(w.state_of("a")[0].1, "quarantined");
+    expect_ok(&w.run(&["approve", "a"]));
     expect_ok(&w.sync());
     assert_eq!(w.state_of("a")[0].1, "imported");
     assert_eq!(w.store_files().len(), 1);
+}
+
+/// A mirror that keeps serving bad bytes is not downloaded from again at
+/// every sync: the wait doubles per failure (here from 2 s), and only one
+/// quarantined copy is kept.
+#[test]
+fn repeated_bad_downloads_back_off_and_keep_one_copy() {
+    let w = World::new(&[("a.img", 300_000)]);
+    w.publish();
+    w.trust(&[]);
+    w.set_config("quarantine_backoff = \"1h\"", "quarantine_backoff = \"2s\"");
+    let published = w.path("out/images/a.img");
+    let mut bad = std::fs::read(&published).unwrap();
+    bad[0] ^= 0xff;
+    std::fs::write(&published, &bad).unwrap();
+    expect_fail(&w.sync(), 1, &["QUARANTINED", "next attempt after"]);
+    let skipped = w.sync();
+    expect_ok(&skipped);
+    assert!(
+        stderr(&skipped).contains("quarantined after 1 failed download(s)"),
+        "{}",
+        stderr(&skipped)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    expect_fail(&w.sync(), 1, &["QUARANTINED"]);
+    // The second failure waits 4 s.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let skipped = w.sync();
+    expect_ok(&skipped);
+    assert!(
+        stderr(&skipped).contains("quarantined after 2 failed download(s)"),
+        "{}",
+        stderr(&skipped)
+    );
+    let copies = std::fs::read_dir(w.path("site/quarantine/demo"))
+        .unwrap()
+        .count();
+    assert_eq!(copies, 1);
+    let log = w.run(&["log"]);
+    assert!(
+        stdout(&log).contains("site/quarantine/demo"),
+        "{}",
+        stdout(&log)
+    );
 }
 
 #[test]
@@ -264,6 +315,7 @@ fn a_truncated_local_image_is_quarantined_then_imported_once_whole() {
     assert!(w.store_files().is_empty());
     assert_eq!(w.state_of("a")[0].1, "quarantined");
     std::fs::write(&published, &good).unwrap();
+    expect_ok(&w.run(&["approve", "a"]));
     expect_ok(&w.sync());
     assert_eq!(w.state_of("a")[0].1, "imported");
 }

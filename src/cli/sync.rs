@@ -85,6 +85,9 @@ pub fn run(args: Args, site: &Option<PathBuf>, quiet: bool) -> Result<i32> {
         for q in &e.quarantined {
             super::alert(format!("vmic: {}: QUARANTINED {q}", e.name));
         }
+        for d in &e.deferred {
+            out.warn(format!("{}: not fetched: {d}", e.name));
+        }
         for f in &e.failed {
             super::alert(format!(
                 "vmic: {}: fetch failed (will resume next time): {f}",

@@ -102,10 +102,14 @@ fn list(json: bool, site_dir: &Option<PathBuf>, quiet: bool) -> Result<i32> {
         out.say("no trusted endorsers (add one with `vmic trust add`)");
     } else {
         for e in rows {
-            let status = match (&e.last_sync, &e.last_error) {
-                (None, _) => "never synced".to_string(),
-                (Some(t), None) => format!("last sync {t} ok"),
-                (Some(t), Some(err)) => format!("last sync {t} FAILED: {err}"),
+            let status = match (&e.gone_since, &e.last_sync, &e.last_error) {
+                (Some(gone), _, _) => format!(
+                    "GONE (catalog missing since {}, reported {gone})",
+                    e.missing_since.as_deref().unwrap_or("?")
+                ),
+                (None, None, _) => "never synced".to_string(),
+                (None, Some(t), None) => format!("last sync {t} ok"),
+                (None, Some(t), Some(err)) => format!("last sync {t} FAILED: {err}"),
             };
             out.say(format!(
                 "{}  key {}  {}  approve={}  {status}",

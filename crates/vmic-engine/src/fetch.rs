@@ -537,10 +537,14 @@ fn check_status(url: &str, status: StatusCode) -> Result<(), Failure> {
         .canonical_reason()
         .map(|r| format!(" {r}"))
         .unwrap_or_default();
-    let error = Error::io_failure(format!(
+    let message = format!(
         "{url}: the server answered HTTP {}{reason}",
         status.as_u16()
-    ));
+    );
+    if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
+        return Err(Failure::fatal(Error::absent(message)));
+    }
+    let error = Error::io_failure(message);
     if status.is_server_error() {
         Err(Failure::transient(error))
     } else {

@@ -41,6 +41,9 @@ impl ErrorKind {
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    /// What was asked for does not exist at its source (HTTP 404/410, no
+    /// such file): lets a caller tell "gone" from "unreachable".
+    absent: bool,
 }
 
 impl Error {
@@ -49,7 +52,22 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            absent: false,
         }
+    }
+
+    /// A retryable failure because the source does not have what was asked
+    /// for (HTTP 404 or 410, a missing file).
+    pub fn absent(message: impl Into<String>) -> Self {
+        Error {
+            absent: true,
+            ..Self::io_failure(message)
+        }
+    }
+
+    /// Whether the source said that what was asked for does not exist.
+    pub fn is_absent(&self) -> bool {
+        self.absent
     }
 
     /// A verification or trust failure.
@@ -81,7 +99,10 @@ impl Error {
             | K::InvalidInput => ErrorKind::Input,
             _ => ErrorKind::Io,
         };
-        Self::new(kind, format!("cannot {action} {}: {err}", path.display()))
+        Error {
+            absent: err.kind() == K::NotFound,
+            ..Self::new(kind, format!("cannot {action} {}: {err}", path.display()))
+        }
     }
 
     /// The kind of failure.
@@ -97,8 +118,8 @@ impl Error {
     /// Prefix the message with more context, keeping the kind.
     pub fn context(self, context: impl fmt::Display) -> Self {
         Error {
-            kind: self.kind,
             message: format!("{context}: {}", self.message),
+            ..self
         }
     }
 }

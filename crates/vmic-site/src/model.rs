@@ -60,6 +60,9 @@ pub enum HookEvent {
     Quarantine,
     /// An image was rejected.
     Reject,
+    /// An endorser's catalog has been missing longer than `gone_after`
+    /// (no image variables are set).
+    Gone,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
@@ -154,6 +157,7 @@ impl StoredText for HookEvent {
         HookEvent::Expire,
         HookEvent::Quarantine,
         HookEvent::Reject,
+        HookEvent::Gone,
     ];
     fn as_str(self) -> &'static str {
         match self {
@@ -162,6 +166,7 @@ impl StoredText for HookEvent {
             HookEvent::Expire => "expire",
             HookEvent::Quarantine => "quarantine",
             HookEvent::Reject => "reject",
+            HookEvent::Gone => "gone",
         }
     }
 }

@@ -133,13 +133,18 @@ fn changeable(
 }
 
 /// Approve pending (or manually rejected) images; the next sync imports
-/// them. Images already approved or imported are left as they are.
+/// them. A quarantined image is tried again at the next sync, whatever its
+/// backoff. Images already approved or imported are left as they are.
 pub fn approve(site: &mut Site, text: &str, endorser: Option<&str>) -> Result<Review> {
     let selector = Selector::parse(text, endorser)?;
     let rows = select(site, &selector, text)?;
     let (rows, unchanged) = changeable(
         rows,
-        &[ImageState::Pending, ImageState::Rejected],
+        &[
+            ImageState::Pending,
+            ImageState::Rejected,
+            ImageState::Quarantined,
+        ],
         &[ImageState::Approved, ImageState::Imported],
         text,
     )?;
@@ -152,6 +157,7 @@ pub fn approve(site: &mut Site, text: &str, endorser: Option<&str>) -> Result<Re
             Decider::Manual,
             None,
         )?;
+        tx.clear_backoff(row)?;
         tx.audit(
             "approved",
             Some(row.endorser.as_str()),
@@ -364,8 +370,12 @@ mod tests {
         let tx = site.state.transaction().unwrap();
         tx.put_image(&quarantined).unwrap();
         tx.commit().unwrap();
-        let err = approve(&mut site, "b", None).unwrap_err();
-        assert!(err.message().contains("lab/b@1 is quarantined"), "{err}");
+        // A quarantined image is approved to be fetched again at once.
+        let retry = approve(&mut site, "b", None).unwrap();
+        assert_eq!(retry.changed, ["lab/b@1"]);
+        let b = site.state.images_of("lab").unwrap();
+        let b = b.iter().find(|r| r.id == *"b").unwrap();
+        assert_eq!(b.state, ImageState::Approved);
         let err = approve(&mut site, "nope", None).unwrap_err();
         assert!(err.message().contains("no image nope"), "{err}");
         let err = approve(&mut site, "a", Some("other")).unwrap_err();

@@ -9,6 +9,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 
@@ -21,7 +22,7 @@ use vmic_format::minisign::PublicKey;
 use crate::error::{Error, Result};
 use crate::model::{ApproveMode, Decider, HookEvent, ImageState, StoredText};
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Migrations, applied in order; index + 1 is the schema version reached.
 const MIGRATIONS: &[&str] = &[
@@ -101,11 +102,33 @@ INSERT OR IGNORE INTO rollback (pubkey, key_id, highest_serial, catalog_sha256, 
            s.key_id, s.highest_serial, s.catalog_sha256, s.expires, s.accepted_at
     FROM serials s JOIN endorsers e ON e.key_id = s.key_id;
 "#,
+    r#"
+-- Version 3: bounded retries. A download that failed its check is tried
+-- again only after a wait that doubles with each failure; an endorser whose
+-- catalog stays missing is reported "gone" once instead of failing forever.
+CREATE TABLE fetch_backoff (
+    endorser TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version TEXT NOT NULL,
+    failures INTEGER NOT NULL,
+    retry_after TEXT NOT NULL,
+    PRIMARY KEY (endorser, id, version)
+);
+ALTER TABLE endorsers ADD COLUMN missing_since TEXT;
+ALTER TABLE endorsers ADD COLUMN gone_since TEXT;
+"#,
 ];
+
+/// The longest wait between two attempts at an image that keeps failing
+/// its check (unless the first wait is set longer).
+const MAX_BACKOFF_SECS: i64 = 86_400;
 
 /// The site database (`state.db`).
 pub struct State {
     conn: Connection,
+    /// The schema version of the open database: older ones are read as
+    /// they are by the read-only commands.
+    version: i64,
 }
 
 /// A trusted endorser as stored.
@@ -129,6 +152,10 @@ pub struct EndorserRow {
     pub last_sync: Option<String>,
     /// What failed at the last sync, if anything.
     pub last_error: Option<String>,
+    /// Since when its catalog has been missing (HTTP 404/410, no file).
+    pub missing_since: Option<String>,
+    /// When it was reported gone (missing longer than `gone_after`).
+    pub gone_since: Option<String>,
 }
 
 /// The rollback memory for one signing key.
@@ -299,7 +326,10 @@ impl State {
             .map_err(db_err(path))?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(db_err(path))?;
-        let mut state = State { conn };
+        let mut state = State {
+            conn,
+            version: SCHEMA_VERSION,
+        };
         state.migrate(path)?;
         Ok(state)
     }
@@ -321,15 +351,16 @@ impl State {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(db_err(path))?;
-        // Later schema versions only add tables the reading commands do not
-        // use, so an older database reads as it is (a writer migrates it).
+        // Later schema versions only add tables and columns the reading
+        // commands do without, so an older database reads as it is (a
+        // writer migrates it).
         if !(1..=SCHEMA_VERSION).contains(&version) {
             return Err(Error::input(format!(
                 "site database {} has schema version {version}; this vmic reads versions 1 to {SCHEMA_VERSION}",
                 path.display()
             )));
         }
-        Ok(State { conn })
+        Ok(State { conn, version })
     }
 
     fn migrate(&mut self, path: &Path) -> Result<()> {
@@ -364,7 +395,11 @@ impl State {
     pub fn endorsers(&self) -> Result<Vec<EndorserRow>> {
         let mut stmt = self
             .conn
-            .prepare("SELECT name, pubkey, key_id, url, ca_file, approve, added_at, last_sync, last_error FROM endorsers ORDER BY name")
+            .prepare(if self.version >= 3 {
+                "SELECT name, pubkey, key_id, url, ca_file, approve, added_at, last_sync, last_error, missing_since, gone_since FROM endorsers ORDER BY name"
+            } else {
+                "SELECT name, pubkey, key_id, url, ca_file, approve, added_at, last_sync, last_error, NULL, NULL FROM endorsers ORDER BY name"
+            })
             .map_err(sql)?;
         let rows = stmt
             .query_map([], |r| {
@@ -380,6 +415,8 @@ impl State {
                     added_at: r.get(6)?,
                     last_sync: r.get(7)?,
                     last_error: r.get(8)?,
+                    missing_since: r.get(9)?,
+                    gone_since: r.get(10)?,
                 })
             })
             .map_err(sql)?;
@@ -407,6 +444,22 @@ impl State {
             )
             .optional()
             .map_err(sql)
+    }
+
+    /// When `row` may next be fetched, after failed downloads: (failures
+    /// so far, not before).
+    pub fn backoff(&self, row: &ImageRow) -> Result<Option<(u32, Timestamp)>> {
+        let found: Option<(i64, String)> = self
+            .conn
+            .query_row(
+                "SELECT failures, retry_after FROM fetch_backoff WHERE endorser = ?1 AND id = ?2 AND version = ?3",
+                params![row.endorser.as_str(), row.id.as_str(), row.version.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(sql)?;
+        // An unreadable time means no wait: retrying is the safe side.
+        Ok(found.and_then(|(n, at)| Some((n as u32, at.parse().ok()?))))
     }
 
     /// Every image the site knows.
@@ -619,6 +672,97 @@ impl Tx<'_> {
     pub fn remove_endorser(&self, name: &str) -> Result<()> {
         self.tx
             .execute("DELETE FROM endorsers WHERE name = ?1", params![name])
+            .map(|_| ())
+            .map_err(sql)
+    }
+
+    /// One more failed download of `row`: the next attempt waits `first`
+    /// seconds doubled per earlier failure (at most a day, or `first`).
+    /// Returns the time before which it is not tried again.
+    pub fn record_fetch_failure(
+        &self,
+        row: &ImageRow,
+        first: u64,
+        now: Timestamp,
+    ) -> Result<Timestamp> {
+        let key = params![row.endorser.as_str(), row.id.as_str(), row.version.as_str()];
+        let failures: i64 = self
+            .tx
+            .query_row(
+                "SELECT failures FROM fetch_backoff WHERE endorser = ?1 AND id = ?2 AND version = ?3",
+                key,
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql)?
+            .unwrap_or(0)
+            + 1;
+        let first = i64::try_from(first).unwrap_or(i64::MAX);
+        let wait = first
+            .saturating_mul(1i64 << (failures - 1).clamp(0, 30))
+            .min(MAX_BACKOFF_SECS.max(first));
+        let retry_after = now
+            .checked_add(jiff::SignedDuration::from_secs(wait))
+            .unwrap_or(Timestamp::MAX);
+        self.tx
+            .execute(
+                "INSERT INTO fetch_backoff (endorser, id, version, failures, retry_after) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT(endorser, id, version) DO UPDATE SET failures = excluded.failures, retry_after = excluded.retry_after",
+                params![row.endorser.as_str(), row.id.as_str(), row.version.as_str(), failures, retry_after.to_string()],
+            )
+            .map_err(sql)?;
+        Ok(retry_after)
+    }
+
+    /// Forget the failures of `row` (it imported, or the operator asked
+    /// for another attempt).
+    pub fn clear_backoff(&self, row: &ImageRow) -> Result<()> {
+        self.tx
+            .execute(
+                "DELETE FROM fetch_backoff WHERE endorser = ?1 AND id = ?2 AND version = ?3",
+                params![row.endorser.as_str(), row.id.as_str(), row.version.as_str()],
+            )
+            .map(|_| ())
+            .map_err(sql)
+    }
+
+    /// The catalog of `name` is missing: remember since when (the first
+    /// time only). Returns that time.
+    pub fn record_missing(&self, name: &str, now: Timestamp) -> Result<String> {
+        self.tx
+            .execute(
+                "UPDATE endorsers SET missing_since = coalesce(missing_since, ?2) WHERE name = ?1",
+                params![name, now.to_string()],
+            )
+            .map_err(sql)?;
+        self.tx
+            .query_row(
+                "SELECT missing_since FROM endorsers WHERE name = ?1",
+                params![name],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .map(|since| since.unwrap_or_else(|| now.to_string()))
+            .map_err(sql)
+    }
+
+    /// `name` has been missing too long: reported gone now.
+    pub fn mark_gone(&self, name: &str, now: Timestamp) -> Result<()> {
+        self.tx
+            .execute(
+                "UPDATE endorsers SET gone_since = ?2 WHERE name = ?1",
+                params![name, now.to_string()],
+            )
+            .map(|_| ())
+            .map_err(sql)
+    }
+
+    /// A catalog of `name` was found again: neither missing nor gone.
+    pub fn clear_missing(&self, name: &str) -> Result<()> {
+        self.tx
+            .execute(
+                "UPDATE endorsers SET missing_since = NULL, gone_since = NULL WHERE name = ?1",
+                params![name],
+            )
             .map(|_| ())
             .map_err(sql)
     }

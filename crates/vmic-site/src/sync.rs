@@ -25,7 +25,7 @@ use vmic_format::minisign::PublicKey;
 use crate::config::OnExpired;
 use crate::error::{Error, ErrorKind, Result};
 use crate::hooks::{HookSummary, flush_outbox};
-use crate::model::{Decider, HookEvent, ImageState};
+use crate::model::{Decider, HookEvent, ImageState, StoredText};
 use crate::plan::{Action, Decision, ExpiryPlan, PlanItem, PlanPolicy, plan, plan_expiry};
 use crate::site::Site;
 use crate::state::{EndorserRow, ImageRow};
@@ -92,6 +92,9 @@ pub struct EndorserReport {
     pub withdrawn: Vec<String>,
     /// Images whose fetch failed in a retryable way.
     pub failed: Vec<String>,
+    /// Quarantined images not fetched this time: their download failed
+    /// its check recently, and the next attempt waits (backoff).
+    pub deferred: Vec<String>,
 }
 
 /// Sync every trusted endorser (or those named in `opts`).
@@ -226,10 +229,24 @@ fn sync_endorser(
             // No usable fresh catalog: the last accepted one may have run out.
             if !opts.dry_run {
                 expire_if_stale(site, endorser, &key, now, report)?;
+                if e.is_absent() {
+                    return catalog_missing(site, endorser, now, &e, report);
+                }
             }
             return Err(e.context(format!("endorser {}", endorser.name)));
         }
     };
+    if endorser.missing_since.is_some() && !opts.dry_run {
+        let tx = site.state.transaction()?;
+        tx.clear_missing(endorser.name.as_str())?;
+        tx.audit(
+            "catalog-found",
+            Some(endorser.name.as_str()),
+            None,
+            "the catalog is published again",
+        )?;
+        tx.commit()?;
+    }
     report.serial = Some(catalog.serial());
     report.expires = Some(catalog.expires());
     // Rollback first: a replayed old (and expired) catalog must not be able
@@ -283,6 +300,56 @@ fn sync_endorser(
         }
     }
     Ok(())
+}
+
+/// The source says the catalog does not exist (HTTP 404/410, no file).
+/// For a while that is an outage like any other (exit 3); once it has
+/// lasted `policy.gone_after`, the endorser is reported gone, once (exit 1,
+/// `gone` hook, `trust list`), and later runs only warn.
+fn catalog_missing(
+    site: &mut Site,
+    endorser: &EndorserRow,
+    now: Timestamp,
+    error: &Error,
+    report: &mut EndorserReport,
+) -> Result<()> {
+    let name = endorser.name.as_str();
+    let tx = site.state.transaction()?;
+    let since = tx.record_missing(name, now)?;
+    let missing_for = since
+        .parse::<Timestamp>()
+        .map_or(0, |t| now.as_second().saturating_sub(t.as_second()));
+    if let Some(gone) = &endorser.gone_since {
+        tx.commit()?;
+        report.warnings.push(format!(
+            "gone: its catalog has been missing since {since} (reported {gone}); `vmic trust remove {name}` if it is not coming back ({})",
+            error.message()
+        ));
+        return Ok(());
+    }
+    let gone_after = site.config.policy.gone_after.0;
+    if missing_for < i64::try_from(gone_after).unwrap_or(i64::MAX) {
+        tx.commit()?;
+        return Err(error.clone().context(format!(
+            "endorser {name} (catalog missing since {since}; reported gone after {gone_after}s)"
+        )));
+    }
+    let message = format!(
+        "endorser {name} is gone: its catalog has been missing since {since}, longer than policy.gone_after ({gone_after}s): {}",
+        error.message()
+    );
+    tx.mark_gone(name, now)?;
+    tx.audit("endorser-gone", Some(name), None, &message)?;
+    tx.enqueue_hook(
+        HookEvent::Gone,
+        &[
+            ("VMIC_EVENT".into(), HookEvent::Gone.as_str().into()),
+            ("VMIC_ENDORSER".into(), name.into()),
+            ("VMIC_REASON".into(), message.clone()),
+        ],
+    )?;
+    tx.commit()?;
+    Err(Error::verification(message))
 }
 
 /// What to do after an expired catalog.
@@ -454,10 +521,26 @@ fn fetch_approved(
         let Some(image) = catalog.image(row.id.as_str(), row.version.as_str()) else {
             continue;
         };
+        if let Some(wait) = backing_off(site, row)? {
+            report.deferred.push(wait);
+            continue;
+        }
         match fetch_one(site, row, image, source, (engine, progress)) {
-            Ok(FetchOutcome::Imported) => report.imported.push(row.label()),
+            Ok(FetchOutcome::Imported) => {
+                let tx = site.state.transaction()?;
+                tx.clear_backoff(row)?;
+                tx.commit()?;
+                report.imported.push(row.label());
+            }
             Ok(FetchOutcome::Quarantined(why)) => {
-                report.quarantined.push(format!("{}: {why}", row.label()))
+                let first = site.config.policy.quarantine_backoff.0;
+                let tx = site.state.transaction()?;
+                let after = tx.record_fetch_failure(row, first, Timestamp::now())?;
+                tx.commit()?;
+                report.quarantined.push(format!(
+                    "{}: {why}; next attempt after {after}",
+                    row.label()
+                ))
             }
             Err(e) => {
                 audit_image(site, row, "fetch-failed", e.message())?;
@@ -474,6 +557,25 @@ fn fetch_approved(
         }
     }
     Ok(())
+}
+
+/// A quarantined image whose last download failed its check is not fetched
+/// again before its backoff ends (an operator's `approve` makes it
+/// approved, and so fetched at once). Says why when it is skipped.
+fn backing_off(site: &Site, row: &ImageRow) -> Result<Option<String>> {
+    if row.state != ImageState::Quarantined {
+        return Ok(None);
+    }
+    Ok(site
+        .state
+        .backoff(row)?
+        .filter(|(_, after)| *after > Timestamp::now())
+        .map(|(failures, after)| {
+            format!(
+                "{}: quarantined after {failures} failed download(s); next attempt after {after} (policy.quarantine_backoff; `vmic approve` retries now)",
+                row.label()
+            )
+        }))
 }
 
 /// Record one event about an image in the audit log, on its own.

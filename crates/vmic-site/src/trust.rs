@@ -53,6 +53,8 @@ pub fn add(site: &mut Site, req: TrustAdd) -> Result<EndorserRow> {
         added_at: now(),
         last_sync: None,
         last_error: None,
+        missing_since: None,
+        gone_since: None,
     };
     let tx = site.state.transaction()?;
     tx.add_endorser(&row)?;
