@@ -1292,3 +1292,72 @@ fn symlink_planted_as_a_catalog_is_not_followed() {
     expect_fail(&w.sync(), 1, &["catalog.json", "symbolic link"]);
     assert!(w.states().is_empty());
 }
+
+/// Deny rules can name any catalog field (here the id, with a wildcard);
+/// approving a denied image needs `--override`, which the log records.
+#[test]
+fn approving_a_denied_image_needs_override_and_is_logged() {
+    let w = World::new(&[("centos-7.img", 5000), ("debian.img", 6000)]);
+    w.publish();
+    let site_toml = w.path("site/site.toml");
+    let mut text = std::fs::read_to_string(&site_toml).unwrap();
+    text = text.replacen(
+        "[hooks]",
+        "[[policy.deny]]\nid = \"CENTOS-*\"\n\n[hooks]",
+        1,
+    );
+    std::fs::write(&site_toml, text).unwrap();
+    w.trust(&[]);
+    expect_ok(&w.sync());
+    assert_eq!(w.state_of("centos-7")[0].1, "rejected");
+    assert_eq!(w.state_of("debian")[0].1, "imported");
+    expect_fail(
+        &w.run(&["approve", "centos-7"]),
+        2,
+        &[
+            "demo/centos-7@",
+            "denied by site policy (id = CENTOS-*)",
+            "--override",
+        ],
+    );
+    assert_eq!(w.state_of("centos-7")[0].1, "rejected");
+    expect_fail(
+        &w.run(&["reject", "debian", "--override"]),
+        2,
+        &["--override"],
+    );
+    expect_ok(&w.run(&["approve", "centos-7", "--override"]));
+    expect_ok(&w.sync());
+    assert_eq!(w.state_of("centos-7")[0].1, "imported");
+    let log = stdout(&w.run(&["log"]));
+    assert!(
+        log.contains("with --override, over: denied by site policy (id = CENTOS-*)"),
+        "{log}"
+    );
+}
+
+/// A misspelt deny key would deny nothing: site.toml is refused instead.
+#[test]
+fn a_deny_rule_naming_no_catalog_field_is_refused() {
+    let w = World::new(&[("a.img", 5000)]);
+    w.publish();
+    w.trust(&[]);
+    let site_toml = w.path("site/site.toml");
+    let text = std::fs::read_to_string(&site_toml).unwrap();
+    std::fs::write(
+        &site_toml,
+        text.replacen(
+            "[hooks]",
+            "[[policy.deny]]\nos_verison = \"7\"\n\n[hooks]",
+            1,
+        ),
+    )
+    .unwrap();
+    expect_fail(
+        &w.sync(),
+        2,
+        &["site.toml", "os_verison", "not a catalog field"],
+    );
+    std::fs::write(&site_toml, text).unwrap();
+    assert!(w.states().is_empty(), "the refused run changed nothing");
+}

@@ -159,68 +159,153 @@ pub enum OnExpired {
     Keep,
 }
 
-/// One deny rule; every key present must match for the rule to apply.
+/// The catalog fields a deny rule may name (as catalog.json spells them),
+/// plus `tag` (one of `tags`) and `max_size` (larger than this).
+pub const DENY_KEYS: &[&str] = &[
+    "id",
+    "version",
+    "title",
+    "description",
+    "path",
+    "urls",
+    "sha256",
+    "size",
+    "chunk_size",
+    "format",
+    "arch",
+    "os_family",
+    "os",
+    "os_version",
+    "hypervisor",
+    "min_cores",
+    "min_memory_mb",
+    "tags",
+    "tag",
+    "max_size",
+];
+
+/// What a deny rule key is compared with.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum DenyValue {
+    /// Text: equal ignoring ASCII case; `*` matches any run of characters.
+    Text(String),
+    /// A number: equal (for `max_size`: the image is larger).
+    Number(u64),
+}
+
+/// One deny rule: every key it gives must match for the rule to apply.
+/// Keys are catalog fields; an unknown key is refused when `site.toml` is
+/// read, so a typo cannot silently deny nothing.
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "std::collections::BTreeMap<String, DenyValue>")]
 pub struct DenyRule {
-    /// OS name, case-insensitive.
-    pub os: Option<String>,
-    /// OS family, case-insensitive.
-    pub os_family: Option<String>,
-    /// Architecture, case-insensitive.
-    pub arch: Option<String>,
-    /// Format name, case-insensitive.
-    pub format: Option<String>,
-    /// A tag the image carries.
-    pub tag: Option<String>,
-    /// Images larger than this many bytes.
-    pub max_size: Option<u64>,
+    keys: Vec<(String, DenyValue)>,
+}
+
+impl TryFrom<std::collections::BTreeMap<String, DenyValue>> for DenyRule {
+    type Error = String;
+    fn try_from(
+        map: std::collections::BTreeMap<String, DenyValue>,
+    ) -> std::result::Result<DenyRule, String> {
+        for (key, value) in &map {
+            if !DENY_KEYS.contains(&key.as_str()) {
+                return Err(format!(
+                    "deny rule key {key:?} is not a catalog field (one of: {})",
+                    DENY_KEYS.join(", ")
+                ));
+            }
+            if key == "max_size" && !matches!(value, DenyValue::Number(_)) {
+                return Err("deny rule max_size must be a number of bytes".into());
+            }
+        }
+        Ok(DenyRule {
+            keys: map.into_iter().collect(),
+        })
+    }
 }
 
 impl DenyRule {
+    /// A rule of `key = value` pairs (tests and callers building rules).
+    pub fn of(keys: &[(&str, DenyValue)]) -> std::result::Result<DenyRule, String> {
+        DenyRule::try_from(
+            keys.iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        )
+    }
+
     /// Why this rule rejects `image`, or `None` when it does not apply.
     pub fn rejects(&self, image: &Image) -> Option<String> {
-        let mut why = Vec::new();
-        let eq = |want: &Option<String>,
-                  have: &Option<String>,
-                  what: &str,
-                  why: &mut Vec<String>| match want {
-            None => true,
-            Some(w) if have.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(w)) => {
-                why.push(format!("{what} = {w}"));
-                true
-            }
-            Some(_) => false,
-        };
-        if !eq(&self.os, &image.os, "os", &mut why)
-            || !eq(&self.os_family, &image.os_family, "os_family", &mut why)
-            || !eq(&self.arch, &image.arch, "arch", &mut why)
-            || !eq(
-                &self.format,
-                &Some(image.format.to_string()),
-                "format",
-                &mut why,
-            )
-        {
-            return None;
-        }
-        if let Some(tag) = &self.tag {
-            if !image.tags.iter().any(|t| t.eq_ignore_ascii_case(tag)) {
-                return None;
-            }
-            why.push(format!("tag = {tag}"));
-        }
-        if let Some(max) = self.max_size {
-            if image.size() <= max {
-                return None;
-            }
-            why.push(format!("size {} > {max}", image.size()));
-        }
-        if why.is_empty() {
+        if self.keys.is_empty() {
             return None; // an empty rule denies nothing
+        }
+        let fields = serde_json::to_value(image).ok()?;
+        let mut why = Vec::new();
+        for (key, want) in &self.keys {
+            why.push(key_matches(&fields, image, key, want)?);
         }
         Some(format!("denied by site policy ({})", why.join(", ")))
     }
+}
+
+/// How `key = want` matches `image`, or `None` if it does not.
+fn key_matches(
+    fields: &serde_json::Value,
+    image: &Image,
+    key: &str,
+    want: &DenyValue,
+) -> Option<String> {
+    match (key, want) {
+        ("max_size", DenyValue::Number(max)) => {
+            (image.size() > *max).then(|| format!("size {} > {max}", image.size()))
+        }
+        ("tag", _) => {
+            value_matches(&fields["tags"], want).then(|| format!("tag = {}", shown(want)))
+        }
+        _ => value_matches(&fields[key], want).then(|| format!("{key} = {}", shown(want))),
+    }
+}
+
+fn shown(want: &DenyValue) -> String {
+    match want {
+        DenyValue::Text(t) => t.clone(),
+        DenyValue::Number(n) => n.to_string(),
+    }
+}
+
+/// A catalog value matches when it equals `want` (text ignoring ASCII
+/// case, with `*` wildcards), or, for a list, when one element does.
+fn value_matches(value: &serde_json::Value, want: &DenyValue) -> bool {
+    match (value, want) {
+        (serde_json::Value::Array(items), _) => items.iter().any(|i| value_matches(i, want)),
+        (serde_json::Value::String(have), DenyValue::Text(pattern)) => glob_matches(pattern, have),
+        (serde_json::Value::Number(have), DenyValue::Number(n)) => have.as_u64() == Some(*n),
+        (serde_json::Value::Number(have), DenyValue::Text(t)) => glob_matches(t, &have.to_string()),
+        _ => false,
+    }
+}
+
+/// `pattern` against `text`, ignoring ASCII case; `*` matches any run.
+fn glob_matches(pattern: &str, text: &str) -> bool {
+    let pattern = pattern.to_ascii_lowercase();
+    let text = text.to_ascii_lowercase();
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty(); // no `*`: the whole text must equal it
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 /// `[hooks]`: the event command.
@@ -383,9 +468,52 @@ mod tests {
         // Rule 1 needs an arch the image does not declare; rule 3 is empty.
         assert_eq!(
             c.denial(image).as_deref(),
-            Some("denied by site policy (tag = Cloud, size 3 > 2)")
+            Some("denied by site policy (size 3 > 2, tag = Cloud)")
         );
         let small = &catalog(&[("a", "1", b"on")], &[]).images()[0].clone();
         assert_eq!(c.denial(small), None);
+    }
+
+    #[test]
+    fn deny_rules_match_any_catalog_field_with_wildcards() {
+        let image = &catalog(&[("centos-7", "2024.1", b"one")], &[]).images()[0].clone();
+        let rule = |text: &str| load(&format!("[[policy.deny]]\n{text}\n")).unwrap();
+        assert!(rule("id = \"centos-7\"").denial(image).is_some());
+        assert!(rule("id = \"CENTOS-*\"").denial(image).is_some());
+        assert!(rule("id = \"*-7\"").denial(image).is_some());
+        assert!(rule("id = \"c*s*7\"").denial(image).is_some());
+        assert!(rule("id = \"centos\"").denial(image).is_none());
+        assert!(rule("version = \"2024.*\"").denial(image).is_some());
+        assert!(rule("size = 3").denial(image).is_some());
+        assert!(rule("size = 4").denial(image).is_none());
+        assert!(
+            rule("id = \"centos-7\"\nversion = \"1\"")
+                .denial(image)
+                .is_none()
+        );
+        // A field the image does not carry never matches.
+        assert!(rule("os_version = \"*\"").denial(image).is_none());
+        let sha = image.sha256.to_hex();
+        assert!(rule(&format!("sha256 = \"{sha}\"")).denial(image).is_some());
+    }
+
+    #[test]
+    fn a_deny_rule_with_an_unknown_key_is_refused_naming_it() {
+        let err = load("[[policy.deny]]\nos_verison = \"7\"\n").unwrap_err();
+        assert!(err.message().contains("os_verison"), "{err}");
+        assert!(err.message().contains("not a catalog field"), "{err}");
+        let err = load("[[policy.deny]]\nmax_size = \"big\"\n").unwrap_err();
+        assert!(err.message().contains("max_size"), "{err}");
+    }
+
+    #[test]
+    fn glob_matching() {
+        assert!(glob_matches("a*", "abc"));
+        assert!(glob_matches("*", ""));
+        assert!(glob_matches("a*c", "ac"));
+        assert!(!glob_matches("a*c*c", "ac"));
+        assert!(glob_matches("*b*", "abc"));
+        assert!(!glob_matches("abc", "abcd"));
+        assert!(!glob_matches("ab*cd", "abd"));
     }
 }

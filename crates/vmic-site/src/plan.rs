@@ -12,6 +12,8 @@ use vmic_format::catalog::{Catalog, Image};
 use vmic_format::ids::EndorserName;
 use vmic_format::image_format::FormatName;
 
+#[cfg(test)]
+use crate::config::DenyValue;
 use crate::config::{DenyRule, OnExpired};
 use crate::model::{ApproveMode, Decider, ImageState};
 use crate::state::ImageRow;
@@ -362,10 +364,7 @@ mod tests {
 
     #[test]
     fn deny_rules_reject_and_are_re_evaluated() {
-        let rules = [DenyRule {
-            os: Some("LINUX".into()),
-            ..DenyRule::default()
-        }];
+        let rules = [DenyRule::of(&[("os", DenyValue::Text("LINUX".into()))]).unwrap()];
         let deny = PlanPolicy {
             approve: ApproveMode::Auto,
             deny: &rules,
@@ -433,10 +432,7 @@ mod tests {
 
     #[test]
     fn deny_rules_reach_imported_images_but_not_an_operators_approval() {
-        let rules = [DenyRule {
-            os: Some("linux".into()),
-            ..DenyRule::default()
-        }];
+        let rules = [DenyRule::of(&[("os", DenyValue::Text("linux".into()))]).unwrap()];
         let deny = PlanPolicy {
             approve: ApproveMode::Auto,
             deny: &rules,

@@ -100,6 +100,13 @@ fn select(site: &Site, selector: &Selector, text: &str) -> Result<Vec<ImageRow>>
     Ok(rows)
 }
 
+/// What the site's deny rules say of each row's signed entry.
+fn denials(site: &Site, rows: &[ImageRow]) -> Result<Vec<Option<String>>> {
+    rows.iter()
+        .map(|row| Ok(site.config.denial(&row.image()?)))
+        .collect()
+}
+
 fn full_label(row: &ImageRow) -> String {
     format!("{}/{}", row.endorser, row.label())
 }
@@ -136,6 +143,26 @@ fn changeable(
 /// them. A quarantined image is tried again at the next sync, whatever its
 /// backoff. Images already approved or imported are left as they are.
 pub fn approve(site: &mut Site, text: &str, endorser: Option<&str>) -> Result<Review> {
+    approve_as(site, text, endorser, DenyRules::Respect)
+}
+
+/// Whether `approve` may overrule the site's deny rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DenyRules {
+    /// An image a deny rule rejects is refused, naming the rule.
+    Respect,
+    /// It is approved anyway, and the log says over which rule
+    /// (`vmic approve --override`).
+    Override,
+}
+
+/// [`approve`], saying what to do with images a deny rule rejects.
+pub fn approve_as(
+    site: &mut Site,
+    text: &str,
+    endorser: Option<&str>,
+    deny_rules: DenyRules,
+) -> Result<Review> {
     let selector = Selector::parse(text, endorser)?;
     let rows = select(site, &selector, text)?;
     let (rows, unchanged) = changeable(
@@ -148,8 +175,20 @@ pub fn approve(site: &mut Site, text: &str, endorser: Option<&str>) -> Result<Re
         &[ImageState::Approved, ImageState::Imported],
         text,
     )?;
+    let denials = denials(site, &rows)?;
+    if deny_rules == DenyRules::Respect
+        && let Some((row, why)) = rows
+            .iter()
+            .zip(&denials)
+            .find_map(|(r, d)| Some((r, d.as_ref()?)))
+    {
+        return Err(Error::input(format!(
+            "{} is {why}; approve it anyway with --override (the log records it)",
+            full_label(row)
+        )));
+    }
     let tx = site.state.transaction()?;
-    for row in &rows {
+    for (row, denial) in rows.iter().zip(&denials) {
         tx.set_state(
             row,
             ImageState::Approved,
@@ -158,11 +197,15 @@ pub fn approve(site: &mut Site, text: &str, endorser: Option<&str>) -> Result<Re
             None,
         )?;
         tx.clear_backoff(row)?;
+        let detail = match denial {
+            Some(why) => format!("approved by the site operator with --override, over: {why}"),
+            None => "approved by the site operator".to_string(),
+        };
         tx.audit(
             "approved",
             Some(row.endorser.as_str()),
             Some(&row.label()),
-            "approved by the site operator",
+            &detail,
         )?;
     }
     tx.commit()?;
