@@ -1361,3 +1361,95 @@ fn a_deny_rule_naming_no_catalog_field_is_refused() {
     std::fs::write(&site_toml, text).unwrap();
     assert!(w.states().is_empty(), "the refused run changed nothing");
 }
+
+/// The store's only file, read.
+fn stored_bytes(w: &World) -> Vec<u8> {
+    let files = w.store_files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    std::fs::read(w.path("site/store").join(&files[0])).unwrap()
+}
+
+/// The endorser signs other bytes under a@1 (with --allow-rewrite). On an
+/// auto site that is a loud event — exit 1 once, `REWRITTEN`, `rewrite`
+/// hook, log, JSON — and the new bytes replace the old copy only once
+/// verified: while they fail, the old copy stays (no gap).
+#[test]
+fn rewritten_bytes_under_the_same_version_are_loud_and_leave_no_gap() {
+    let w = World::new(&[("a.img", 5000)]);
+    w.sidecar("a.img", "id = \"a\"\nversion = \"1\"\n");
+    w.publish();
+    w.trust(&[]);
+    expect_ok(&w.sync());
+    let old = stored_bytes(&w);
+    let new = pattern(5000, 77);
+    std::fs::write(w.path("images/a.img"), &new).unwrap();
+    expect_ok(&build(w.path("").as_path(), &["--allow-rewrite"]));
+    // The mirror serves damaged new bytes first.
+    let mut bad = new.clone();
+    bad[0] ^= 1;
+    std::fs::write(w.path("out/images/a.img"), &bad).unwrap();
+    let o = w.run(&["sync", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let demo = &report["endorsers"][0];
+    assert_eq!(demo["rewritten"].as_array().unwrap().len(), 1, "{demo}");
+    let old_sha = vmic_format::digest::Sha256Digest::of(&old).to_hex();
+    assert_eq!(
+        demo["plan"][0]["rewritten_from"],
+        old_sha.as_str(),
+        "{demo}"
+    );
+    assert_eq!(w.state_of("a")[0].1, "quarantined");
+    assert_eq!(
+        stored_bytes(&w),
+        old,
+        "the old copy left before the new one came"
+    );
+    assert!(
+        w.hook_log().contains("VMIC_EVENT=rewrite"),
+        "{}",
+        w.hook_log()
+    );
+    let log = stdout(&w.run(&["log"]));
+    assert!(log.contains("REWRITTEN"), "{log}");
+    // Good new bytes: imported over the old copy.
+    std::fs::write(w.path("out/images/a.img"), &new).unwrap();
+    expect_ok(&w.run(&["approve", "a"]));
+    expect_ok(&w.sync());
+    assert_eq!(w.state_of("a"), [("1".into(), "imported".into())]);
+    assert_eq!(stored_bytes(&w), new);
+    // Reported once: the next run is quiet.
+    let again = w.sync();
+    expect_ok(&again);
+    assert!(!stderr(&again).contains("REWRITTEN"), "{}", stderr(&again));
+}
+
+/// On a manual site a rewritten version goes back to pending; the old copy
+/// stays in the store until the operator decides. Rejecting it takes the
+/// old copy out, with a hook.
+#[test]
+fn rewritten_bytes_on_a_manual_site_wait_for_the_operator_with_the_old_copy_kept() {
+    let w = World::new(&[("a.img", 5000)]);
+    w.sidecar("a.img", "id = \"a\"\nversion = \"1\"\n");
+    w.publish();
+    w.trust(&["--approve", "manual"]);
+    expect_ok(&w.sync());
+    expect_ok(&w.run(&["approve", "a"]));
+    expect_ok(&w.sync());
+    let old = stored_bytes(&w);
+    std::fs::write(w.path("images/a.img"), pattern(5000, 78)).unwrap();
+    expect_ok(&build(w.path("").as_path(), &["--allow-rewrite"]));
+    expect_fail(&w.sync(), 1, &["REWRITTEN", "a@1"]);
+    assert_eq!(w.state_of("a"), [("1".into(), "pending".into())]);
+    assert_eq!(stored_bytes(&w), old);
+    // Still pending, still kept, at the next sync.
+    expect_ok(&w.sync());
+    assert_eq!(stored_bytes(&w), old);
+    expect_ok(&w.run(&["reject", "a"]));
+    assert!(w.store_files().is_empty());
+    assert!(
+        w.hook_log().contains("VMIC_EVENT=reject"),
+        "{}",
+        w.hook_log()
+    );
+}

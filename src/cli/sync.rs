@@ -82,6 +82,9 @@ pub fn run(args: Args, site: &Option<PathBuf>, quiet: bool) -> Result<i32> {
         for w in &e.withdrawn {
             out.say(format!("{}: withdrawn {w}", e.name));
         }
+        for r in &e.rewritten {
+            super::alert(format!("vmic: {}: REWRITTEN {r}", e.name));
+        }
         for q in &e.quarantined {
             super::alert(format!("vmic: {}: QUARANTINED {q}", e.name));
         }

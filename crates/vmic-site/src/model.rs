@@ -63,6 +63,9 @@ pub enum HookEvent {
     /// An endorser's catalog has been missing longer than `gone_after`
     /// (no image variables are set).
     Gone,
+    /// The endorser signed other bytes under an id@version the site knew
+    /// (the variables describe the new bytes; `VMIC_REASON` both digests).
+    Rewrite,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
@@ -158,6 +161,7 @@ impl StoredText for HookEvent {
         HookEvent::Quarantine,
         HookEvent::Reject,
         HookEvent::Gone,
+        HookEvent::Rewrite,
     ];
     fn as_str(self) -> &'static str {
         match self {
@@ -167,6 +171,7 @@ impl StoredText for HookEvent {
             HookEvent::Quarantine => "quarantine",
             HookEvent::Reject => "reject",
             HookEvent::Gone => "gone",
+            HookEvent::Rewrite => "rewrite",
         }
     }
 }

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use vmic_format::catalog::{Catalog, Image};
+use vmic_format::digest::Sha256Digest;
 use vmic_format::ids::EndorserName;
 use vmic_format::image_format::FormatName;
 
@@ -45,6 +46,10 @@ pub struct PlanItem {
     pub size: u64,
     /// Why.
     pub reason: String,
+    /// Set when the endorser signed other bytes under this id@version than
+    /// the site recorded before: the SHA-256 the site had.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rewritten_from: Option<Sha256Digest>,
 }
 
 /// One decision with what `apply` needs to carry it out.
@@ -111,6 +116,7 @@ fn keep(image: &Image, action: Action, reason: String) -> Decision {
             image: image.label(),
             size: image.size(),
             reason,
+            rewritten_from: None,
         },
         withdraw: None,
         record: None,
@@ -177,10 +183,20 @@ fn decide_afresh(
         return keep(image, Action::Keep, reason);
     }
     let mut decision = keep(image, action, reason.clone());
-    decision.record = Some(new_row(endorser, image, state, &reason));
-    // Different bytes under an imported version, or an imported image a
-    // deny rule now rejects: the old file goes.
-    decision.withdraw = row.filter(|r| r.state == ImageState::Imported).cloned();
+    let mut record = new_row(endorser, image, state, &reason);
+    let rewritten = row.filter(|r| r.sha256 != image.sha256 || r.size != image.size());
+    decision.item.rewritten_from = rewritten.map(|r| r.sha256);
+    match rewritten.and_then(|r| r.store_path.as_ref()) {
+        // Other bytes under a version in use: the old copy stays (still
+        // owned by the row) until the new bytes are imported over it, or
+        // the operator decides on a manual site. No gap.
+        Some(old_copy) if state != ImageState::Rejected => {
+            record.store_path = Some(old_copy.clone());
+        }
+        // An imported image a deny rule now rejects: the file goes.
+        _ => decision.withdraw = row.filter(|r| r.state == ImageState::Imported).cloned(),
+    }
+    decision.record = Some(record);
     decision
 }
 
@@ -210,6 +226,7 @@ fn plan_unlisted(
                         image: row.label(),
                         size: row.size,
                         reason: format!("replaced by {}; kept until that is imported", n.label()),
+                        rewritten_from: None,
                     },
                     withdraw: None,
                     record: None,
@@ -225,6 +242,7 @@ fn plan_unlisted(
             image: row.label(),
             size: row.size,
             reason,
+            rewritten_from: None,
         },
         withdraw: Some(row.clone()),
         record: None,
@@ -520,5 +538,41 @@ mod tests {
             plan_expiry(&existing, "2026-02-01T00:00:00Z", OnExpired::Keep),
             ExpiryPlan::Keep
         );
+    }
+
+    #[test]
+    fn rewritten_bytes_keep_the_old_copy_until_the_new_one_is_imported() {
+        let before = catalog(&[("a", "1", b"one")], &[]);
+        let mut imported = row(&before, "a", "1", ImageState::Imported, Decider::Policy);
+        imported.store_path = Some("lab/a@1.img".into());
+        let after = catalog(&[("a", "1", b"ONE")], &[]);
+        for (policy, state) in [
+            (ApproveMode::Auto, ImageState::Approved),
+            (ApproveMode::Manual, ImageState::Pending),
+        ] {
+            let policy = PlanPolicy {
+                approve: policy,
+                deny: &[],
+            };
+            let d = plan(std::slice::from_ref(&imported), &name(), &after, &policy);
+            assert_eq!(d[0].item.rewritten_from, Some(imported.sha256));
+            assert!(d[0].withdraw.is_none(), "{d:?}");
+            let record = d[0].record.as_ref().unwrap();
+            assert_eq!(record.state, state);
+            assert_eq!(record.store_path.as_deref(), Some("lab/a@1.img"));
+            assert_eq!(record.sha256, after.images()[0].sha256);
+        }
+        // Unchanged bytes are no rewrite.
+        let d = plan(std::slice::from_ref(&imported), &name(), &before, &auto());
+        assert_eq!(d[0].item.rewritten_from, None);
+        // Rewritten bytes a deny rule rejects: the old copy goes.
+        let rules = [DenyRule::of(&[("id", DenyValue::Text("a".into()))]).unwrap()];
+        let deny = PlanPolicy {
+            approve: ApproveMode::Auto,
+            deny: &rules,
+        };
+        let d = plan(std::slice::from_ref(&imported), &name(), &after, &deny);
+        assert_eq!(d[0].withdraw.as_ref(), Some(&imported));
+        assert_eq!(d[0].record.as_ref().unwrap().store_path, None);
     }
 }

@@ -189,12 +189,13 @@ pub fn approve_as(
     }
     let tx = site.state.transaction()?;
     for (row, denial) in rows.iter().zip(&denials) {
+        // A rewritten version's old copy stays until the new one arrives.
         tx.set_state(
             row,
             ImageState::Approved,
             "approved by the site",
             Decider::Manual,
-            None,
+            row.store_path.as_deref(),
         )?;
         tx.clear_backoff(row)?;
         let detail = match denial {

@@ -84,8 +84,10 @@ pub fn withdraw(
     event: HookEvent,
     decided_by: Decider,
 ) -> Result<()> {
-    let was_imported = row.state == ImageState::Imported;
+    // A copy in the store (imported, or kept while a rewrite waits) leaves:
+    // the hook hears of it.
     let path = row.store_path.as_ref().map(|p| site.store().join(p));
+    let was_imported = path.is_some();
     let tx = site.state.transaction()?;
     tx.set_state(row, state, reason, decided_by, None)?;
     tx.audit(
@@ -122,12 +124,14 @@ pub fn quarantine(site: &mut Site, row: &ImageRow, file: &Path, reason: &str) ->
     }
     let logged = format!("{reason} (bytes kept in {})", target.display());
     let tx = site.state.transaction()?;
+    // A copy already in the store (old bytes of a rewritten version)
+    // stays until good new bytes replace it.
     tx.set_state(
         row,
         ImageState::Quarantined,
         reason,
         Decider::Verification,
-        None,
+        row.store_path.as_deref(),
     )?;
     tx.audit(
         "quarantined",
@@ -172,9 +176,14 @@ pub fn import(site: &mut Site, row: &ImageRow, verified: &Path) -> Result<PathBu
     let rel = store_rel(row);
     let dest = site.store().join(&rel);
     ensure_real_dir(dest.parent().unwrap_or(&site.store()))?;
+    // Over the old copy of a rewritten version, if it has the same name:
+    // the rename replaces it atomically, with no gap.
     std::fs::rename(verified, &dest).map_err(|e| Error::io("move into the store", &dest, e))?;
     crate::fsutil::sync_dir(dest.parent().unwrap_or(&site.store()))?;
     adopt(site, row, &rel)?;
+    if let Some(old) = row.store_path.as_ref().filter(|old| **old != rel) {
+        remove_if_present(&site.store().join(old))?;
+    }
     Ok(dest)
 }
 
@@ -237,13 +246,11 @@ pub fn remove_if_present(path: &Path) -> Result<()> {
 /// `approved` and is fetched again).
 pub fn reconcile(site: &mut Site) -> Result<Vec<String>> {
     let rows = site.state.images()?;
-    let owned: BTreeSet<String> = rows
-        .iter()
-        .filter(|r| r.state == ImageState::Imported)
-        .filter_map(|r| r.store_path.clone())
-        .collect();
+    // Imported images own their file; so does a rewritten version's old
+    // copy, kept until its new bytes arrive or the operator decides.
+    let owned: BTreeSet<String> = rows.iter().filter_map(|r| r.store_path.clone()).collect();
     let mut notes = remove_unowned(&site.store(), &owned, |rel| {
-        format!("removed {rel} from the store: no imported image owns it")
+        format!("removed {rel} from the store: no image owns it")
     })?;
     // Partial downloads are kept only for images still waiting to be fetched.
     let wanted: BTreeSet<String> = rows

@@ -92,6 +92,9 @@ pub struct EndorserReport {
     pub withdrawn: Vec<String>,
     /// Images whose fetch failed in a retryable way.
     pub failed: Vec<String>,
+    /// Images whose bytes the endorser changed under the same version
+    /// (a loud event: exit 1 for the run that sees it, `rewrite` hook).
+    pub rewritten: Vec<String>,
     /// Quarantined images not fetched this time: their download failed
     /// its check recently, and the next attempt waits (backoff).
     pub deferred: Vec<String>,
@@ -167,7 +170,7 @@ fn sync_one(
 }
 
 fn finish_report(report: &mut EndorserReport, outcome: Result<()>) {
-    let image_failure = if !report.quarantined.is_empty() {
+    let image_failure = if !report.quarantined.is_empty() || !report.rewritten.is_empty() {
         Some(ErrorKind::Verification)
     } else if !report.failed.is_empty() {
         Some(ErrorKind::Io)
@@ -181,14 +184,17 @@ fn finish_report(report: &mut EndorserReport, outcome: Result<()>) {
         }
         Ok(()) => {
             report.failure = image_failure;
-            if let Some(kind) = image_failure {
-                let what = if kind == ErrorKind::Verification {
-                    "quarantined"
+            if image_failure.is_some() {
+                report.error = Some(if !report.quarantined.is_empty() {
+                    format!("{} image(s) quarantined", report.quarantined.len())
+                } else if !report.rewritten.is_empty() {
+                    format!(
+                        "{} image(s) rewritten by the endorser under the same version",
+                        report.rewritten.len()
+                    )
                 } else {
-                    "could not be fetched"
-                };
-                let n = report.quarantined.len().max(report.failed.len());
-                report.error = Some(format!("{n} image(s) {what}"));
+                    format!("{} image(s) could not be fetched", report.failed.len())
+                });
             }
         }
     }
@@ -274,6 +280,20 @@ fn sync_endorser(
     };
     let decisions = plan(&existing, &endorser.name, &catalog, &policy);
     report.plan = decisions.iter().map(|d| d.item.clone()).collect();
+    report.rewritten = decisions
+        .iter()
+        .filter_map(|d| {
+            let old = d.item.rewritten_from?;
+            Some(format!(
+                "{}: the endorser signed other bytes under this version (sha256 {old} -> {})",
+                d.item.image,
+                d.record
+                    .as_ref()
+                    .map(|r| r.sha256.to_hex())
+                    .unwrap_or_default()
+            ))
+        })
+        .collect();
     if opts.dry_run {
         return Ok(());
     }
@@ -459,6 +479,7 @@ fn apply_decisions(
     }
     let sha256 = sha256.to_hex();
     let serial = catalog.serial().get();
+    let site_store = site.store();
     // Only a catalog not seen before is news; cron reruns stay out of the log.
     let seen = site
         .state
@@ -491,6 +512,32 @@ fn apply_decisions(
             Some(&row.label()),
             &row.reason,
         )?;
+        if let Some(old) = &d.item.rewritten_from {
+            let what = match (&row.store_path, row.state) {
+                (Some(_), ImageState::Pending) => {
+                    "pending again; the copy in the store stays until `vmic approve` or `vmic reject`"
+                }
+                (Some(_), _) => "the new bytes replace the copy in the store once verified",
+                (None, _) => "nothing of it was in the store",
+            };
+            let message = format!(
+                "REWRITTEN: the endorser signed other bytes under {} (sha256 {old} -> {}, {} bytes); {what}",
+                row.label(),
+                row.sha256,
+                row.size
+            );
+            tx.audit(
+                "rewritten",
+                Some(row.endorser.as_str()),
+                Some(&row.label()),
+                &message,
+            )?;
+            let path = row.store_path.as_ref().map(|p| site_store.join(p));
+            tx.enqueue_hook(
+                HookEvent::Rewrite,
+                &store::hook_env(HookEvent::Rewrite, row, path.as_deref(), &message),
+            )?;
+        }
         // A withdrawn imported copy already had its `reject` event.
         if row.state == ImageState::Rejected && d.withdraw.is_none() {
             tx.enqueue_hook(
