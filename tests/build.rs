@@ -729,3 +729,37 @@ fn copy_mode_replaces_hard_links_left_by_an_earlier_build() {
     assert_eq!(source.nlink(), 1);
     expect_ok(&verify(&tmp.path().join("out"), &[]));
 }
+
+/// The build lock lives in the build state directory; a symlink planted
+/// there as the lock is not followed (its target would get a PID), and a
+/// FIFO does not block the build.
+#[test]
+fn a_symlink_or_fifo_planted_as_the_build_lock_is_refused() {
+    let tmp = image_tree(&[("a.raw", 4096)]);
+    expect_ok(&build(tmp.path(), &[]));
+    let lock = build_cache(tmp.path()).with_file_name("build.lock");
+    let victim = tmp.path().join("victim.conf");
+    std::fs::write(&victim, b"precious\n").unwrap();
+    std::fs::remove_file(&lock).unwrap();
+    std::os::unix::fs::symlink(&victim, &lock).unwrap();
+    let catalog = std::fs::read(tmp.path().join("out/catalog.json")).unwrap();
+    expect_fail(&build(tmp.path(), &[]), 1, &["lock file", "symbolic link"]);
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
+    std::fs::remove_file(&lock).unwrap();
+    assert!(
+        Command::new("mkfifo")
+            .arg(&lock)
+            .status()
+            .unwrap()
+            .success()
+    );
+    expect_fail(
+        &build(tmp.path(), &[]),
+        1,
+        &["lock file", "not a regular file"],
+    );
+    assert_eq!(
+        std::fs::read(tmp.path().join("out/catalog.json")).unwrap(),
+        catalog
+    );
+}

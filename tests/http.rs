@@ -569,6 +569,16 @@ fn hostile_mirror_wrong_first_chunk_stops_the_download_early() {
 /// sync continues with a range request.
 #[test]
 fn sigterm_during_a_download_stops_like_a_failed_download() {
+    stop_signal_during_a_download(libc::SIGTERM, "SIGTERM");
+}
+
+/// Ctrl-C at a terminal: the same as SIGTERM.
+#[test]
+fn sigint_during_a_download_stops_like_a_failed_download() {
+    stop_signal_during_a_download(libc::SIGINT, "SIGINT");
+}
+
+fn stop_signal_during_a_download(signal: i32, name: &str) {
     let (s, server) = fault_site();
     server.set(Fault::Trickle("big.img".into(), 16 << 10));
     let child = std::process::Command::new(VMIC)
@@ -580,9 +590,9 @@ fn sigterm_during_a_download_stops_like_a_failed_download() {
         .unwrap();
     wait_for_bytes_sent(&server, 256 << 10);
     // SAFETY: kill(2) on our own child's pid.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
     let o = child.wait_with_output().unwrap();
-    expect_fail(&o, 3, &["interrupted by SIGTERM"]);
+    expect_fail(&o, 3, &[&format!("interrupted by {name}")]);
     let part = part_file(&s).expect("what arrived was kept");
     assert!(std::fs::metadata(&part).unwrap().len() >= 128 << 10);
     assert_eq!(store_count(&s), 0);

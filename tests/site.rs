@@ -1453,3 +1453,23 @@ fn rewritten_bytes_on_a_manual_site_wait_for_the_operator_with_the_old_copy_kept
         w.hook_log()
     );
 }
+
+/// A symlink planted as an image's `.part` file (the site's tmp directory
+/// may be reachable by others) is not written through: the download
+/// lands in a fresh file and the link's target is untouched.
+#[test]
+fn a_symlink_planted_as_a_part_file_is_not_followed() {
+    let w = World::new(&[("a.img", 5000)]);
+    w.sidecar("a.img", "id = \"a\"\nversion = \"1\"\n");
+    w.publish();
+    w.trust(&["--approve", "manual"]);
+    expect_ok(&w.sync());
+    let victim = w.path("victim.conf");
+    std::fs::write(&victim, b"precious\n").unwrap();
+    std::fs::create_dir_all(w.path("site/tmp/demo")).unwrap();
+    std::os::unix::fs::symlink(&victim, w.path("site/tmp/demo/a@1.part")).unwrap();
+    expect_ok(&w.run(&["approve", "a"]));
+    expect_ok(&w.sync());
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
+    assert_eq!(w.state_of("a"), [("1".into(), "imported".into())]);
+}

@@ -249,6 +249,11 @@ impl DirLock {
                     "lock file {} is a symbolic link; refusing to follow it (remove it if you did not plant it)",
                     path.display()
                 )),
+                // A FIFO without a reader, opened for writing without blocking.
+                Some(libc::ENXIO) => Error::verification(format!(
+                    "lock file {} is not a regular file; refusing to use it",
+                    path.display()
+                )),
                 _ => Error::io("open lock file", &path, e),
             })?;
         if !file.metadata().is_ok_and(|m| m.is_file()) {

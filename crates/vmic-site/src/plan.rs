@@ -500,25 +500,6 @@ mod tests {
     }
 
     #[test]
-    fn changed_bytes_under_an_imported_version_withdraw_the_old_file() {
-        let old = catalog(&[("a", "1", b"one")], &[]);
-        let changed = catalog(&[("a", "1", b"ONE")], &[]);
-        let existing = [row(&old, "a", "1", ImageState::Imported, Decider::Policy)];
-        let d = plan(&existing, &name(), &changed, &auto());
-        assert_eq!(d.len(), 1);
-        assert_eq!(d[0].item.action, Action::Import);
-        assert_eq!(d[0].withdraw.as_ref().unwrap().sha256, existing[0].sha256);
-        assert_eq!(
-            d[0].record.as_ref().unwrap().sha256,
-            changed.images()[0].sha256
-        );
-        // Same bytes: nothing to do.
-        let d = plan(&existing, &name(), &old, &auto());
-        assert_eq!(actions(&d), [("a@1".into(), Action::Keep)]);
-        assert!(d[0].record.is_none() && d[0].withdraw.is_none());
-    }
-
-    #[test]
     fn expiry_withdraws_images_in_use_unless_policy_keeps_them() {
         let c = catalog(&[("a", "1", b"1"), ("b", "1", b"2"), ("c", "1", b"3")], &[]);
         let existing = [
