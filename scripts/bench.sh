@@ -222,7 +222,10 @@ make_files "$WORK/D" "$CATALOG_IMAGES" "$CATALOG_IMAGE_BYTES" D
 # FRESH_OUT is the out dir a timed `vmic build --rehash` writes; it is removed
 # before every run so each build starts from nothing.
 FRESH_OUT=
-fresh_out() { rm -rf -- "$FRESH_OUT"; }
+# The build state (digest cache) is keyed by OUT_DIR and lives outside it:
+# a fresh build needs a fresh state directory too.
+export VMIC_BUILD_STATE=$WORK/build-state
+fresh_out() { rm -rf -- "$FRESH_OUT" "$VMIC_BUILD_STATE"; }
 
 # throughput NAME LABEL: time vmic and the peers over data set NAME.
 throughput() {

@@ -510,6 +510,10 @@ fn slow_loris_catalog_is_cut_off_at_the_deadline() {
         started.elapsed()
     );
     assert!(s.states().is_empty());
+    // The signature has the same deadline.
+    server.set(Fault::Trickle("minisig".into(), 1));
+    expect_fail(&s.run(&["sync"]), 3, &["catalog.json.minisig", "deadline"]);
+    assert!(s.states().is_empty());
     server.set(Fault::None);
     expect_ok(&s.run(&["sync"]));
     assert_eq!(store_count(&s), 1);

@@ -34,6 +34,17 @@ fn each_crate_depends_only_on_the_layers_below_it() {
     assert_eq!(vmic_deps("vmic-engine"), ["vmic-format"]);
     assert_eq!(vmic_deps("vmic-endorser"), ["vmic-engine", "vmic-format"]);
     assert_eq!(vmic_deps("vmic-site"), ["vmic-engine", "vmic-format"]);
+    // The fuzz harnesses sit above every library and below nothing: the
+    // binary may use them only in tests.
+    assert_eq!(
+        vmic_deps("vmic-fuzz"),
+        ["vmic-endorser", "vmic-engine", "vmic-format", "vmic-site"]
+    );
+    let root = dependencies(&Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
+    assert!(
+        !root.contains("vmic-fuzz"),
+        "the binary depends on vmic-fuzz"
+    );
 }
 
 #[test]

@@ -1473,3 +1473,37 @@ fn a_symlink_planted_as_a_part_file_is_not_followed() {
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
     assert_eq!(w.state_of("a"), [("1".into(), "imported".into())]);
 }
+
+/// Freeze by replay, the other ways: after the accepted catalog expired, a
+/// mirror serves garbage, or the same serial re-signed with other bytes.
+/// Neither is a fresh catalog, so the expiry policy applies all the same.
+#[test]
+fn freeze_by_garbage_or_same_serial_replay_does_not_keep_expired_images_alive() {
+    for replay in ["garbage", "same serial, other bytes"] {
+        let w = World::new(&[("a.img", 5000)]);
+        expect_ok(&build(w.path("").as_path(), &["--expires", "2s"]));
+        w.trust(&[]);
+        expect_ok(&w.sync());
+        assert_eq!(w.state_of("a")[0].1, "imported");
+        std::thread::sleep(std::time::Duration::from_millis(2500));
+        let out = w.path("out");
+        if replay == "garbage" {
+            std::fs::write(out.join("catalog.json"), b"{ not a catalog").unwrap();
+        } else {
+            let mut v = read_json(&out.join("catalog.json"));
+            v["endorser"]["contact"] = "mailto:someone-else@example.org".into();
+            let comment = std::fs::read_to_string(out.join("catalog.json.minisig"))
+                .unwrap()
+                .lines()
+                .nth(2)
+                .unwrap()
+                .trim_start_matches("trusted comment: ")
+                .to_string();
+            write_signed(&out, &serde_json::to_vec_pretty(&v).unwrap(), &comment);
+        }
+        let o = w.sync();
+        assert_eq!(o.status.code(), Some(1), "{replay}: {}", stderr(&o));
+        assert_eq!(w.state_of("a")[0].1, "expired", "{replay}");
+        assert!(w.store_files().is_empty(), "{replay}");
+    }
+}

@@ -31,8 +31,9 @@ pub struct Args {
     #[arg(long, conflicts_with = "link_images")]
     no_images: bool,
     /// Hard-link images into OUT_DIR/images instead of copying them (no
-    /// extra space, but a write in the web root then changes the source;
-    /// a later build refuses to sign such a change under the same version).
+    /// extra space, but a write in the web root then changes the source:
+    /// a later build refuses to sign it under a version a sidecar fixed,
+    /// and publishes it under a new version otherwise).
     #[arg(long)]
     link_images: bool,
     /// Where builds keep their digest cache and lock, one subdirectory per

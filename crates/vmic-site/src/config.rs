@@ -40,8 +40,8 @@ gone_after = "7d"
 # max_size = 107374182400   # anything larger than 100 GB
 
 [hooks]
-# Command run for every import, revoke, expire, quarantine and reject event,
-# with the image's metadata in VMIC_* environment variables.
+# Command run for every import, revoke, expire, quarantine, reject,
+# rewrite and gone event, with the image's metadata in VMIC_* variables.
 # command = "/usr/local/bin/vmic-event"
 timeout = "60s"
 
@@ -349,7 +349,7 @@ pub struct Http {
     #[serde(default = "default_deadline")]
     pub deadline: Seconds,
     /// Slowest acceptable download in bytes per second, averaged over
-    /// 30 seconds; 0 turns the check off.
+    /// `rate_window`; 0 turns the check off.
     #[serde(default = "default_min_rate")]
     pub min_rate: u64,
     /// The span `min_rate` is averaged over.
