@@ -17,13 +17,14 @@
 //!
 //! Resuming: the writer writes blocks in order, so the file is always a
 //! prefix of the bytes received. On open, that prefix is read back and its
-//! complete chunks are checked; the download continues from the block
-//! holding the first damaged one, and everything from there on is
-//! discarded (a crash can leave unwritten garbage; a bad mirror can have
-//! sent some). Damage in the incomplete last chunk shows only when the
-//! chunk is complete, as a mismatch after the download. Nothing is trusted
-//! because it is on disk: every chunk is verified before
-//! [`PartFile::finish`] declares the file whole.
+//! complete chunks are checked; the download continues after the last
+//! verified chunk, and everything from there on is discarded: damaged
+//! chunks (a crash can leave unwritten garbage; a bad mirror can have sent
+//! some), and the start of an incomplete chunk, which cannot be checked
+//! until the rest of it arrives (found by fuzzing: kept, such garbage made
+//! the finished image fail and be quarantined). Nothing is trusted because
+//! it is on disk: every chunk is verified before [`PartFile::finish`]
+//! declares the file whole.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -181,16 +182,17 @@ impl<'e> PartFile<'e> {
             len / chunk_size
         };
         let intact = self.check.verified_chunks();
-        let mut resume_at = len;
-        if intact < complete_chunks {
-            resume_at = intact * chunk_size / self.block_size * self.block_size;
+        // Only verified chunks are kept. After them come damaged chunks, or
+        // the start of a chunk whose digest cannot be checked until the rest
+        // of it arrives: a crash, or a mirror that sent garbage and hung up,
+        // can leave anything there, so it is fetched again too.
+        let resume_at = (intact * chunk_size).min(self.size).min(len);
+        if resume_at < len {
             self.truncate(resume_at)?;
-            // The check goes back to the start of the chunk holding the cut;
-            // that chunk's bytes before the cut are intact and are fed again.
-            let chunk_start = resume_at / chunk_size * chunk_size;
-            self.check.rewind(resume_at / chunk_size);
-            self.feed_back(chunk_start, resume_at)?;
-            self.discarded = len - resume_at;
+            self.check.rewind(intact);
+            if intact < complete_chunks {
+                self.discarded = len - resume_at;
+            }
         }
         self.checked = resume_at;
         // Downloading continues into the block holding `resume_at`.
