@@ -150,7 +150,10 @@ const PART_SIZE: usize = 3 * PART_CHUNK + 100;
 /// where the landing asks must end with exactly the image, verified.
 pub fn part_resume(data: &[u8]) {
     let (image, expected) = part_image();
-    let dir = tempfile::tempdir().expect("temporary directory");
+    // One directory for every run of the process: creating and removing
+    // one per input would cost more than the harness itself.
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let dir = DIR.get_or_init(|| tempfile::tempdir().expect("temporary directory"));
     let path = dir.path().join("a.part");
     std::fs::File::create(&path)
         .and_then(|mut f| f.write_all(data))
