@@ -231,27 +231,10 @@ fn sync_endorser(
         catalog, sha256, ..
     } = match fetched {
         Ok(a) => a,
-        Err(e) => {
-            // No usable fresh catalog: the last accepted one may have run out.
-            if !opts.dry_run {
-                expire_if_stale(site, endorser, &key, now, report)?;
-                if e.is_absent() {
-                    return catalog_missing(site, endorser, now, &e, report);
-                }
-            }
-            return Err(e.context(format!("endorser {}", endorser.name)));
-        }
+        Err(e) => return no_fresh_catalog(site, endorser, (&key, now), opts, e, report),
     };
     if endorser.missing_since.is_some() && !opts.dry_run {
-        let tx = site.state.transaction()?;
-        tx.clear_missing(endorser.name.as_str())?;
-        tx.audit(
-            "catalog-found",
-            Some(endorser.name.as_str()),
-            None,
-            "the catalog is published again",
-        )?;
-        tx.commit()?;
+        catalog_found_again(site, endorser)?;
     }
     report.serial = Some(catalog.serial());
     report.expires = Some(catalog.expires());
@@ -280,20 +263,7 @@ fn sync_endorser(
     };
     let decisions = plan(&existing, &endorser.name, &catalog, &policy);
     report.plan = decisions.iter().map(|d| d.item.clone()).collect();
-    report.rewritten = decisions
-        .iter()
-        .filter_map(|d| {
-            let old = d.item.rewritten_from?;
-            Some(format!(
-                "{}: the endorser signed other bytes under this version (sha256 {old} -> {})",
-                d.item.image,
-                d.record
-                    .as_ref()
-                    .map(|r| r.sha256.to_hex())
-                    .unwrap_or_default()
-            ))
-        })
-        .collect();
+    report.rewritten = rewrite_notes(&decisions);
     if opts.dry_run {
         return Ok(());
     }
@@ -303,7 +273,64 @@ fn sync_endorser(
     // only once its replacement has been imported.
     let now_stored = site.state.images_of(endorser.name.as_str())?;
     let after_fetch = plan(&now_stored, &endorser.name, &catalog, &policy);
-    for d in after_fetch
+    withdraw_planned(site, &after_fetch, report)
+}
+
+/// No usable fresh catalog: the last accepted one may have run out, and a
+/// catalog that is missing may mean the endorser is gone.
+fn no_fresh_catalog(
+    site: &mut Site,
+    endorser: &EndorserRow,
+    (key, now): (&PublicKey, Timestamp),
+    opts: &SyncOptions,
+    error: Error,
+    report: &mut EndorserReport,
+) -> Result<()> {
+    if !opts.dry_run {
+        expire_if_stale(site, endorser, key, now, report)?;
+        if error.is_absent() {
+            return catalog_missing(site, endorser, now, &error, report);
+        }
+    }
+    Err(error.context(format!("endorser {}", endorser.name)))
+}
+
+/// A catalog missing before is published again: neither missing nor gone.
+fn catalog_found_again(site: &mut Site, endorser: &EndorserRow) -> Result<()> {
+    let tx = site.state.transaction()?;
+    tx.clear_missing(endorser.name.as_str())?;
+    tx.audit(
+        "catalog-found",
+        Some(endorser.name.as_str()),
+        None,
+        "the catalog is published again",
+    )?;
+    tx.commit()
+}
+
+/// One line per image whose bytes the endorser changed under its version.
+fn rewrite_notes(decisions: &[Decision]) -> Vec<String> {
+    decisions
+        .iter()
+        .filter_map(|d| {
+            let old = d.item.rewritten_from?;
+            let new = d.record.as_ref().map(|r| r.sha256.to_hex());
+            Some(format!(
+                "{}: the endorser signed other bytes under this version (sha256 {old} -> {})",
+                d.item.image,
+                new.unwrap_or_default()
+            ))
+        })
+        .collect()
+}
+
+/// Carry out the withdrawals of a plan made after the fetch.
+fn withdraw_planned(
+    site: &mut Site,
+    decisions: &[Decision],
+    report: &mut EndorserReport,
+) -> Result<()> {
+    for d in decisions
         .iter()
         .filter(|d| d.item.action == Action::Withdraw)
     {
@@ -451,32 +478,7 @@ fn apply_decisions(
     sha256: &Sha256Digest,
     decisions: &[Decision],
 ) -> Result<()> {
-    // Old bytes under a changed version, and imported images a deny rule
-    // now rejects, leave the store before anything else.
-    for d in decisions.iter() {
-        let (Some(old), Some(new)) = (&d.withdraw, &d.record) else {
-            continue;
-        };
-        if new.state == ImageState::Rejected {
-            store::withdraw(
-                site,
-                old,
-                ImageState::Rejected,
-                &new.reason,
-                HookEvent::Reject,
-                Decider::Policy,
-            )?;
-        } else {
-            store::withdraw(
-                site,
-                old,
-                ImageState::Revoked,
-                "the endorser changed this version's bytes",
-                HookEvent::Revoke,
-                Decider::Sync,
-            )?;
-        }
-    }
+    withdraw_before_recording(site, decisions)?;
     let sha256 = sha256.to_hex();
     let serial = catalog.serial().get();
     let site_store = site.store();
@@ -513,30 +515,7 @@ fn apply_decisions(
             &row.reason,
         )?;
         if let Some(old) = &d.item.rewritten_from {
-            let what = match (&row.store_path, row.state) {
-                (Some(_), ImageState::Pending) => {
-                    "pending again; the copy in the store stays until `vmic approve` or `vmic reject`"
-                }
-                (Some(_), _) => "the new bytes replace the copy in the store once verified",
-                (None, _) => "nothing of it was in the store",
-            };
-            let message = format!(
-                "REWRITTEN: the endorser signed other bytes under {} (sha256 {old} -> {}, {} bytes); {what}",
-                row.label(),
-                row.sha256,
-                row.size
-            );
-            tx.audit(
-                "rewritten",
-                Some(row.endorser.as_str()),
-                Some(&row.label()),
-                &message,
-            )?;
-            let path = row.store_path.as_ref().map(|p| site_store.join(p));
-            tx.enqueue_hook(
-                HookEvent::Rewrite,
-                &store::hook_env(HookEvent::Rewrite, row, path.as_deref(), &message),
-            )?;
+            record_rewrite(&tx, row, old, &site_store)?;
         }
         // A withdrawn imported copy already had its `reject` event.
         if row.state == ImageState::Rejected && d.withdraw.is_none() {
@@ -547,6 +526,70 @@ fn apply_decisions(
         }
     }
     tx.commit()
+}
+
+/// Imported images a deny rule now rejects (and old bytes under a changed
+/// version with nothing kept) leave the store before anything is recorded.
+fn withdraw_before_recording(site: &mut Site, decisions: &[Decision]) -> Result<()> {
+    for d in decisions.iter() {
+        let (Some(old), Some(new)) = (&d.withdraw, &d.record) else {
+            continue;
+        };
+        if new.state == ImageState::Rejected {
+            store::withdraw(
+                site,
+                old,
+                ImageState::Rejected,
+                &new.reason,
+                HookEvent::Reject,
+                Decider::Policy,
+            )?;
+        } else {
+            store::withdraw(
+                site,
+                old,
+                ImageState::Revoked,
+                "the endorser changed this version's bytes",
+                HookEvent::Revoke,
+                Decider::Sync,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The loud record of other bytes under a known id@version: the log and
+/// the `rewrite` hook, saying what happens to the copy in the store.
+fn record_rewrite(
+    tx: &crate::state::Tx<'_>,
+    row: &ImageRow,
+    old: &Sha256Digest,
+    store_dir: &std::path::Path,
+) -> Result<()> {
+    let what = match (&row.store_path, row.state) {
+        (Some(_), ImageState::Pending) => {
+            "pending again; the copy in the store stays until `vmic approve` or `vmic reject`"
+        }
+        (Some(_), _) => "the new bytes replace the copy in the store once verified",
+        (None, _) => "nothing of it was in the store",
+    };
+    let message = format!(
+        "REWRITTEN: the endorser signed other bytes under {} (sha256 {old} -> {}, {} bytes); {what}",
+        row.label(),
+        row.sha256,
+        row.size
+    );
+    tx.audit(
+        "rewritten",
+        Some(row.endorser.as_str()),
+        Some(&row.label()),
+        &message,
+    )?;
+    let path = row.store_path.as_ref().map(|p| store_dir.join(p));
+    tx.enqueue_hook(
+        HookEvent::Rewrite,
+        &store::hook_env(HookEvent::Rewrite, row, path.as_deref(), &message),
+    )
 }
 
 /// Fetch, verify and import every approved (or previously quarantined)
