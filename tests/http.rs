@@ -583,6 +583,12 @@ fn sigint_during_a_download_stops_like_a_failed_download() {
     stop_signal_during_a_download(libc::SIGINT, "SIGINT");
 }
 
+/// A closed terminal (or `kill -HUP`): the same again.
+#[test]
+fn sighup_during_a_download_stops_like_a_failed_download() {
+    stop_signal_during_a_download(libc::SIGHUP, "SIGHUP");
+}
+
 fn stop_signal_during_a_download(signal: i32, name: &str) {
     let (s, server) = fault_site();
     // 64 KiB chunks: what arrived holds whole chunks, which a resume keeps.
