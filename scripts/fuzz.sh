@@ -8,7 +8,8 @@
 #
 # New interesting inputs land in fuzz/corpus/<target>/ (kept in git and
 # replayed by `cargo test --test fuzz_corpus`); run `cargo +nightly fuzz
-# cmin <target>` before committing them. Crashes land in fuzz/artifacts/.
+# cmin <target> -- -use_counters=0` (edge coverage only, a few hundred
+# files) before committing them. Crashes land in fuzz/artifacts/.
 # Needs the nightly toolchain and `cargo install cargo-fuzz`.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"

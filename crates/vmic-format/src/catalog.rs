@@ -682,6 +682,26 @@ mod tests {
         assert_eq!(c.images()[0].format.known_format(), None);
     }
 
+    /// Deep nesting cannot overflow the stack: in an unknown field it is
+    /// skipped without recursion (the catalog stays valid); where a value
+    /// is parsed, it is refused (a wrong type here; serde_json's recursion
+    /// limit of 128 otherwise), as an invalid signed catalog.
+    #[test]
+    fn deeply_nested_json_is_skipped_or_refused_never_a_crash() {
+        let text = serde_json::to_string(&sample()).unwrap();
+        let deep = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let in_unknown = text.replacen('{', &format!("{{\"future\": {}, ", deep(100_000)), 1);
+        assert!(Catalog::parse(in_unknown.as_bytes()).is_ok());
+        let mut v = sample();
+        v["revoked"] = json!("PLACEHOLDER");
+        let in_known = serde_json::to_string(&v)
+            .unwrap()
+            .replace("\"PLACEHOLDER\"", &deep(100_000));
+        let err = Catalog::parse(in_known.as_bytes()).unwrap_err();
+        assert_eq!(err.kind(), crate::error::ErrorKind::Verification, "{err}");
+        assert!(err.message().contains("catalog.json is invalid"), "{err}");
+    }
+
     #[test]
     fn hostile_catalogs_are_refused() {
         type Mutation = Box<dyn Fn(&mut Value)>;
