@@ -1507,3 +1507,40 @@ fn freeze_by_garbage_or_same_serial_replay_does_not_keep_expired_images_alive() 
         assert!(w.store_files().is_empty(), "{replay}");
     }
 }
+
+/// Fork detection: the catalog after the one accepted here names a
+/// different predecessor (`previous_sha256`), so the key signed two
+/// histories. It is refused loudly (exit 1, `catalog-refused` hook, log)
+/// and nothing changes; the real next catalog is accepted afterwards.
+#[test]
+fn a_forked_history_signed_by_the_same_key_is_refused_loudly() {
+    let w = World::new(&[("a.img", 5000)]);
+    w.publish();
+    w.trust(&[]);
+    expect_ok(&w.sync());
+    let before = w.states();
+    w.publish();
+    let real = std::fs::read(w.path("out/catalog.json")).unwrap();
+    let real_sig = std::fs::read(w.path("out/catalog.json.minisig")).unwrap();
+    let mut forged = read_json(&w.path("out/catalog.json"));
+    assert_eq!(forged["serial"], 2);
+    forged["previous_sha256"] = vmic_format::digest::Sha256Digest::of(b"another history")
+        .to_hex()
+        .into();
+    write_signed(
+        &w.path("out"),
+        &serde_json::to_vec_pretty(&forged).unwrap(),
+        "x",
+    );
+    expect_fail(&w.sync(), 1, &["FORK", "serial 2", "two histories"]);
+    assert_eq!(w.states(), before);
+    assert!(
+        w.hook_log().contains("VMIC_EVENT=catalog-refused"),
+        "{}",
+        w.hook_log()
+    );
+    assert!(stdout(&w.run(&["log"])).contains("catalog-refused"));
+    std::fs::write(w.path("out/catalog.json"), real).unwrap();
+    std::fs::write(w.path("out/catalog.json.minisig"), real_sig).unwrap();
+    expect_ok(&w.sync());
+}

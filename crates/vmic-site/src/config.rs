@@ -41,7 +41,8 @@ gone_after = "7d"
 
 [hooks]
 # Command run for every import, revoke, expire, quarantine, reject,
-# rewrite and gone event, with the image's metadata in VMIC_* variables.
+# rewrite, gone and catalog-refused event, with the image's metadata in
+# VMIC_* variables.
 # command = "/usr/local/bin/vmic-event"
 timeout = "60s"
 

@@ -66,6 +66,9 @@ pub enum HookEvent {
     /// The endorser signed other bytes under an id@version the site knew
     /// (the variables describe the new bytes; `VMIC_REASON` both digests).
     Rewrite,
+    /// A catalog was refused as a fork of the endorser's history (no image
+    /// variables are set; `VMIC_REASON` says why).
+    CatalogRefused,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
@@ -162,6 +165,7 @@ impl StoredText for HookEvent {
         HookEvent::Reject,
         HookEvent::Gone,
         HookEvent::Rewrite,
+        HookEvent::CatalogRefused,
     ];
     fn as_str(self) -> &'static str {
         match self {
@@ -172,6 +176,7 @@ impl StoredText for HookEvent {
             HookEvent::Reject => "reject",
             HookEvent::Gone => "gone",
             HookEvent::Rewrite => "rewrite",
+            HookEvent::CatalogRefused => "catalog-refused",
         }
     }
 }

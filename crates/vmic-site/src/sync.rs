@@ -242,11 +242,16 @@ fn sync_endorser(
     // to make the site withdraw images that a newer catalog still lists.
     // A refused replay is no fresh catalog either: whatever a mirror serves,
     // the last accepted catalog's expiry still applies (no freeze by replay).
-    if let Err(refused) = check_rollback(site, &key, &catalog, &sha256, endorser) {
+    let history = check_rollback(site, &key, &catalog, &sha256, endorser)
+        .and_then(|()| check_fork(site, &key, &catalog, endorser));
+    if let Err(refused) = history {
         if !opts.dry_run {
+            if refused.forked {
+                record_fork(site, endorser, refused.error.message())?;
+            }
             expire_if_stale(site, endorser, &key, now, report)?;
         }
-        return Err(refused);
+        return Err(refused.error);
     }
     if catalog.is_expired_at(now)
         && refuse_or_warn_expired(site, endorser, &catalog, opts, report)? == Expired::Stop
@@ -447,26 +452,92 @@ fn check_rollback(
     catalog: &Catalog,
     sha256: &Sha256Digest,
     endorser: &EndorserRow,
-) -> Result<()> {
+) -> Result<(), Refused> {
     let Some(memory) = site.state.serial(key)? else {
         return Ok(());
     };
     let name = &endorser.name;
     let serial = catalog.serial().get();
     if serial < memory.highest_serial {
-        return Err(Error::verification(format!(
+        return Err(Refused::from(Error::verification(format!(
             "endorser {name}: catalog serial {serial} is older than serial {} already accepted; refusing a rollback (replayed or stale mirror?)",
             memory.highest_serial
-        )));
+        ))));
     }
     let sha256 = sha256.to_hex();
     if serial == memory.highest_serial && sha256 != memory.catalog_sha256 {
-        return Err(Error::verification(format!(
+        return Err(Refused::from(Error::verification(format!(
             "endorser {name}: catalog serial {serial} has different content (sha256 {sha256}) from the serial {} accepted earlier (sha256 {}); refusing it",
             memory.highest_serial, memory.catalog_sha256
-        )));
+        ))));
     }
     Ok(())
+}
+
+/// Why a catalog's place in the endorser's history was refused.
+struct Refused {
+    error: Error,
+    /// Two histories signed by one key: a sign of key compromise.
+    forked: bool,
+}
+
+impl From<Error> for Refused {
+    fn from(error: Error) -> Refused {
+        Refused {
+            error,
+            forked: false,
+        }
+    }
+}
+
+/// Fork detection: the catalog that directly follows the one accepted
+/// here must say so (`previous_sha256`). Another predecessor means the key
+/// signed two histories. A catalog that names no predecessor (an endorser
+/// who lost OUT_DIR), or a serial further ahead, cannot be checked.
+fn check_fork(
+    site: &Site,
+    key: &PublicKey,
+    catalog: &Catalog,
+    endorser: &EndorserRow,
+) -> Result<(), Refused> {
+    let Some(memory) = site.state.serial(key)? else {
+        return Ok(());
+    };
+    let (Some(previous), Some(expected_serial)) = (
+        catalog.previous_sha256(),
+        memory.highest_serial.checked_add(1),
+    ) else {
+        return Ok(());
+    };
+    if catalog.serial().get() != expected_serial || previous.to_hex() == memory.catalog_sha256 {
+        return Ok(());
+    }
+    Err(Refused {
+        error: Error::verification(format!(
+            "endorser {}: FORK: catalog serial {expected_serial} follows a catalog with sha256 {previous}, but serial {} accepted here has sha256 {}: the key {} signed two histories (compromised?); refusing it",
+            endorser.name, memory.highest_serial, memory.catalog_sha256, key.key_id
+        )),
+        forked: true,
+    })
+}
+
+/// A refused fork goes into the log and to the hook, not only to stderr.
+fn record_fork(site: &mut Site, endorser: &EndorserRow, message: &str) -> Result<()> {
+    let name = endorser.name.as_str();
+    let tx = site.state.transaction()?;
+    tx.audit("catalog-refused", Some(name), None, message)?;
+    tx.enqueue_hook(
+        HookEvent::CatalogRefused,
+        &[
+            (
+                "VMIC_EVENT".into(),
+                HookEvent::CatalogRefused.as_str().into(),
+            ),
+            ("VMIC_ENDORSER".into(), name.into()),
+            ("VMIC_REASON".into(), message.into()),
+        ],
+    )?;
+    tx.commit()
 }
 
 /// Accept the serial and record new decisions, in one transaction.
