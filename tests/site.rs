@@ -1544,3 +1544,57 @@ fn a_forked_history_signed_by_the_same_key_is_refused_loudly() {
     std::fs::write(w.path("out/catalog.json.minisig"), real_sig).unwrap();
     expect_ok(&w.sync());
 }
+
+/// VMIC 1.5.2: an endorser moves its catalog. `trust edit --url` follows it
+/// without losing anything: the next sync accepts the same history, keeps
+/// every image (nothing fetched or re-announced), and the log says what
+/// changed. The approval mode changes the same way.
+#[test]
+fn trust_edit_changes_the_source_and_keeps_history_and_images() {
+    let w = World::new(&[("a.img", 5000), ("b.img", 6000)]);
+    w.publish();
+    w.trust(&[]);
+    expect_ok(&w.sync());
+    let before = w.states();
+    let hooks_before = w.hook_log();
+    std::fs::rename(w.path("out"), w.path("moved")).unwrap();
+    expect_fail(&w.sync(), 2, &["out"]);
+    expect_ok(&w.run(&[
+        "trust",
+        "edit",
+        "demo",
+        "--url",
+        path_str(&w.path("moved")),
+        "--approve",
+        "manual",
+    ]));
+    expect_ok(&w.sync());
+    assert_eq!(w.states(), before);
+    assert_eq!(
+        w.hook_log(),
+        hooks_before,
+        "an unchanged image was re-announced"
+    );
+    let listed: serde_json::Value =
+        serde_json::from_slice(&w.run(&["trust", "list", "--json"]).stdout).unwrap();
+    assert_eq!(listed[0]["approve"], "manual");
+    assert!(
+        listed[0]["url"].as_str().unwrap().ends_with("moved"),
+        "{listed}"
+    );
+    let log = stdout(&w.run(&["log"]));
+    assert!(
+        log.contains("trust-edited") && log.contains("approve auto -> manual"),
+        "{log}"
+    );
+    expect_fail(
+        &w.run(&["trust", "edit", "demo"]),
+        2,
+        &["nothing to change"],
+    );
+    expect_fail(
+        &w.run(&["trust", "edit", "nobody", "--approve", "auto"]),
+        2,
+        &["nobody"],
+    );
+}

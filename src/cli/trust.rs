@@ -1,10 +1,10 @@
-//! `vmic trust add|list|remove`.
+//! `vmic trust add|list|remove|edit`.
 
 use std::path::PathBuf;
 
 use vmic_format::error::Result;
 use vmic_site::config::ApproveMode;
-use vmic_site::trust::{self, TrustAdd};
+use vmic_site::trust::{self, CaFileChange, TrustAdd, TrustEdit};
 
 use super::Output;
 use super::password::load_public_key;
@@ -36,6 +36,24 @@ pub enum Command {
     },
     /// Stop trusting an endorser; all its images are withdrawn.
     Remove { name: String },
+    /// Change an endorser's source, CA file or approval mode, keeping its
+    /// key, rollback memory, decisions and images.
+    Edit {
+        /// The endorser.
+        name: String,
+        /// New http(s) URL, file:// URL or directory of the published catalog.
+        #[arg(long, value_name = "SOURCE")]
+        url: Option<String>,
+        /// Extra PEM CA certificates for the source.
+        #[arg(long, value_name = "PEM", conflicts_with = "no_ca_file")]
+        ca_file: Option<PathBuf>,
+        /// Use the system CA roots only.
+        #[arg(long)]
+        no_ca_file: bool,
+        /// auto or manual, for images decided from now on.
+        #[arg(long, value_name = "MODE")]
+        approve: Option<String>,
+    },
 }
 
 pub fn run(cmd: Command, site_dir: &Option<PathBuf>, quiet: bool) -> Result<i32> {
@@ -70,6 +88,42 @@ pub fn run(cmd: Command, site_dir: &Option<PathBuf>, quiet: bool) -> Result<i32>
             ));
         }
         Command::List { json } => return list(json, site_dir, quiet),
+        Command::Edit {
+            name,
+            url,
+            ca_file,
+            no_ca_file,
+            approve,
+        } => {
+            let out = Output { quiet, json: false };
+            let mut site = super::site::open(site_dir)?;
+            let approve = approve.as_deref().map(ApproveMode::parse).transpose()?;
+            let ca_file = match (ca_file, no_ca_file) {
+                (Some(path), _) => CaFileChange::Set(path),
+                (None, true) => CaFileChange::Clear,
+                (None, false) => CaFileChange::Keep,
+            };
+            let row = trust::edit(
+                &mut site,
+                TrustEdit {
+                    name,
+                    url,
+                    ca_file,
+                    approve,
+                },
+            )?;
+            out.say(format!(
+                "{} (key {}) now at {}, approval {}{}",
+                row.name,
+                row.key_id,
+                row.url,
+                row.approve.as_str(),
+                row.ca_file
+                    .as_deref()
+                    .map(|ca| format!(", CA file {ca}"))
+                    .unwrap_or_default()
+            ));
+        }
         Command::Remove { name } => {
             let out = Output { quiet, json: false };
             let mut site = super::site::open(site_dir)?;

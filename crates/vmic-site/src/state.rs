@@ -668,6 +668,18 @@ impl Tx<'_> {
             .map_err(sql)
     }
 
+    /// Store an endorser's source, CA file, approval mode and missing/gone
+    /// marks (its name and key do not change).
+    pub fn update_endorser(&self, e: &EndorserRow) -> Result<()> {
+        self.tx
+            .execute(
+                "UPDATE endorsers SET url = ?2, ca_file = ?3, approve = ?4, missing_since = ?5, gone_since = ?6 WHERE name = ?1",
+                params![e.name.as_str(), e.url, e.ca_file, e.approve.as_str(), e.missing_since, e.gone_since],
+            )
+            .map(|_| ())
+            .map_err(sql)
+    }
+
     /// Forget an endorser (its images and rollback memory stay).
     pub fn remove_endorser(&self, name: &str) -> Result<()> {
         self.tx

@@ -34,15 +34,7 @@ pub fn add(site: &mut Site, req: TrustAdd) -> Result<EndorserRow> {
     let key = req.pubkey;
     refuse_key_clash(site, &name, &key)?;
     let url = normalise_source(&req.url)?;
-    let ca_file = match &req.ca_file {
-        Some(p) => {
-            let abs = p
-                .canonicalize()
-                .map_err(|e| Error::io("read CA file", p, e))?;
-            Some(abs.display().to_string())
-        }
-        None => None,
-    };
+    let ca_file = req.ca_file.as_deref().map(absolute_ca_file).transpose()?;
     let row = EndorserRow {
         name,
         pubkey: key.to_file_string(),
@@ -69,6 +61,92 @@ pub fn add(site: &mut Site, req: TrustAdd) -> Result<EndorserRow> {
             row.url,
             row.approve.as_str()
         ),
+    )?;
+    tx.commit()?;
+    Ok(row)
+}
+
+/// A CA file as `sync` will find it from any working directory.
+fn absolute_ca_file(path: &std::path::Path) -> Result<String> {
+    let abs = path
+        .canonicalize()
+        .map_err(|e| Error::io("read CA file", path, e))?;
+    Ok(abs.display().to_string())
+}
+
+/// What to do with an endorser's extra CA certificates.
+pub enum CaFileChange {
+    /// Leave them as they are.
+    Keep,
+    /// Use this PEM file.
+    Set(std::path::PathBuf),
+    /// Use the system roots only.
+    Clear,
+}
+
+/// A change to a trusted endorser's source or approval mode (VMIC use case
+/// 1.5.2): its key, rollback memory, decisions and images stay as they are.
+pub struct TrustEdit {
+    /// The endorser.
+    pub name: String,
+    /// A new source, if any.
+    pub url: Option<String>,
+    /// Its CA certificates.
+    pub ca_file: CaFileChange,
+    /// A new approval mode for images decided from now on, if any.
+    pub approve: Option<ApproveMode>,
+}
+
+/// Change where an endorser's catalog is read from, or how its new images
+/// are approved, without touching anything it has at this site. A new
+/// source is no longer missing or gone.
+pub fn edit(site: &mut Site, req: TrustEdit) -> Result<EndorserRow> {
+    let Some(mut row) = site.state.endorser(&req.name)? else {
+        return Err(Error::input(format!(
+            "{} is not a trusted endorser (see `vmic trust list`)",
+            req.name
+        )));
+    };
+    let mut changes = Vec::new();
+    if let Some(url) = &req.url {
+        let url = normalise_source(url)?;
+        changes.push(format!("source {} -> {url}", row.url));
+        row.url = url;
+        row.missing_since = None;
+        row.gone_since = None;
+    }
+    match &req.ca_file {
+        CaFileChange::Keep => {}
+        CaFileChange::Set(path) => {
+            let ca = absolute_ca_file(path)?;
+            changes.push(format!("CA file {ca}"));
+            row.ca_file = Some(ca);
+        }
+        CaFileChange::Clear => {
+            changes.push("no CA file".into());
+            row.ca_file = None;
+        }
+    }
+    if let Some(approve) = req.approve {
+        changes.push(format!(
+            "approve {} -> {}",
+            row.approve.as_str(),
+            approve.as_str()
+        ));
+        row.approve = approve;
+    }
+    if changes.is_empty() {
+        return Err(Error::input(
+            "nothing to change: give --url, --ca-file, --no-ca-file or --approve",
+        ));
+    }
+    let tx = site.state.transaction()?;
+    tx.update_endorser(&row)?;
+    tx.audit(
+        "trust-edited",
+        Some(row.name.as_str()),
+        None,
+        &changes.join("; "),
     )?;
     tx.commit()?;
     Ok(row)
