@@ -1598,3 +1598,45 @@ fn trust_edit_changes_the_source_and_keeps_history_and_images() {
         &["nobody"],
     );
 }
+
+/// VMIC 1.2: an endorser retires. Its last catalog lists no images, only
+/// revocations (an images directory that is merely empty is refused), and
+/// every site withdraws everything it had from it, with the reason.
+#[test]
+fn a_retiring_endorser_publishes_only_revocations_and_sites_withdraw_everything() {
+    let w = World::new(&[("a.img", 5000), ("b.img", 6000)]);
+    w.sidecar("a.img", "id = \"a\"\nversion = \"1\"\n");
+    w.sidecar("b.img", "id = \"b\"\nversion = \"1\"\n");
+    w.publish();
+    w.trust(&[]);
+    expect_ok(&w.sync());
+    assert_eq!(w.store_files().len(), 2);
+    for f in ["a.img", "a.img.toml", "b.img", "b.img.toml"] {
+        std::fs::remove_file(w.path("images").join(f)).unwrap();
+    }
+    let root = w.path("");
+    expect_fail(&build(&root, &[]), 2, &["no images found", "[[revoke]]"]);
+    std::fs::write(
+        w.path("images/catalog.toml"),
+        "[[revoke]]\nid = \"a\"\nreason = \"endorser retired\"\n[[revoke]]\nid = \"b\"\nreason = \"endorser retired\"\n",
+    )
+    .unwrap();
+    expect_ok(&build(&root, &[]));
+    expect_ok(&verify(&w.path("out"), &[]));
+    expect_ok(&w.sync());
+    assert!(w.store_files().is_empty());
+    assert_eq!(
+        w.states(),
+        [
+            ("a@1".into(), "revoked".into()),
+            ("b@1".into(), "revoked".into())
+        ]
+    );
+    let images: Vec<serde_json::Value> = w.images();
+    assert!(
+        images
+            .iter()
+            .all(|i| i["reason"].as_str().unwrap().contains("endorser retired"))
+    );
+    assert_eq!(w.hook_log().matches("VMIC_EVENT=revoke").count(), 2);
+}

@@ -107,6 +107,7 @@ pub fn build(opts: &BuildOptions, engine: &Engine, progress: &dyn Progress) -> R
     // Every input is read and checked before OUT_DIR is touched.
     let settings = meta::load_catalog_toml(&images_dir)?;
     let candidates = discover(&images_dir)?;
+    refuse_empty(&images_dir, &candidates, &settings)?;
     let created = std::fs::symlink_metadata(&opts.out_dir).is_err();
     std::fs::create_dir_all(&opts.out_dir)
         .map_err(|e| Error::io("create output directory", &opts.out_dir, e))?;
@@ -562,13 +563,21 @@ fn discover(dir: &Path) -> Result<Vec<Candidate>> {
         }
         files.push((path.to_path_buf(), SafeRelPath::from_path(rel)?, meta));
     }
-    if files.is_empty() {
+    pair_sidecars(files, sidecars)
+}
+
+/// A catalog without images withdraws everything at every site. That is how
+/// an endorser retires (VMIC use case 1.2), so it needs revocations written
+/// on purpose in catalog.toml; an images directory that is merely empty
+/// (an unmounted disk, a wrong path) is refused.
+fn refuse_empty(dir: &Path, candidates: &[Candidate], settings: &CatalogToml) -> Result<()> {
+    if candidates.is_empty() && settings.revoke.is_empty() {
         return Err(Error::input(format!(
-            "no images found in {} (hidden files, catalog.toml and *.toml sidecars are not images)",
+            "no images found in {} (hidden files, catalog.toml and *.toml sidecars are not images); to retire, publish a catalog of [[revoke]] entries in catalog.toml",
             dir.display()
         )));
     }
-    pair_sidecars(files, sidecars)
+    Ok(())
 }
 
 /// Give every image its sidecar (or the defaults); a sidecar left over
