@@ -1640,3 +1640,78 @@ fn a_retiring_endorser_publishes_only_revocations_and_sites_withdraw_everything(
     );
     assert_eq!(w.hook_log().matches("VMIC_EVENT=revoke").count(), 2);
 }
+
+/// Compromise and recovery by the site operator. An attacker holding the
+/// endorser's key pushes serial 1,000 (locking the real endorser out by
+/// rollback memory). The endorser makes a new key; the site re-pins it with
+/// `trust rekey --reset-serial`: the real catalog is accepted again and the
+/// attacker's key is refused. Without `--reset-serial` the history (and
+/// the lock-out) would carry over.
+#[test]
+fn a_stolen_key_is_recovered_from_with_trust_rekey() {
+    let w = World::new(&[("a.img", 5000)]);
+    w.sidecar("a.img", "id = \"a\"\nversion = \"1\"\n");
+    w.publish();
+    w.trust(&[]);
+    expect_ok(&w.sync());
+    let real = std::fs::read(w.path("out/catalog.json")).unwrap();
+    // The attacker signs serial 1000 that lists nothing.
+    let mut evil = read_json(&w.path("out/catalog.json"));
+    evil["serial"] = 1000.into();
+    evil["images"] = serde_json::json!([]);
+    evil["previous_sha256"] = serde_json::Value::Null;
+    write_signed(
+        &w.path("out"),
+        &serde_json::to_vec_pretty(&evil).unwrap(),
+        "x",
+    );
+    expect_ok(&w.sync());
+    assert!(
+        w.store_files().is_empty(),
+        "the attacker's catalog withdrew a"
+    );
+    // The endorser restores its publication and signs with a new key.
+    std::fs::write(w.path("out/catalog.json"), &real).unwrap();
+    let new_key = w.path("new.key");
+    expect_ok(&vmic(["keygen", "-W", "-q", "--out", path_str(&new_key)]));
+    let images = w.path("images");
+    let out = w.path("out");
+    expect_ok(&vmic([
+        "build",
+        path_str(&images),
+        "--key",
+        path_str(&new_key),
+        "--out",
+        path_str(&out),
+    ]));
+    let new_pub = w.path("new.key.pub");
+    // The old key is still pinned: the new catalog does not verify.
+    expect_fail(&w.sync(), 1, &[]);
+    // Carrying the memory over keeps the lock-out (serial 2 < 1000)...
+    expect_ok(&w.run(&["trust", "rekey", "demo", "--pubkey", path_str(&new_pub)]));
+    expect_fail(&w.sync(), 1, &["older than serial 1000", "rollback"]);
+    // ...so after a compromise the operator resets it.
+    expect_ok(&w.run(&[
+        "trust",
+        "rekey",
+        "demo",
+        "--pubkey",
+        path_str(&new_pub),
+        "--reset-serial",
+    ]));
+    expect_ok(&w.sync());
+    assert_eq!(w.state_of("a"), [("1".into(), "imported".into())]);
+    // The attacker's key is refused from now on.
+    write_signed(
+        &w.path("out"),
+        &serde_json::to_vec_pretty(&evil).unwrap(),
+        "x",
+    );
+    expect_fail(&w.sync(), 1, &[]);
+    assert_eq!(w.store_files().len(), 1);
+    let log = stdout(&w.run(&["log"]));
+    assert!(
+        log.contains("trust-rekeyed") && log.contains("reset (--reset-serial)"),
+        "{log}"
+    );
+}

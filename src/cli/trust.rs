@@ -1,10 +1,10 @@
-//! `vmic trust add|list|remove|edit`.
+//! `vmic trust add|list|remove|edit|rekey`.
 
 use std::path::PathBuf;
 
 use vmic_format::error::Result;
 use vmic_site::config::ApproveMode;
-use vmic_site::trust::{self, CaFileChange, TrustAdd, TrustEdit};
+use vmic_site::trust::{self, CaFileChange, SerialMemory, TrustAdd, TrustEdit};
 
 use super::Output;
 use super::password::load_public_key;
@@ -36,6 +36,20 @@ pub enum Command {
     },
     /// Stop trusting an endorser; all its images are withdrawn.
     Remove { name: String },
+    /// Trust another key for an endorser (compromise recovery): catalogs
+    /// signed by the old key are refused from now on; decisions and images
+    /// stay.
+    Rekey {
+        /// The endorser.
+        name: String,
+        /// Its new minisign public key file.
+        #[arg(long, value_name = "FILE")]
+        pubkey: PathBuf,
+        /// Forget the highest serial seen (after a compromise, when the
+        /// attacker may have signed a serial the real endorser cannot reach).
+        #[arg(long)]
+        reset_serial: bool,
+    },
     /// Change an endorser's source, CA file or approval mode, keeping its
     /// key, rollback memory, decisions and images.
     Edit {
@@ -88,6 +102,29 @@ pub fn run(cmd: Command, site_dir: &Option<PathBuf>, quiet: bool) -> Result<i32>
             ));
         }
         Command::List { json } => return list(json, site_dir, quiet),
+        Command::Rekey {
+            name,
+            pubkey,
+            reset_serial,
+        } => {
+            let out = Output { quiet, json: false };
+            let mut site = super::site::open(site_dir)?;
+            let key = load_public_key(&pubkey)?;
+            let memory = if reset_serial {
+                SerialMemory::Reset
+            } else {
+                SerialMemory::Carry
+            };
+            let done = trust::rekey(&mut site, &name, key, memory)?;
+            let serial = match done.carried_serial {
+                Some(s) => format!("its catalogs must have a serial of at least {s}"),
+                None => "no serial is remembered for it".to_string(),
+            };
+            out.say(format!(
+                "{} now trusts key {} instead of {}; {serial}",
+                done.name, done.new_key_id, done.old_key_id
+            ));
+        }
         Command::Edit {
             name,
             url,

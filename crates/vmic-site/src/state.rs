@@ -790,6 +790,45 @@ impl Tx<'_> {
             .map_err(sql)
     }
 
+    /// Pin another key for an endorser (its name, decisions and images stay).
+    pub fn set_endorser_key(&self, name: &str, key: &PublicKey) -> Result<()> {
+        self.tx
+            .execute(
+                "UPDATE endorsers SET pubkey = ?2, key_id = ?3 WHERE name = ?1",
+                params![name, key.to_file_string(), key.key_id.to_string()],
+            )
+            .map(|_| ())
+            .map_err(sql)
+    }
+
+    /// Give `to` the rollback memory of `from` (the endorser's history goes
+    /// on under its new key), unless `to` remembers a higher serial already.
+    pub fn carry_rollback(&self, from: &PublicKey, to: &PublicKey) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO rollback (pubkey, key_id, highest_serial, catalog_sha256, expires, accepted_at) \
+                 SELECT ?2, ?3, highest_serial, catalog_sha256, expires, accepted_at FROM rollback WHERE pubkey = ?1 \
+                 ON CONFLICT(pubkey) DO UPDATE SET highest_serial = excluded.highest_serial, \
+                 catalog_sha256 = excluded.catalog_sha256, expires = excluded.expires, accepted_at = excluded.accepted_at \
+                 WHERE excluded.highest_serial > rollback.highest_serial",
+                params![from.to_base64(), to.to_base64(), to.key_id.to_string()],
+            )
+            .map(|_| ())
+            .map_err(sql)
+    }
+
+    /// Forget the rollback memory of `key` (the operator's explicit reset
+    /// after a compromise; nothing else lowers it).
+    pub fn forget_rollback(&self, key: &PublicKey) -> Result<()> {
+        self.tx
+            .execute(
+                "DELETE FROM rollback WHERE pubkey = ?1",
+                params![key.to_base64()],
+            )
+            .map(|_| ())
+            .map_err(sql)
+    }
+
     /// Raise the rollback memory of a key; it never goes down.
     pub fn accept_serial(
         &self,

@@ -152,6 +152,77 @@ pub fn edit(site: &mut Site, req: TrustEdit) -> Result<EndorserRow> {
     Ok(row)
 }
 
+/// What happens to an endorser's rollback memory when its key is re-pinned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SerialMemory {
+    /// The history goes on under the new key: no older catalog than the
+    /// last one accepted is taken from it either.
+    Carry,
+    /// Start afresh: the new key has no memory at all (after a compromise,
+    /// the attacker may have pushed the serial to a height that would lock
+    /// the real endorser out).
+    Reset,
+}
+
+/// What `trust rekey` did.
+#[derive(Debug, Serialize)]
+pub struct Rekey {
+    /// The endorser.
+    pub name: String,
+    /// The key id no longer trusted.
+    pub old_key_id: String,
+    /// The key id trusted now.
+    pub new_key_id: String,
+    /// The highest serial the new key must exceed, if any.
+    pub carried_serial: Option<u64>,
+}
+
+/// The site operator re-pins an endorser's key (compromise recovery, or a
+/// rotation made by hand): catalogs signed by the old key are refused from
+/// now on; the endorser's decisions and images stay.
+pub fn rekey(site: &mut Site, name: &str, key: PublicKey, memory: SerialMemory) -> Result<Rekey> {
+    let Some(row) = site.state.endorser(name)? else {
+        return Err(Error::input(format!(
+            "{name} is not a trusted endorser (see `vmic trust list`)"
+        )));
+    };
+    let old = PublicKey::parse(&row.pubkey)
+        .map_err(|e| e.context(format!("stored key of endorser {name}")))?;
+    if old == key && memory == SerialMemory::Carry {
+        return Err(Error::input(format!(
+            "endorser {name} already has key {} (add --reset-serial to reset its rollback memory)",
+            key.key_id
+        )));
+    }
+    refuse_key_clash(site, &row.name, &key)?;
+    let tx = site.state.transaction()?;
+    tx.set_endorser_key(name, &key)?;
+    match memory {
+        SerialMemory::Carry => {
+            tx.carry_rollback(&old, &key)?;
+            tx.adopt_legacy_serial(&key)?;
+        }
+        SerialMemory::Reset => tx.forget_rollback(&key)?,
+    }
+    let detail = format!(
+        "key {} replaced by {}; rollback memory {}",
+        old.key_id,
+        key.key_id,
+        match memory {
+            SerialMemory::Carry => "carried over",
+            SerialMemory::Reset => "reset (--reset-serial)",
+        }
+    );
+    tx.audit("trust-rekeyed", Some(name), None, &detail)?;
+    tx.commit()?;
+    Ok(Rekey {
+        name: name.to_string(),
+        old_key_id: old.key_id.to_string(),
+        new_key_id: key.key_id.to_string(),
+        carried_serial: site.state.serial(&key)?.map(|m| m.highest_serial),
+    })
+}
+
 /// Identity is the whole key. A key whose id another trusted key already
 /// has could pass for it wherever an id is shown or compared, and one key
 /// under two names would share one rollback memory between two endorsers:
