@@ -763,3 +763,88 @@ fn a_symlink_or_fifo_planted_as_the_build_lock_is_refused() {
         catalog
     );
 }
+
+fn resign(dir: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "resign".to_string(),
+        dir.join("out").display().to_string(),
+        "--key".into(),
+        demo_key().display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    vmic(args)
+}
+
+/// `vmic resign` extends validity without re-hashing: the same images, the
+/// next serial, a new expiry, the chain kept, every stock check passing.
+#[test]
+fn resign_extends_validity_with_the_next_serial_and_the_same_content() {
+    let tmp = image_tree(&[("a.raw", 4096), ("b.img", 70_000)]);
+    expect_ok(&build(tmp.path(), &["--expires", "1h"]));
+    let out = tmp.path().join("out");
+    let before = std::fs::read(out.join("catalog.json")).unwrap();
+    let o = resign(tmp.path(), &["--expires", "90d", "--json"]);
+    expect_ok(&o);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (
+            report["previous_serial"].as_u64(),
+            report["serial"].as_u64()
+        ),
+        (Some(1), Some(2))
+    );
+    let old: serde_json::Value = serde_json::from_slice(&before).unwrap();
+    let new: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("catalog.json")).unwrap()).unwrap();
+    assert_eq!(new["images"], old["images"]);
+    assert_eq!(new["revoked"], old["revoked"]);
+    assert_eq!(
+        new["previous_sha256"],
+        vmic_format::digest::Sha256Digest::of(&before)
+            .to_hex()
+            .as_str()
+    );
+    let expires: jiff::Timestamp = new["expires"].as_str().unwrap().parse().unwrap();
+    assert!(expires > jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 89));
+    expect_ok(&verify(&out, &[]));
+    // The next build carries on from the re-signed catalog.
+    let o = build(tmp.path(), &["--json"]);
+    expect_ok(&o);
+    let built: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(built["serial"], 3);
+}
+
+/// A catalog changed in the web root must not get a fresh signature: resign
+/// verifies the current catalog with the key before signing it again.
+#[test]
+fn resign_refuses_a_catalog_tampered_in_the_web_root() {
+    let tmp = image_tree(&[("a.raw", 4096)]);
+    expect_ok(&build(tmp.path(), &[]));
+    let path = tmp.path().join("out/catalog.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    v["images"][0]["urls"] = serde_json::json!(["https://evil.example.org/a.raw"]);
+    std::fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    let tampered = std::fs::read(&path).unwrap();
+    expect_fail(
+        &resign(tmp.path(), &[]),
+        1,
+        &["catalog.json", "refusing to re-sign"],
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), tampered);
+    // Nor does another key re-sign what the demo key signed.
+    expect_ok(&build(tmp.path(), &[]));
+    let other = tmp.path().join("other.key");
+    expect_ok(&vmic(["keygen", "-W", "-q", "--out", path_str(&other)]));
+    let signed = std::fs::read(&path).unwrap();
+    expect_fail(
+        &vmic([
+            "resign",
+            path_str(&tmp.path().join("out")),
+            "--key",
+            path_str(&other),
+        ]),
+        1,
+        &["refusing to re-sign"],
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), signed);
+}

@@ -132,7 +132,7 @@ pub fn run(args: Args, quiet: bool) -> Result<i32> {
 }
 
 /// `$XDG_STATE_HOME/vmic/build`, else `$HOME/.local/state/vmic/build`.
-fn default_state_root() -> Result<PathBuf> {
+pub(super) fn default_state_root() -> Result<PathBuf> {
     let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
     if let Some(state) = std::env::var_os("XDG_STATE_HOME").and_then(absolute) {
         return Ok(state.join("vmic/build"));

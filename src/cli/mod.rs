@@ -8,6 +8,7 @@ mod keygen;
 mod log;
 mod password;
 mod progress;
+mod resign;
 mod reverify;
 mod sign;
 mod site;
@@ -62,6 +63,7 @@ struct Cli {
 enum Command {
     Keygen(keygen::Args),
     Build(build::Args),
+    Resign(resign::Args),
     Verify(verify::Args),
     Sign(sign::Args),
     /// Site setup.
@@ -156,6 +158,7 @@ pub fn run() -> i32 {
     let result = match cli.command {
         Command::Keygen(args) => keygen::run(args, quiet),
         Command::Build(args) => build::run(args, quiet),
+        Command::Resign(args) => resign::run(args, quiet),
         Command::Verify(args) => verify::run(args, quiet),
         Command::Sign(args) => sign::run(args, quiet),
         Command::Site(cmd) => site::run(cmd, &cli.site, Output { quiet, json: false }),

@@ -31,7 +31,7 @@ pub use vmic_format::publication::{
     CATALOG_FILE, IMAGES_SUBDIR, INDEX_FILE, SIGNATURE_FILE, SUMS_FILE, SUMS_SIGNATURE_FILE,
 };
 /// The build lock, in the build's state directory.
-const LOCK_FILE: &str = "build.lock";
+pub(crate) const LOCK_FILE: &str = "build.lock";
 /// Where versions before 0.2 kept the lock: in OUT_DIR, published with it.
 const LEGACY_LOCK_FILE: &str = ".vmic-build.lock";
 const DEFAULT_EXPIRY_SECS: u64 = 30 * 86_400;
@@ -301,7 +301,7 @@ fn check_rewrites(
 
 /// The state directory of builds into `out_dir` (canonical): a
 /// subdirectory of `root` named after the path, private to its user.
-fn state_dir(root: &Path, out_dir: &Path) -> Result<PathBuf> {
+pub(crate) fn state_dir(root: &Path, out_dir: &Path) -> Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
     let id = Sha256Digest::of(out_dir.as_os_str().as_encoded_bytes()).to_hex();
     let dir = root.join(&id[..16]);
@@ -768,7 +768,7 @@ fn revocations(
 }
 
 /// Sign and write catalog.json + signature, then the files derived from them.
-fn publish_catalog(out_dir: &Path, catalog: &Catalog, key: &SecretKey) -> Result<()> {
+pub(crate) fn publish_catalog(out_dir: &Path, catalog: &Catalog, key: &SecretKey) -> Result<()> {
     let bytes = catalog.to_bytes()?;
     let comment = comment_fields(catalog);
     let signature = key.sign(&bytes, &comment.render(), "signature from vmic secret key");

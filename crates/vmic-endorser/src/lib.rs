@@ -9,6 +9,7 @@ pub mod build;
 mod cache;
 pub mod meta;
 mod render;
+pub mod resign;
 
 use vmic_engine::{fsutil, hashing};
 pub use vmic_format::{Error, ErrorKind, Result};
