@@ -1715,3 +1715,40 @@ fn a_stolen_key_is_recovered_from_with_trust_rekey() {
         "{log}"
     );
 }
+
+/// A catalog that expires within `policy.expiry_warning` is announced: a
+/// warning at every run, the `expiring` hook once per catalog; a re-signed
+/// catalog (`vmic resign`) silences it.
+#[test]
+fn a_catalog_close_to_expiry_is_announced_once_and_resign_silences_it() {
+    let w = World::new(&[("a.img", 5000)]);
+    expect_ok(&build(w.path("").as_path(), &["--expires", "2d"]));
+    w.trust(&[]);
+    let first = w.sync();
+    expect_ok(&first);
+    assert!(stderr(&first).contains("expires at"), "{}", stderr(&first));
+    let second = w.sync();
+    expect_ok(&second);
+    assert!(
+        stderr(&second).contains("vmic resign"),
+        "{}",
+        stderr(&second)
+    );
+    assert_eq!(
+        w.hook_log().matches("VMIC_EVENT=expiring").count(),
+        1,
+        "{}",
+        w.hook_log()
+    );
+    expect_ok(&vmic([
+        "resign",
+        path_str(&w.path("out")),
+        "--key",
+        path_str(&demo_key()),
+        "--expires",
+        "30d",
+    ]));
+    let third = w.sync();
+    expect_ok(&third);
+    assert!(!stderr(&third).contains("expires at"), "{}", stderr(&third));
+}

@@ -27,6 +27,9 @@ max_catalog_size = 268435456
 # fetching that image again; the wait doubles with each further failure,
 # up to a day.
 quarantine_backoff = "1h"
+# Warn (text, --json, `expiring` hook once per catalog) when the accepted
+# catalog expires within this time: its endorser should re-sign it.
+expiry_warning = "7d"
 # A catalog missing (HTTP 404/410, or no catalog.json) for this long marks
 # its endorser "gone": reported once (exit 1, hook), shown in trust list.
 gone_after = "7d"
@@ -41,7 +44,7 @@ gone_after = "7d"
 
 [hooks]
 # Command run for every import, revoke, expire, quarantine, reject,
-# rewrite, gone and catalog-refused event, with the image's metadata in
+# rewrite, gone, catalog-refused and expiring event, with the image's metadata in
 # VMIC_* variables.
 # command = "/usr/local/bin/vmic-event"
 timeout = "60s"
@@ -96,6 +99,9 @@ pub struct Policy {
     /// How long a catalog may be missing before its endorser is "gone".
     #[serde(default = "default_gone_after")]
     pub gone_after: Seconds,
+    /// Warn when the accepted catalog expires within this time.
+    #[serde(default = "default_expiry_warning")]
+    pub expiry_warning: Seconds,
 }
 
 impl Default for Policy {
@@ -107,12 +113,17 @@ impl Default for Policy {
             deny: Vec::new(),
             quarantine_backoff: default_quarantine_backoff(),
             gone_after: default_gone_after(),
+            expiry_warning: default_expiry_warning(),
         }
     }
 }
 
 fn default_quarantine_backoff() -> Seconds {
     Seconds(3600)
+}
+
+fn default_expiry_warning() -> Seconds {
+    Seconds(7 * 86_400)
 }
 
 fn default_gone_after() -> Seconds {

@@ -69,6 +69,9 @@ pub enum HookEvent {
     /// A catalog was refused as a fork of the endorser's history (no image
     /// variables are set; `VMIC_REASON` says why).
     CatalogRefused,
+    /// The accepted catalog expires within `policy.expiry_warning` (once
+    /// per catalog; no image variables are set).
+    Expiring,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
@@ -166,6 +169,7 @@ impl StoredText for HookEvent {
         HookEvent::Gone,
         HookEvent::Rewrite,
         HookEvent::CatalogRefused,
+        HookEvent::Expiring,
     ];
     fn as_str(self) -> &'static str {
         match self {
@@ -177,6 +181,7 @@ impl StoredText for HookEvent {
             HookEvent::Gone => "gone",
             HookEvent::Rewrite => "rewrite",
             HookEvent::CatalogRefused => "catalog-refused",
+            HookEvent::Expiring => "expiring",
         }
     }
 }

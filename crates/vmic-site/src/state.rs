@@ -22,7 +22,7 @@ use vmic_format::minisign::PublicKey;
 use crate::error::{Error, Result};
 use crate::model::{ApproveMode, Decider, HookEvent, ImageState, StoredText};
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Migrations, applied in order; index + 1 is the schema version reached.
 const MIGRATIONS: &[&str] = &[
@@ -116,6 +116,11 @@ CREATE TABLE fetch_backoff (
 );
 ALTER TABLE endorsers ADD COLUMN missing_since TEXT;
 ALTER TABLE endorsers ADD COLUMN gone_since TEXT;
+"#,
+    r#"
+-- Version 4: the serial whose coming expiry was last announced, so the
+-- `expiring` hook fires once per catalog, not at every cron run.
+ALTER TABLE endorsers ADD COLUMN expiry_warned_serial INTEGER;
 "#,
 ];
 
@@ -765,6 +770,19 @@ impl Tx<'_> {
                 params![name, now.to_string()],
             )
             .map(|_| ())
+            .map_err(sql)
+    }
+
+    /// Record that the coming expiry of `name`'s catalog `serial` was
+    /// announced; true if it had not been before.
+    pub fn announce_expiry(&self, name: &str, serial: u64) -> Result<bool> {
+        self.tx
+            .execute(
+                "UPDATE endorsers SET expiry_warned_serial = ?2 WHERE name = ?1 \
+                 AND (expiry_warned_serial IS NULL OR expiry_warned_serial <> ?2)",
+                params![name, serial as i64],
+            )
+            .map(|changed| changed > 0)
             .map_err(sql)
     }
 

@@ -258,6 +258,7 @@ fn sync_endorser(
     {
         return Ok(());
     }
+    warn_if_expiring(site, endorser, &catalog, (now, opts.dry_run), report)?;
     let existing = site.state.images_of(endorser.name.as_str())?;
     // The policy is planned against twice, around the fetch that needs the
     // site mutably: a copy of the rules keeps the borrows apart.
@@ -411,6 +412,47 @@ enum Expired {
     Proceed,
     /// Import nothing new; the images stay (`on_expired = "keep"`).
     Stop,
+}
+
+/// A catalog close to its expiry is news for the operator (and the
+/// endorser, who should re-sign it): a warning at every run, the `expiring`
+/// hook once per catalog.
+fn warn_if_expiring(
+    site: &mut Site,
+    endorser: &EndorserRow,
+    catalog: &Catalog,
+    (now, dry_run): (Timestamp, bool),
+    report: &mut EndorserReport,
+) -> Result<()> {
+    let left = catalog.expires().as_second() - now.as_second();
+    let window = i64::try_from(site.config.policy.expiry_warning.0).unwrap_or(i64::MAX);
+    if left <= 0 || left > window {
+        return Ok(());
+    }
+    let message = format!(
+        "catalog serial {} expires at {} (in {}h); the endorser should re-sign it (`vmic resign`)",
+        catalog.serial(),
+        catalog.expires(),
+        left / 3600
+    );
+    report.warnings.push(message.clone());
+    if dry_run {
+        return Ok(());
+    }
+    let name = endorser.name.as_str();
+    let tx = site.state.transaction()?;
+    if tx.announce_expiry(name, catalog.serial().get())? {
+        tx.audit("expiring", Some(name), None, &message)?;
+        tx.enqueue_hook(
+            HookEvent::Expiring,
+            &[
+                ("VMIC_EVENT".into(), HookEvent::Expiring.as_str().into()),
+                ("VMIC_ENDORSER".into(), name.into()),
+                ("VMIC_REASON".into(), message),
+            ],
+        )?;
+    }
+    tx.commit()
 }
 
 /// An expired catalog imports nothing new and its images follow the expiry
