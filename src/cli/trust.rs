@@ -186,13 +186,18 @@ pub fn run(cmd: Command, site_dir: &Option<PathBuf>, quiet: bool) -> Result<i32>
 fn list(json: bool, site_dir: &Option<PathBuf>, quiet: bool) -> Result<i32> {
     let out = Output { quiet, json };
     let site = super::site::open_read_only(site_dir)?;
-    let rows = site.state.endorsers()?;
+    let rows = trust::summaries(&site)?;
     if json {
         super::print_json(&rows);
     } else if rows.is_empty() {
         out.say("no trusted endorsers (add one with `vmic trust add`)");
     } else {
-        for e in rows {
+        for summary in rows {
+            let history = match (&summary.serial, &summary.expires) {
+                (Some(serial), Some(expires)) => format!("serial {serial} until {expires}"),
+                _ => "no catalog accepted yet".to_string(),
+            };
+            let e = summary.row;
             let status = match (&e.gone_since, &e.last_sync, &e.last_error) {
                 (Some(gone), _, _) => format!(
                     "GONE (catalog missing since {}, reported {gone})",
@@ -203,7 +208,7 @@ fn list(json: bool, site_dir: &Option<PathBuf>, quiet: bool) -> Result<i32> {
                 (None, Some(t), Some(err)) => format!("last sync {t} FAILED: {err}"),
             };
             out.say(format!(
-                "{}  key {}  {}  approve={}  {status}",
+                "{}  key {}  {}  approve={}  {history}  {status}",
                 e.name,
                 e.key_id,
                 e.url,

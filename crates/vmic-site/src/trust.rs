@@ -264,6 +264,37 @@ fn normalise_source(url: &str) -> Result<String> {
     }
 }
 
+/// A trusted endorser with where its history stands, for `trust list`.
+#[derive(Debug, Serialize)]
+pub struct EndorserSummary {
+    /// The stored endorser.
+    #[serde(flatten)]
+    pub row: EndorserRow,
+    /// The highest serial accepted from its key, if any.
+    pub serial: Option<u64>,
+    /// That catalog's expiry.
+    pub expires: Option<String>,
+}
+
+/// Every trusted endorser with its last accepted serial and expiry.
+pub fn summaries(site: &Site) -> Result<Vec<EndorserSummary>> {
+    site.state
+        .endorsers()?
+        .into_iter()
+        .map(|row| {
+            let memory = match PublicKey::parse(&row.pubkey) {
+                Ok(key) => site.state.serial(&key)?,
+                Err(_) => None,
+            };
+            Ok(EndorserSummary {
+                serial: memory.as_ref().map(|m| m.highest_serial),
+                expires: memory.map(|m| m.expires),
+                row,
+            })
+        })
+        .collect()
+}
+
 /// What `trust remove` did.
 #[derive(Debug, Serialize)]
 pub struct Removal {
