@@ -1756,3 +1756,35 @@ fn a_catalog_close_to_expiry_is_announced_once_and_resign_silences_it() {
     expect_ok(&third);
     assert!(!stderr(&third).contains("expires at"), "{}", stderr(&third));
 }
+
+/// Sites are told (VMIC 1.1.1): trusting and removing an endorser, and each
+/// image that waits for approval, reach the hook.
+#[test]
+fn hooks_hear_of_endorsers_added_and_removed_and_of_pending_images() {
+    let w = World::new(&[("a.img", 5000)]);
+    w.sidecar("a.img", "id = \"a\"\nversion = \"1\"\n");
+    w.publish();
+    w.trust(&["--approve", "manual"]);
+    assert!(
+        w.hook_log().contains("VMIC_EVENT=endorser-added"),
+        "{}",
+        w.hook_log()
+    );
+    expect_ok(&w.sync());
+    let log = w.hook_log();
+    let pending: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("VMIC_EVENT=pending"))
+        .collect();
+    assert_eq!(pending.len(), 1, "{log}");
+    assert!(pending[0].contains("VMIC_IMAGE_ID=a"), "{log}");
+    // Still pending at the next run: not announced again.
+    expect_ok(&w.sync());
+    assert_eq!(w.hook_log().matches("VMIC_EVENT=pending").count(), 1);
+    expect_ok(&w.run(&["trust", "remove", "demo"]));
+    assert!(
+        w.hook_log().contains("VMIC_EVENT=endorser-removed"),
+        "{}",
+        w.hook_log()
+    );
+}

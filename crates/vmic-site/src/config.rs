@@ -43,9 +43,9 @@ gone_after = "7d"
 # max_size = 107374182400   # anything larger than 100 GB
 
 [hooks]
-# Command run for every import, revoke, expire, quarantine, reject,
-# rewrite, gone, catalog-refused and expiring event, with the image's metadata in
-# VMIC_* variables.
+# Command run for every event (import, revoke, expire, quarantine, reject,
+# pending, rewrite, gone, catalog-refused, expiring, endorser-added,
+# endorser-removed), with the image's metadata in VMIC_* variables.
 # command = "/usr/local/bin/vmic-event"
 timeout = "60s"
 

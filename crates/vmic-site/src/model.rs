@@ -72,6 +72,12 @@ pub enum HookEvent {
     /// The accepted catalog expires within `policy.expiry_warning` (once
     /// per catalog; no image variables are set).
     Expiring,
+    /// A new image waits for `vmic approve` (manual sites).
+    Pending,
+    /// An endorser was trusted (`trust add`; no image variables are set).
+    EndorserAdded,
+    /// An endorser is no longer trusted (`trust remove`; no image variables).
+    EndorserRemoved,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
@@ -170,6 +176,9 @@ impl StoredText for HookEvent {
         HookEvent::Rewrite,
         HookEvent::CatalogRefused,
         HookEvent::Expiring,
+        HookEvent::Pending,
+        HookEvent::EndorserAdded,
+        HookEvent::EndorserRemoved,
     ];
     fn as_str(self) -> &'static str {
         match self {
@@ -182,6 +191,9 @@ impl StoredText for HookEvent {
             HookEvent::Rewrite => "rewrite",
             HookEvent::CatalogRefused => "catalog-refused",
             HookEvent::Expiring => "expiring",
+            HookEvent::Pending => "pending",
+            HookEvent::EndorserAdded => "endorser-added",
+            HookEvent::EndorserRemoved => "endorser-removed",
         }
     }
 }

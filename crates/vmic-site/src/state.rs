@@ -435,18 +435,26 @@ impl State {
 
     /// The rollback memory of `key` (the whole key, never its id alone).
     pub fn serial(&self, key: &PublicKey) -> Result<Option<SerialRow>> {
-        self.conn
-            .query_row(
+        // A schema-1 database, read as it is, kept the memory per key id.
+        let (query, id) = if self.version >= 2 {
+            (
                 "SELECT highest_serial, catalog_sha256, expires FROM rollback WHERE pubkey = ?1",
-                params![key.to_base64()],
-                |r| {
-                    Ok(SerialRow {
-                        highest_serial: r.get::<_, i64>(0)? as u64,
-                        catalog_sha256: r.get(1)?,
-                        expires: r.get(2)?,
-                    })
-                },
+                key.to_base64(),
             )
+        } else {
+            (
+                "SELECT highest_serial, catalog_sha256, expires FROM serials WHERE key_id = ?1",
+                key.key_id.to_string(),
+            )
+        };
+        self.conn
+            .query_row(query, params![id], |r| {
+                Ok(SerialRow {
+                    highest_serial: r.get::<_, i64>(0)? as u64,
+                    catalog_sha256: r.get(1)?,
+                    expires: r.get(2)?,
+                })
+            })
             .optional()
             .map_err(sql)
     }

@@ -40,6 +40,16 @@ pub fn part_name(row: &ImageRow) -> String {
 /// The suffix of partial downloads.
 const PART_SUFFIX: &str = ".part";
 
+/// The environment a hook gets for an event about an endorser, not an
+/// image: the event, the endorser's name, why.
+pub fn endorser_hook_env(event: HookEvent, endorser: &str, reason: &str) -> Vec<(String, String)> {
+    vec![
+        ("VMIC_EVENT".into(), event.as_str().into()),
+        ("VMIC_ENDORSER".into(), endorser.into()),
+        ("VMIC_REASON".into(), reason.into()),
+    ]
+}
+
 /// The environment a hook gets for an event about `row`.
 pub fn hook_env(
     event: HookEvent,

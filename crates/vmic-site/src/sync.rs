@@ -25,7 +25,7 @@ use vmic_format::minisign::PublicKey;
 use crate::config::OnExpired;
 use crate::error::{Error, ErrorKind, Result};
 use crate::hooks::{HookSummary, flush_outbox};
-use crate::model::{Decider, HookEvent, ImageState, StoredText};
+use crate::model::{Decider, HookEvent, ImageState};
 use crate::plan::{Action, Decision, ExpiryPlan, PlanItem, PlanPolicy, plan, plan_expiry};
 use crate::site::Site;
 use crate::state::{EndorserRow, ImageRow};
@@ -395,11 +395,7 @@ fn catalog_missing(
     tx.audit("endorser-gone", Some(name), None, &message)?;
     tx.enqueue_hook(
         HookEvent::Gone,
-        &[
-            ("VMIC_EVENT".into(), HookEvent::Gone.as_str().into()),
-            ("VMIC_ENDORSER".into(), name.into()),
-            ("VMIC_REASON".into(), message.clone()),
-        ],
+        &store::endorser_hook_env(HookEvent::Gone, name, &message),
     )?;
     tx.commit()?;
     Err(Error::verification(message))
@@ -445,11 +441,7 @@ fn warn_if_expiring(
         tx.audit("expiring", Some(name), None, &message)?;
         tx.enqueue_hook(
             HookEvent::Expiring,
-            &[
-                ("VMIC_EVENT".into(), HookEvent::Expiring.as_str().into()),
-                ("VMIC_ENDORSER".into(), name.into()),
-                ("VMIC_REASON".into(), message),
-            ],
+            &store::endorser_hook_env(HookEvent::Expiring, name, &message),
         )?;
     }
     tx.commit()
@@ -570,14 +562,7 @@ fn record_fork(site: &mut Site, endorser: &EndorserRow, message: &str) -> Result
     tx.audit("catalog-refused", Some(name), None, message)?;
     tx.enqueue_hook(
         HookEvent::CatalogRefused,
-        &[
-            (
-                "VMIC_EVENT".into(),
-                HookEvent::CatalogRefused.as_str().into(),
-            ),
-            ("VMIC_ENDORSER".into(), name.into()),
-            ("VMIC_REASON".into(), message.into()),
-        ],
+        &store::endorser_hook_env(HookEvent::CatalogRefused, name, message),
     )?;
     tx.commit()
 }
@@ -629,6 +614,13 @@ fn apply_decisions(
         )?;
         if let Some(old) = &d.item.rewritten_from {
             record_rewrite(&tx, row, old, &site_store)?;
+        }
+        // A site operator hears of each image that waits for them.
+        if row.state == ImageState::Pending && d.item.action == Action::Pending {
+            tx.enqueue_hook(
+                HookEvent::Pending,
+                &store::hook_env(HookEvent::Pending, row, None, &row.reason),
+            )?;
         }
         // A withdrawn imported copy already had its `reject` event.
         if row.state == ImageState::Rejected && d.withdraw.is_none() {

@@ -51,18 +51,19 @@ pub fn add(site: &mut Site, req: TrustAdd) -> Result<EndorserRow> {
     let tx = site.state.transaction()?;
     tx.add_endorser(&row)?;
     tx.adopt_legacy_serial(&key)?;
-    tx.audit(
-        "trust-added",
-        Some(row.name.as_str()),
-        None,
-        &format!(
-            "key {} at {} (approve {})",
-            row.key_id,
-            row.url,
-            row.approve.as_str()
-        ),
+    let detail = format!(
+        "key {} at {} (approve {})",
+        row.key_id,
+        row.url,
+        row.approve.as_str()
+    );
+    tx.audit("trust-added", Some(row.name.as_str()), None, &detail)?;
+    tx.enqueue_hook(
+        HookEvent::EndorserAdded,
+        &store::endorser_hook_env(HookEvent::EndorserAdded, row.name.as_str(), &detail),
     )?;
     tx.commit()?;
+    crate::hooks::flush_outbox(site)?;
     Ok(row)
 }
 
@@ -339,15 +340,15 @@ pub fn remove(site: &mut Site, name: &str) -> Result<Removal> {
     }
     let tx = site.state.transaction()?;
     tx.remove_endorser(name)?;
-    tx.audit(
-        "trust-removed",
-        Some(name),
-        None,
-        &format!(
-            "{} image(s) withdrawn from the store, {} other(s) dropped",
-            withdrawn.len(),
-            dropped.len()
-        ),
+    let detail = format!(
+        "{} image(s) withdrawn from the store, {} other(s) dropped",
+        withdrawn.len(),
+        dropped.len()
+    );
+    tx.audit("trust-removed", Some(name), None, &detail)?;
+    tx.enqueue_hook(
+        HookEvent::EndorserRemoved,
+        &store::endorser_hook_env(HookEvent::EndorserRemoved, name, &detail),
     )?;
     tx.commit()?;
     crate::hooks::flush_outbox(site)?;
