@@ -40,11 +40,18 @@ where
 }
 
 /// The build state root of this test process, so tests never write into
-/// the real home directory (each OUT_DIR gets its own subdirectory).
+/// the real home directory (each OUT_DIR gets its own subdirectory). Under
+/// Cargo's target/tmp: a static is never dropped, so a temporary directory
+/// would be left behind in /tmp by every run.
 pub fn state_home() -> &'static Path {
-    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().expect("state home"))
-        .path()
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        tempfile::Builder::new()
+            .prefix("state-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .expect("state home")
+            .keep()
+    })
 }
 
 /// Run vmic, failing the test (instead of hanging it) if it has not ended

@@ -320,9 +320,10 @@ pub fn remove(site: &mut Site, name: &str) -> Result<Removal> {
     let (mut withdrawn, mut dropped) = (Vec::new(), Vec::new());
     for row in site.state.images_of(name)? {
         if row.state != ImageState::Revoked {
-            // Only an image in the store is taken out of use; the rest
-            // (pending, approved, rejected, …) is simply dropped.
-            let was_in_use = row.state == ImageState::Imported;
+            // Only an image with a copy in the store is taken out of use
+            // (imported, or a rewritten version keeping its old copy); the
+            // rest (pending, approved, rejected, …) is simply dropped.
+            let was_in_use = row.store_path.is_some();
             store::withdraw(
                 site,
                 &row,
