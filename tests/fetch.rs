@@ -1016,3 +1016,38 @@ fn a_ca_file_is_trusted_and_tls_garbage_is_not_retried() {
     assert!(started.elapsed() < Duration::from_secs(2), "{err}");
     assert_eq!(accepted.join().unwrap(), 1, "retried: {err}");
 }
+
+/// A mirror sends bad bytes and hangs up inside a chunk; the next mirror
+/// takes over. Without trimming, the next mirror would complete that chunk
+/// and the image would fail. The landing keeps only verified chunks (here
+/// the first 8 MiB block) and the next mirror continues from there.
+#[test]
+fn a_bad_mirror_that_hangs_up_mid_chunk_does_not_spoil_the_next_mirrors_bytes() {
+    use vmic_engine::transport::{Fallback, Transport, UrlTransport};
+    let body = data(20 << 20);
+    let cut = (9 << 20) + 1000;
+    let mut garbage = body.clone();
+    garbage[(9 << 20) + 500] ^= 0x55;
+    let bad = serve(1, move |_, _| Reply::Send(cut_short(&garbage, cut)));
+    let reply = body.clone();
+    let good = serve(1, move |_, req| Reply::Send(ranged(&reply, req)));
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("image");
+    let engine = Engine::new(Some(2)).unwrap();
+    let mut part = PartFile::open(&dest, expected(&body, CHUNK), &engine, &NoProgress).unwrap();
+    let no_retry = client_with(|c| c.retries = 0);
+    let carriers: Vec<Box<dyn Transport>> = vec![
+        Box::new(UrlTransport::new(&bad.url("/img"), no_retry.clone())),
+        Box::new(UrlTransport::new(&good.url("/img"), no_retry)),
+    ];
+    let name = vmic_format::relpath::SafeRelPath::parse("img").unwrap();
+    Fallback::new(carriers)
+        .download(&name, body.len() as u64, &mut part)
+        .unwrap();
+    assert_eq!(part.finish().unwrap(), []);
+    assert_eq!(
+        good.requests()[0].header("range"),
+        Some(format!("bytes={}-", 8 << 20).as_str())
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+}

@@ -93,6 +93,13 @@ pub trait Landing {
     /// The first `n` bytes of the last [`room`](Landing::room) now hold the
     /// next bytes of the file.
     fn advance(&mut self, n: usize) -> Result<()>;
+    /// Another source takes over: keep only the bytes already verified,
+    /// so that bytes the last source sent but that cannot be checked yet
+    /// (the start of a chunk) are not completed by another source into a
+    /// chunk that then fails. A landing that cannot tell keeps everything.
+    fn trim_to_verified(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// An HTTP(S) and `file://` client; cheap to clone, connections are shared.

@@ -280,6 +280,28 @@ impl Landing for PartFile<'_> {
         Ok(&mut block.as_mut_slice()[fill..block_size])
     }
 
+    fn trim_to_verified(&mut self) -> Result<()> {
+        let chunk_size = self.check.chunk_size();
+        let verified = self.check.verified_chunks();
+        if verified * chunk_size >= self.size {
+            return Ok(()); // everything is here and verified
+        }
+        // The current block was never handed to the check: unverified. The
+        // verified chunks all lie before it.
+        self.current = None;
+        self.fill = 0;
+        let keep = verified * chunk_size;
+        self.truncate(keep)?;
+        self.check.rewind(verified);
+        self.checked = keep;
+        self.block_start = keep / self.block_size * self.block_size;
+        self.fill = (keep - self.block_start) as usize;
+        if self.fill > 0 {
+            self.current = Some(self.read_back(self.block_start, self.fill)?);
+        }
+        Ok(())
+    }
+
     fn advance(&mut self, n: usize) -> Result<()> {
         self.fill += n;
         self.progress.advance(n as u64);

@@ -262,7 +262,13 @@ impl Transport for Fallback<'_> {
     }
 
     fn download(&self, name: &SafeRelPath, size: u64, landing: &mut dyn Landing) -> Result<()> {
-        self.attempt(name, |t| t.download(name, size, landing))
+        let mut first = true;
+        self.attempt(name, |t| {
+            if !std::mem::take(&mut first) {
+                landing.trim_to_verified()?;
+            }
+            t.download(name, size, landing)
+        })
     }
 
     fn local_path(&self, name: &SafeRelPath) -> Result<Option<PathBuf>> {
