@@ -79,6 +79,20 @@ pub fn run(args: Args, site: &Option<PathBuf>, quiet: bool) -> Result<i32> {
         for i in &e.imported {
             out.say(format!("{}: imported {i}", e.name));
         }
+        let pending: Vec<&str> = e
+            .plan
+            .iter()
+            .filter(|p| p.action == Action::Pending)
+            .map(|p| p.image.as_str())
+            .collect();
+        if !pending.is_empty() && !report.dry_run {
+            out.say(format!(
+                "{}: {} image(s) wait for `vmic approve`: {}",
+                e.name,
+                pending.len(),
+                pending.join(", ")
+            ));
+        }
         for w in &e.withdrawn {
             out.say(format!("{}: withdrawn {w}", e.name));
         }
