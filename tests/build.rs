@@ -848,3 +848,55 @@ fn resign_refuses_a_catalog_tampered_in_the_web_root() {
     );
     assert_eq!(std::fs::read(&path).unwrap(), signed);
 }
+
+/// `kill -9` in the middle of a build (here while it hashes a new image):
+/// the publication is still the previous one, whole and verifiable, the
+/// lock does not outlive the process, and the next build completes.
+#[test]
+fn kill_9_during_a_build_leaves_the_previous_publication_whole() {
+    let tmp = image_tree(&[("a.raw", 4096)]);
+    expect_ok(&build(tmp.path(), &[]));
+    let catalog = std::fs::read(tmp.path().join("out/catalog.json")).unwrap();
+    // A sparse 1 GiB image: instant to make, and on one worker far longer
+    // to hash than the 100 ms the build is given (if it finished, the
+    // catalog below would have changed and the test would fail).
+    std::fs::File::create(tmp.path().join("images/big.raw"))
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let mut child = Command::new(VMIC)
+        .args([
+            "build",
+            path_str(&tmp.path().join("images")),
+            "--key",
+            path_str(&demo_key()),
+            "--out",
+            path_str(&tmp.path().join("out")),
+            "--jobs",
+            "1",
+        ])
+        .env("XDG_STATE_HOME", state_home())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        std::fs::read(tmp.path().join("out/catalog.json")).unwrap(),
+        catalog
+    );
+    expect_ok(&verify(&tmp.path().join("out"), &[]));
+    // The next build is not stopped by the dead one's lock.
+    std::fs::remove_file(tmp.path().join("images/big.raw")).unwrap();
+    std::fs::write(tmp.path().join("images/b.raw"), pattern(5000, 8)).unwrap();
+    let o = build(tmp.path(), &["--json"]);
+    expect_ok(&o);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (report["images"].as_u64(), report["serial"].as_u64()),
+        (Some(2), Some(2))
+    );
+    expect_ok(&verify(&tmp.path().join("out"), &[]));
+}
