@@ -1795,3 +1795,63 @@ fn hooks_hear_of_endorsers_added_and_removed_and_of_pending_images() {
         w.hook_log()
     );
 }
+
+/// `kill -9` while a hook runs: the event was not marked delivered, so the
+/// next sync runs the hook again (at least once), and after that no more.
+#[test]
+fn kill_9_while_a_hook_runs_delivers_the_event_again_at_the_next_sync() {
+    let w = World::new(&[("a.img", 5000)]);
+    w.publish();
+    w.trust(&[]);
+    let slow = w.path("slow.sh");
+    let log = w.path("slow.log");
+    let started = w.path("hook-started");
+    std::fs::write(
+        &slow,
+        format!(
+            "#!/bin/sh\ntouch {}\nsleep 1\necho \"$VMIC_EVENT $VMIC_IMAGE_ID\" >> {}\n",
+            started.display(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let conf = std::fs::read_to_string(w.path("site/site.toml")).unwrap();
+    let line = conf
+        .lines()
+        .find(|l| l.starts_with("command = "))
+        .unwrap()
+        .to_string();
+    w.set_config(&line, &format!("command = \"{}\"", slow.display()));
+    let mut child = std::process::Command::new(VMIC)
+        .args(["--site", path_str(&w.path("site")), "sync"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !started.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hook never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(w.state_of("a")[0].1, "imported");
+    // The orphaned hook may still finish its own run.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let before = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    expect_ok(&w.sync());
+    let after = std::fs::read_to_string(&log).unwrap().lines().count();
+    assert_eq!(after, before + 1, "the undelivered event was not re-sent");
+    expect_ok(&w.sync());
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap().lines().count(),
+        after
+    );
+}
