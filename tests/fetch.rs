@@ -1051,3 +1051,31 @@ fn a_bad_mirror_that_hangs_up_mid_chunk_does_not_spoil_the_next_mirrors_bytes() 
     );
     assert_eq!(std::fs::read(&dest).unwrap(), body);
 }
+
+/// A mirror cannot turn an HTTP download into a read of the site's own
+/// files: a redirect to `file://` is refused, for small documents and for
+/// image downloads alike.
+#[test]
+fn a_redirect_to_a_file_url_is_refused() {
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), b"site secret").unwrap();
+    let target = format!("file://{}", secret.path().display());
+    let server = serve(8, move |_, _| {
+        Reply::Send(response(
+            "302 Found",
+            &[("Location", target.clone()), ("Content-Length", "0".into())],
+            b"",
+        ))
+    });
+    let no_retry = client_with(|c| c.retries = 0);
+    let err = no_retry
+        .get_capped(&server.url("/catalog.json"), 1000)
+        .unwrap_err();
+    assert!(!err.message().contains("site secret"), "{err}");
+    let body = b"site secret".to_vec();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("image");
+    let (result, _) = download(&no_retry, &server.url("/img"), &dest, &body);
+    assert!(result.is_err(), "a file:// redirect was followed");
+    assert_ne!(std::fs::read(&dest).unwrap_or_default(), body);
+}
