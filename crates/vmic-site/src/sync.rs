@@ -28,7 +28,7 @@ use crate::hooks::{HookSummary, flush_outbox};
 use crate::model::{Decider, HookEvent, ImageState};
 use crate::plan::{Action, Decision, ExpiryPlan, PlanItem, PlanPolicy, plan, plan_expiry};
 use crate::site::Site;
-use crate::state::{EndorserRow, ImageRow};
+use crate::state::{EndorserRow, ImageRow, SerialRow};
 use crate::store;
 
 /// What to sync and how.
@@ -242,9 +242,8 @@ fn sync_endorser(
     // to make the site withdraw images that a newer catalog still lists.
     // A refused replay is no fresh catalog either: whatever a mirror serves,
     // the last accepted catalog's expiry still applies (no freeze by replay).
-    let history = check_rollback(site, &key, &catalog, &sha256, endorser)
-        .and_then(|()| check_fork(site, &key, &catalog, endorser));
-    if let Err(refused) = history {
+    let memory = site.state.serial(&key)?;
+    if let Err(refused) = check_history(memory.as_ref(), &key, &catalog, &sha256, endorser) {
         if !opts.dry_run {
             if refused.forked {
                 record_fork(site, endorser, refused.error.message())?;
@@ -273,7 +272,8 @@ fn sync_endorser(
     if opts.dry_run {
         return Ok(());
     }
-    apply_decisions(site, endorser, &key, &catalog, &sha256, &decisions)?;
+    let history = (memory.as_ref(), &sha256);
+    apply_decisions(site, endorser, &key, &catalog, history, &decisions)?;
     fetch_approved(site, endorser, &catalog, &publication, work, report)?;
     // Plan again on what is now in the store: a replaced version leaves
     // only once its replacement has been imported.
@@ -478,36 +478,6 @@ fn refuse_or_warn_expired(
     )))
 }
 
-/// Refuse anything older than, or different at the same serial as, the
-/// newest catalog ever accepted from this key.
-fn check_rollback(
-    site: &Site,
-    key: &PublicKey,
-    catalog: &Catalog,
-    sha256: &Sha256Digest,
-    endorser: &EndorserRow,
-) -> Result<(), Refused> {
-    let Some(memory) = site.state.serial(key)? else {
-        return Ok(());
-    };
-    let name = &endorser.name;
-    let serial = catalog.serial().get();
-    if serial < memory.highest_serial {
-        return Err(Refused::from(Error::verification(format!(
-            "endorser {name}: catalog serial {serial} is older than serial {} already accepted; refusing a rollback (replayed or stale mirror?)",
-            memory.highest_serial
-        ))));
-    }
-    let sha256 = sha256.to_hex();
-    if serial == memory.highest_serial && sha256 != memory.catalog_sha256 {
-        return Err(Refused::from(Error::verification(format!(
-            "endorser {name}: catalog serial {serial} has different content (sha256 {sha256}) from the serial {} accepted earlier (sha256 {}); refusing it",
-            memory.highest_serial, memory.catalog_sha256
-        ))));
-    }
-    Ok(())
-}
-
 /// Why a catalog's place in the endorser's history was refused.
 struct Refused {
     error: Error,
@@ -515,44 +485,65 @@ struct Refused {
     forked: bool,
 }
 
-impl From<Error> for Refused {
-    fn from(error: Error) -> Refused {
-        Refused {
-            error,
-            forked: false,
-        }
-    }
-}
-
-/// Fork detection: the catalog that directly follows the one accepted
-/// here must say so (`previous_sha256`). Another predecessor means the key
-/// signed two histories. A catalog that names no predecessor (an endorser
-/// who lost OUT_DIR), or a serial further ahead, cannot be checked.
-fn check_fork(
-    site: &Site,
+/// The catalog's place in the endorser's history, against `memory` (the
+/// newest catalog ever accepted from this key). Refused: anything older,
+/// other bytes at the same serial, and a fork — the catalog that directly
+/// follows the one accepted here naming another predecessor
+/// (`previous_sha256`), so the key signed two histories. A catalog that
+/// names no predecessor (an endorser who lost OUT_DIR), or a serial further
+/// ahead, cannot be checked for a fork.
+fn check_history(
+    memory: Option<&SerialRow>,
     key: &PublicKey,
     catalog: &Catalog,
+    sha256: &Sha256Digest,
     endorser: &EndorserRow,
 ) -> Result<(), Refused> {
-    let Some(memory) = site.state.serial(key)? else {
+    let Some(memory) = memory else {
         return Ok(());
     };
-    let (Some(previous), Some(expected_serial)) = (
-        catalog.previous_sha256(),
-        memory.highest_serial.checked_add(1),
-    ) else {
-        return Ok(());
+    let name = &endorser.name;
+    let serial = catalog.serial().get();
+    let refused = |message: String, forked| {
+        Err(Refused {
+            error: Error::verification(message),
+            forked,
+        })
     };
-    if catalog.serial().get() != expected_serial || previous.to_hex() == memory.catalog_sha256 {
-        return Ok(());
+    if serial < memory.highest_serial {
+        return refused(
+            format!(
+                "endorser {name}: catalog serial {serial} is older than serial {} already accepted; refusing a rollback (replayed or stale mirror?)",
+                memory.highest_serial
+            ),
+            false,
+        );
     }
-    Err(Refused {
-        error: Error::verification(format!(
-            "endorser {}: FORK: catalog serial {expected_serial} follows a catalog with sha256 {previous}, but serial {} accepted here has sha256 {}: the key {} signed two histories (compromised?); refusing it",
-            endorser.name, memory.highest_serial, memory.catalog_sha256, key.key_id
-        )),
-        forked: true,
-    })
+    let sha256 = sha256.to_hex();
+    if serial == memory.highest_serial && sha256 != memory.catalog_sha256 {
+        return refused(
+            format!(
+                "endorser {name}: catalog serial {serial} has different content (sha256 {sha256}) from the serial {} accepted earlier (sha256 {}); refusing it",
+                memory.highest_serial, memory.catalog_sha256
+            ),
+            false,
+        );
+    }
+    match catalog.previous_sha256() {
+        Some(previous)
+            if memory.highest_serial.checked_add(1) == Some(serial)
+                && previous.to_hex() != memory.catalog_sha256 =>
+        {
+            refused(
+                format!(
+                    "endorser {name}: FORK: catalog serial {serial} follows a catalog with sha256 {previous}, but serial {} accepted here has sha256 {}: the key {} signed two histories (compromised?); refusing it",
+                    memory.highest_serial, memory.catalog_sha256, key.key_id
+                ),
+                true,
+            )
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A refused fork goes into the log and to the hook, not only to stderr.
@@ -568,12 +559,14 @@ fn record_fork(site: &mut Site, endorser: &EndorserRow, message: &str) -> Result
 }
 
 /// Accept the serial and record new decisions, in one transaction.
+/// `memory` is the rollback memory the history check read (a sync holds
+/// the site lock, so it is still current).
 fn apply_decisions(
     site: &mut Site,
     endorser: &EndorserRow,
     key: &PublicKey,
     catalog: &Catalog,
-    sha256: &Sha256Digest,
+    (memory, sha256): (Option<&SerialRow>, &Sha256Digest),
     decisions: &[Decision],
 ) -> Result<()> {
     withdraw_before_recording(site, decisions)?;
@@ -581,10 +574,7 @@ fn apply_decisions(
     let serial = catalog.serial().get();
     let site_store = site.store();
     // Only a catalog not seen before is news; cron reruns stay out of the log.
-    let seen = site
-        .state
-        .serial(key)?
-        .is_some_and(|m| m.highest_serial == serial && m.catalog_sha256 == sha256);
+    let seen = memory.is_some_and(|m| m.highest_serial == serial && m.catalog_sha256 == sha256);
     let tx = site.state.transaction()?;
     if !seen {
         tx.accept_serial(key, serial, &sha256, &catalog.expires().to_string())?;
