@@ -194,14 +194,21 @@ impl<'e> PartFile<'e> {
                 self.discarded = len - resume_at;
             }
         }
-        self.checked = resume_at;
-        // Downloading continues into the block holding `resume_at`.
-        self.block_start = resume_at / self.block_size * self.block_size;
-        self.fill = (resume_at - self.block_start) as usize;
+        self.continue_from(resume_at)?;
+        self.progress.advance(self.held());
+        Ok(())
+    }
+
+    /// The file holds exactly the `at` checked bytes the download goes on
+    /// after: continue into the block holding `at`, its start read back.
+    fn continue_from(&mut self, at: u64) -> Result<()> {
+        self.checked = at;
+        self.block_start = at / self.block_size * self.block_size;
+        self.fill = (at - self.block_start) as usize;
+        self.current = None;
         if self.fill > 0 {
             self.current = Some(self.read_back(self.block_start, self.fill)?);
         }
-        self.progress.advance(self.held());
         Ok(())
     }
 
@@ -293,13 +300,7 @@ impl Landing for PartFile<'_> {
         let keep = verified * chunk_size;
         self.truncate(keep)?;
         self.check.rewind(verified);
-        self.checked = keep;
-        self.block_start = keep / self.block_size * self.block_size;
-        self.fill = (keep - self.block_start) as usize;
-        if self.fill > 0 {
-            self.current = Some(self.read_back(self.block_start, self.fill)?);
-        }
-        Ok(())
+        self.continue_from(keep)
     }
 
     fn advance(&mut self, n: usize) -> Result<()> {
