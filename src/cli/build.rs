@@ -36,11 +36,8 @@ pub struct Args {
     /// and publishes it under a new version otherwise).
     #[arg(long)]
     link_images: bool,
-    /// Where builds keep their digest cache and lock, one subdirectory per
-    /// OUT_DIR (default: $XDG_STATE_HOME/vmic/build, else
-    /// ~/.local/state/vmic/build). Never inside OUT_DIR, which is published.
-    #[arg(long, value_name = "DIR", env = "VMIC_BUILD_STATE")]
-    state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    state_dir: super::StateDirArg,
     /// Ignore the digest cache and hash every image again.
     #[arg(long)]
     rehash: bool,
@@ -94,10 +91,7 @@ pub fn run(args: Args, quiet: bool) -> Result<i32> {
             (false, true) => Some(Placement::HardLink),
             (false, false) => Some(Placement::Copy),
         },
-        state_root: match args.state_dir {
-            Some(dir) => dir,
-            None => default_state_root()?,
-        },
+        state_root: args.state_dir.root()?,
         rehash: args.rehash,
         chunk_size,
         allow_rewrite: args.allow_rewrite,
@@ -129,20 +123,6 @@ pub fn run(args: Args, quiet: bool) -> Result<i32> {
         }
     }
     Ok(0)
-}
-
-/// `$XDG_STATE_HOME/vmic/build`, else `$HOME/.local/state/vmic/build`.
-pub(super) fn default_state_root() -> Result<PathBuf> {
-    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
-    if let Some(state) = std::env::var_os("XDG_STATE_HOME").and_then(absolute) {
-        return Ok(state.join("vmic/build"));
-    }
-    match std::env::var_os("HOME").and_then(absolute) {
-        Some(home) => Ok(home.join(".local/state/vmic/build")),
-        None => Err(Error::input(
-            "neither XDG_STATE_HOME nor HOME is set: give --state-dir for the build's digest cache and lock",
-        )),
-    }
 }
 
 /// `8M`, `64K`, `1G` or plain bytes, within the allowed chunk sizes.

@@ -35,6 +35,37 @@ pub struct JobsArg {
     pub jobs: Option<usize>,
 }
 
+/// `--state-dir`, the same on every command that writes a publication.
+#[derive(clap::Args, Clone, Debug)]
+pub struct StateDirArg {
+    /// Where builds keep their digest cache and lock, one subdirectory per
+    /// OUT_DIR (default: $XDG_STATE_HOME/vmic/build, else
+    /// ~/.local/state/vmic/build). Never inside OUT_DIR, which is published.
+    #[arg(long, value_name = "DIR", env = "VMIC_BUILD_STATE")]
+    state_dir: Option<std::path::PathBuf>,
+}
+
+impl StateDirArg {
+    /// The directory given, else `$XDG_STATE_HOME/vmic/build`, else
+    /// `$HOME/.local/state/vmic/build`.
+    pub fn root(self) -> vmic_format::error::Result<std::path::PathBuf> {
+        if let Some(dir) = self.state_dir {
+            return Ok(dir);
+        }
+        let absolute =
+            |v: std::ffi::OsString| Some(std::path::PathBuf::from(v)).filter(|p| p.is_absolute());
+        if let Some(state) = std::env::var_os("XDG_STATE_HOME").and_then(absolute) {
+            return Ok(state.join("vmic/build"));
+        }
+        match std::env::var_os("HOME").and_then(absolute) {
+            Some(home) => Ok(home.join(".local/state/vmic/build")),
+            None => Err(Error::input(
+                "neither XDG_STATE_HOME nor HOME is set: give --state-dir for the build's digest cache and lock",
+            )),
+        }
+    }
+}
+
 /// Signed, static catalogs of virtual-machine images.
 ///
 /// Exit codes: 0 ok; 1 verification or trust failure; 2 usage, configuration

@@ -20,9 +20,8 @@ pub struct Args {
     /// Validity from now, e.g. 12h, 30d.
     #[arg(long, value_name = "DURATION", default_value = "30d")]
     expires: String,
-    /// Where builds keep their state (the lock shared with `vmic build`).
-    #[arg(long, value_name = "DIR", env = "VMIC_BUILD_STATE")]
-    state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    state_dir: super::StateDirArg,
     #[command(flatten)]
     password: PasswordArgs,
     /// Print the result as JSON.
@@ -41,10 +40,7 @@ pub fn run(args: Args, quiet: bool) -> Result<i32> {
         out_dir: args.out_dir,
         key: &key,
         expires_secs,
-        state_root: match args.state_dir {
-            Some(dir) => dir,
-            None => super::build::default_state_root()?,
-        },
+        state_root: args.state_dir.root()?,
         now: None,
     })?;
     if args.json {
