@@ -308,8 +308,13 @@ impl Landing for PartFile<'_> {
         self.progress.advance(n as u64);
         if self.fill as u64 == self.block_size || self.held() == self.size {
             self.complete_block();
-            if let Some(problem) = self.check.first_mismatch() {
-                // The image is wrong already: the rest need not come.
+            // The image is wrong already: the rest need not come. Once the
+            // last byte is here there is no rest, and `finish` reports
+            // every problem; checking here too would only make the outcome
+            // depend on how fast the hashing keeps up.
+            if self.held() < self.size
+                && let Some(problem) = self.check.first_mismatch()
+            {
                 return Err(Error::verification(format!(
                     "{}; download stopped at the first bad chunk",
                     problem.describe()
