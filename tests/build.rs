@@ -332,8 +332,7 @@ fn unreadable_and_special_files_are_refused() {
     expect_fail(&build(tmp.path(), &[]), 2, &["dangling.img"]);
     std::fs::remove_file(tmp.path().join("images/dangling.img")).unwrap();
     let fifo = tmp.path().join("images/pipe.img");
-    let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
-    assert!(status.success());
+    mkfifo(&fifo);
     expect_fail(
         &build(tmp.path(), &[]),
         2,
@@ -581,25 +580,12 @@ fn build_cache(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 fn files_under(dir: &std::path::Path) -> Vec<String> {
-    let mut names: Vec<String> = walk(dir)
+    let mut names: Vec<String> = common::harness::files_under(dir)
         .into_iter()
         .map(|p| p.strip_prefix(dir).unwrap().display().to_string())
         .collect();
     names.sort();
     names
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            found.extend(walk(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
 }
 
 /// Everything in OUT_DIR gets uploaded: the digest cache (inodes, devices,
@@ -746,13 +732,7 @@ fn a_symlink_or_fifo_planted_as_the_build_lock_is_refused() {
     expect_fail(&build(tmp.path(), &[]), 1, &["lock file", "symbolic link"]);
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
     std::fs::remove_file(&lock).unwrap();
-    assert!(
-        Command::new("mkfifo")
-            .arg(&lock)
-            .status()
-            .unwrap()
-            .success()
-    );
+    mkfifo(&lock);
     expect_fail(
         &build(tmp.path(), &[]),
         1,
@@ -864,7 +844,7 @@ fn kill_9_during_a_build_leaves_the_previous_publication_whole() {
         .unwrap()
         .set_len(1 << 30)
         .unwrap();
-    let mut child = Command::new(VMIC)
+    let mut child = vmic_command()
         .args([
             "build",
             path_str(&tmp.path().join("images")),
@@ -875,7 +855,6 @@ fn kill_9_during_a_build_leaves_the_previous_publication_whole() {
             "--jobs",
             "1",
         ])
-        .env("XDG_STATE_HOME", state_home())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

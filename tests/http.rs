@@ -594,9 +594,8 @@ fn stop_signal_during_a_download(signal: i32, name: &str) {
     // 64 KiB chunks: what arrived holds whole chunks, which a resume keeps.
     expect_ok(&build(s.tmp.path(), &["--chunk-size", "64K"]));
     server.set(Fault::Trickle("big.img".into(), 16 << 10));
-    let child = std::process::Command::new(VMIC)
+    let child = vmic_command()
         .args(["--site", path_str(&s.path("site")), "sync"])
-        .env("XDG_STATE_HOME", state_home())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -25,22 +25,30 @@ impl World {
         let w = World {
             h: Harness::new(images),
         };
-        let hook = w.path("hook.sh");
-        std::fs::write(
-            &hook,
-            format!(
-                "#!/bin/sh\nenv | grep ^VMIC_ | sort | tr '\\n' ' ' >> {log}\necho >> {log}\n",
+        w.use_hook(
+            "hook.sh",
+            &format!(
+                "env | grep ^VMIC_ | sort | tr '\\n' ' ' >> {log}\necho >> {log}\n",
                 log = w.path("hook.log").display()
             ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
-        w.set_config(
-            "# command = \"/usr/local/bin/vmic-event\"",
-            &format!("command = \"{}\"", hook.display()),
         );
         w
+    }
+
+    /// Write `body` as the executable shell script `name` and make it the
+    /// site's hook command.
+    fn use_hook(&self, name: &str, body: &str) {
+        let hook = self.path(name);
+        std::fs::write(&hook, format!("#!/bin/sh\n{body}")).unwrap();
+        std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let conf = std::fs::read_to_string(self.path("site/site.toml")).unwrap();
+        let line = conf
+            .lines()
+            .find(|l| l.starts_with("command = ") || l.starts_with("# command = "))
+            .unwrap()
+            .to_string();
+        self.set_config(&line, &format!("command = \"{}\"", hook.display()));
     }
 
     /// Trust the publication directory `out/`.
@@ -544,24 +552,14 @@ fn failed_hook_is_resent_by_the_next_sync() {
     w.publish();
     w.trust(&[]);
     let flag = w.path("hook-ok");
-    let hook = w.path("flaky.sh");
-    std::fs::write(
-        &hook,
-        format!(
-            "#!/bin/sh\n[ -e {} ] || exit 7\necho \"$VMIC_EVENT $VMIC_IMAGE_ID\" >> {}\n",
+    w.use_hook(
+        "flaky.sh",
+        &format!(
+            "[ -e {} ] || exit 7\necho \"$VMIC_EVENT $VMIC_IMAGE_ID\" >> {}\n",
             flag.display(),
             w.path("flaky.log").display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let conf = std::fs::read_to_string(w.path("site/site.toml")).unwrap();
-    let line = conf
-        .lines()
-        .find(|l| l.starts_with("command = "))
-        .unwrap()
-        .to_string();
-    w.set_config(&line, &format!("command = \"{}\"", hook.display()));
+    );
     let o = w.sync();
     expect_fail(&o, 3, &["hook failed"]);
     assert_eq!(w.state_of("a")[0].1, "imported");
@@ -902,11 +900,7 @@ fn a_symlink_planted_as_the_lock_file_is_not_followed() {
     assert!(w.store_files().is_empty());
     // A FIFO as lock file is refused at once instead of blocking.
     std::fs::remove_file(w.path("site/.lock")).unwrap();
-    let fifo = std::process::Command::new("mkfifo")
-        .arg(w.path("site/.lock"))
-        .status()
-        .unwrap();
-    assert!(fifo.success());
+    mkfifo(&w.path("site/.lock"));
     let o = w.sync();
     assert!(!o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains(".lock"), "{}", stderr(&o));
@@ -1219,14 +1213,6 @@ fn trust_remove_tells_withdrawn_from_dropped() {
         "{text}"
     );
     assert_eq!(w.hook_log().matches("VMIC_EVENT=revoke").count(), 1);
-}
-
-fn mkfifo(path: &std::path::Path) {
-    let status = std::process::Command::new("mkfifo")
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 /// A FIFO planted as a source's catalog would block the read forever with
@@ -1803,27 +1789,17 @@ fn kill_9_while_a_hook_runs_delivers_the_event_again_at_the_next_sync() {
     let w = World::new(&[("a.img", 5000)]);
     w.publish();
     w.trust(&[]);
-    let slow = w.path("slow.sh");
     let log = w.path("slow.log");
     let started = w.path("hook-started");
-    std::fs::write(
-        &slow,
-        format!(
-            "#!/bin/sh\ntouch {}\nsleep 1\necho \"$VMIC_EVENT $VMIC_IMAGE_ID\" >> {}\n",
+    w.use_hook(
+        "slow.sh",
+        &format!(
+            "touch {}\nsleep 1\necho \"$VMIC_EVENT $VMIC_IMAGE_ID\" >> {}\n",
             started.display(),
             log.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let conf = std::fs::read_to_string(w.path("site/site.toml")).unwrap();
-    let line = conf
-        .lines()
-        .find(|l| l.starts_with("command = "))
-        .unwrap()
-        .to_string();
-    w.set_config(&line, &format!("command = \"{}\"", slow.display()));
-    let mut child = std::process::Command::new(VMIC)
+    );
+    let mut child = vmic_command()
         .args(["--site", path_str(&w.path("site")), "sync"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

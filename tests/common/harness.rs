@@ -113,7 +113,8 @@ impl Harness {
     }
 }
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
+/// Every file below `dir`, recursively (none if it does not exist).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {

@@ -25,18 +25,22 @@ pub fn demo_pub() -> PathBuf {
     fixtures().join("demo-key/demo.key.pub")
 }
 
+/// The vmic command every test runs: no password in the environment, the
+/// test process's own build state root.
+pub fn vmic_command() -> Command {
+    let mut cmd = Command::new(VMIC);
+    cmd.env_remove("VMIC_PASSWORD")
+        .env("XDG_STATE_HOME", state_home());
+    cmd
+}
+
 /// Run vmic with args; no terminal, no password in the environment.
 pub fn vmic<I, S>(args: I) -> Output
 where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    Command::new(VMIC)
-        .args(args)
-        .env_remove("VMIC_PASSWORD")
-        .env("XDG_STATE_HOME", state_home())
-        .output()
-        .expect("run vmic")
+    vmic_command().args(args).output().expect("run vmic")
 }
 
 /// The build state root of this test process, so tests never write into
@@ -61,10 +65,8 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let mut child = Command::new(VMIC)
+    let mut child = vmic_command()
         .args(args)
-        .env_remove("VMIC_PASSWORD")
-        .env("XDG_STATE_HOME", state_home())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -88,10 +90,8 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let mut cmd = Command::new(VMIC);
-    cmd.args(args)
-        .env_remove("VMIC_PASSWORD")
-        .env("XDG_STATE_HOME", state_home());
+    let mut cmd = vmic_command();
+    cmd.args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -219,4 +219,10 @@ pub fn require_tool(name: &str) {
         has_tool(name),
         "{name} is required for this test (apt-get install {name}; .ci/run does this)"
     );
+}
+
+/// `mkfifo PATH`: a FIFO planted where vmic expects a file.
+pub fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(status.success(), "mkfifo {}", path.display());
 }
