@@ -17,7 +17,7 @@ use vmic_format::image_format::ImageFormat;
 use crate::error::{Error, Result};
 use crate::model::{Decider, HookEvent, ImageState, StoredText};
 use crate::site::Site;
-use crate::state::ImageRow;
+use crate::state::{ImageRow, Tx};
 
 /// `ENDORSER/ID@VERSION.EXT`, relative to the store. All parts are
 /// validated tokens, so this cannot escape the store. EXT is the name of a
@@ -40,14 +40,25 @@ pub fn part_name(row: &ImageRow) -> String {
 /// The suffix of partial downloads.
 const PART_SUFFIX: &str = ".part";
 
-/// The environment a hook gets for an event about an endorser, not an
-/// image: the event, the endorser's name, why.
-pub fn endorser_hook_env(event: HookEvent, endorser: &str, reason: &str) -> Vec<(String, String)> {
-    vec![
-        ("VMIC_EVENT".into(), event.as_str().into()),
-        ("VMIC_ENDORSER".into(), endorser.into()),
-        ("VMIC_REASON".into(), reason.into()),
-    ]
+/// An event about an endorser, not an image, in `tx`: the log entry
+/// `action`, and the hook `event` with only `VMIC_EVENT`, `VMIC_ENDORSER`
+/// and `VMIC_REASON` set.
+pub fn endorser_event(
+    tx: &Tx<'_>,
+    action: &str,
+    event: HookEvent,
+    endorser: &str,
+    reason: &str,
+) -> Result<()> {
+    tx.audit(action, Some(endorser), None, reason)?;
+    tx.enqueue_hook(
+        event,
+        &[
+            ("VMIC_EVENT".into(), event.as_str().into()),
+            ("VMIC_ENDORSER".into(), endorser.into()),
+            ("VMIC_REASON".into(), reason.into()),
+        ],
+    )
 }
 
 /// The environment a hook gets for an event about `row`.

@@ -392,11 +392,7 @@ fn catalog_missing(
         error.message()
     );
     tx.mark_gone(name, now)?;
-    tx.audit("endorser-gone", Some(name), None, &message)?;
-    tx.enqueue_hook(
-        HookEvent::Gone,
-        &store::endorser_hook_env(HookEvent::Gone, name, &message),
-    )?;
+    store::endorser_event(&tx, "endorser-gone", HookEvent::Gone, name, &message)?;
     tx.commit()?;
     Err(Error::verification(message))
 }
@@ -438,11 +434,7 @@ fn warn_if_expiring(
     let name = endorser.name.as_str();
     let tx = site.state.transaction()?;
     if tx.announce_expiry(name, catalog.serial().get())? {
-        tx.audit("expiring", Some(name), None, &message)?;
-        tx.enqueue_hook(
-            HookEvent::Expiring,
-            &store::endorser_hook_env(HookEvent::Expiring, name, &message),
-        )?;
+        store::endorser_event(&tx, "expiring", HookEvent::Expiring, name, &message)?;
     }
     tx.commit()
 }
@@ -550,10 +542,12 @@ fn check_history(
 fn record_fork(site: &mut Site, endorser: &EndorserRow, message: &str) -> Result<()> {
     let name = endorser.name.as_str();
     let tx = site.state.transaction()?;
-    tx.audit("catalog-refused", Some(name), None, message)?;
-    tx.enqueue_hook(
+    store::endorser_event(
+        &tx,
+        "catalog-refused",
         HookEvent::CatalogRefused,
-        &store::endorser_hook_env(HookEvent::CatalogRefused, name, message),
+        name,
+        message,
     )?;
     tx.commit()
 }

@@ -57,11 +57,8 @@ pub fn add(site: &mut Site, req: TrustAdd) -> Result<EndorserRow> {
         row.url,
         row.approve.as_str()
     );
-    tx.audit("trust-added", Some(row.name.as_str()), None, &detail)?;
-    tx.enqueue_hook(
-        HookEvent::EndorserAdded,
-        &store::endorser_hook_env(HookEvent::EndorserAdded, row.name.as_str(), &detail),
-    )?;
+    let name = row.name.as_str();
+    store::endorser_event(&tx, "trust-added", HookEvent::EndorserAdded, name, &detail)?;
     tx.commit()?;
     crate::hooks::flush_outbox(site)?;
     Ok(row)
@@ -346,10 +343,12 @@ pub fn remove(site: &mut Site, name: &str) -> Result<Removal> {
         withdrawn.len(),
         dropped.len()
     );
-    tx.audit("trust-removed", Some(name), None, &detail)?;
-    tx.enqueue_hook(
+    store::endorser_event(
+        &tx,
+        "trust-removed",
         HookEvent::EndorserRemoved,
-        &store::endorser_hook_env(HookEvent::EndorserRemoved, name, &detail),
+        name,
+        &detail,
     )?;
     tx.commit()?;
     crate::hooks::flush_outbox(site)?;
