@@ -68,31 +68,43 @@ fn parent_of(path: &Path) -> &Path {
     }
 }
 
-/// Open `path` for reading, refusing anything but a regular file: the last
-/// component is not followed if it is a symbolic link, and a FIFO or device
-/// is refused at once instead of blocking the caller (and any lock it
-/// holds) forever. `label` names the file in errors.
+/// Open `path` for reading, refusing anything but a regular file (see
+/// [`open_checked`]). `label` names the file in errors.
 pub fn open_regular(path: &Path, label: &Path) -> Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
+    open_checked(
+        OpenOptions::new().read(true),
+        path,
+        &label.display().to_string(),
+    )
+}
+
+/// Open `path` as `options` say, in a directory others may write: the last
+/// component is not followed if it is a symbolic link (a planted link would
+/// redirect the read or write), and a FIFO or device is refused at once
+/// instead of blocking the caller (and any lock it holds) forever. `name`
+/// describes the file in errors ("lock file /…", or its path or URL).
+pub fn open_checked(options: &mut OpenOptions, path: &Path, name: &str) -> Result<File> {
+    let not_regular = |kind: &str| {
+        Error::verification(format!(
+            "{name} is not a regular file ({kind}); refusing to use it"
+        ))
+    };
+    let file = options
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| match e.raw_os_error() {
             Some(libc::ELOOP) => Error::verification(format!(
-                "{} is a symbolic link; refusing to follow it",
-                label.display()
+                "{name} is a symbolic link; refusing to follow it (remove it if you did not plant it)"
             )),
-            _ => Error::io("open", label, e),
+            // A FIFO without a reader, opened for writing without blocking.
+            Some(libc::ENXIO) => not_regular("a FIFO"),
+            _ => Error::io("open", Path::new(name), e),
         })?;
     let meta = file
         .metadata()
-        .map_err(|e| Error::io("inspect", label, e))?;
+        .map_err(|e| Error::io("inspect", Path::new(name), e))?;
     if !meta.is_file() {
-        return Err(Error::verification(format!(
-            "{} is not a regular file ({}); refusing to read it",
-            label.display(),
-            file_kind(&meta)
-        )));
+        return Err(not_regular(file_kind(&meta)));
     }
     Ok(file)
 }
@@ -235,33 +247,16 @@ impl DirLock {
         use std::os::fd::AsRawFd;
         let path = dir.join(name);
         // The directory may be writable by others: a symlink planted as the
-        // lock file is not followed (its target would get our PID), and
-        // anything but a regular file (a FIFO would block the open) is refused.
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&path)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::ELOOP) => Error::verification(format!(
-                    "lock file {} is a symbolic link; refusing to follow it (remove it if you did not plant it)",
-                    path.display()
-                )),
-                // A FIFO without a reader, opened for writing without blocking.
-                Some(libc::ENXIO) => Error::verification(format!(
-                    "lock file {} is not a regular file; refusing to use it",
-                    path.display()
-                )),
-                _ => Error::io("open lock file", &path, e),
-            })?;
-        if !file.metadata().is_ok_and(|m| m.is_file()) {
-            return Err(Error::verification(format!(
-                "lock file {} is not a regular file; refusing to use it",
-                path.display()
-            )));
-        }
+        // lock file would get our PID written into its target.
+        let file = open_checked(
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o644),
+            &path,
+            &format!("lock file {}", path.display()),
+        )?;
         // SAFETY: flock on a file descriptor we own; no memory is involved.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {

@@ -81,22 +81,16 @@ impl<'e> PartFile<'e> {
         engine: &'e Engine,
         progress: &'e dyn Progress,
     ) -> Result<PartFile<'e>> {
-        // The site's tmp directory may be reachable by others: a symlink
-        // planted as the .part file is not followed, a FIFO does not block.
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path)
-            .map_err(|e| Error::io("open", path, e))?;
-        if !file.metadata().is_ok_and(|m| m.is_file()) {
-            return Err(Error::verification(format!(
-                "{} is not a regular file; refusing to download into it",
-                path.display()
-            )));
-        }
+        // The site's tmp directory may be reachable by others.
+        let file = crate::fsutil::open_checked(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+            path,
+            &path.display().to_string(),
+        )?;
         let (size, chunk_size, chunks) = expected.into_parts();
         let block_size = block_size_for(size);
         let blocks = (BLOCK_MEMORY / block_size).min(2 * engine.jobs() as u64 + 3);
