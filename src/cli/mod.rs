@@ -15,6 +15,7 @@ mod site;
 mod sync;
 mod trust;
 mod verify;
+mod vo;
 
 use clap::{Parser, Subcommand};
 use vmic_format::error::{Error, ErrorKind};
@@ -103,6 +104,10 @@ enum Command {
     /// Manage trusted endorsers.
     #[command(subcommand)]
     Trust(trust::Command),
+    /// Virtual organisations: build and co-sign endorser lists (VO
+    /// managers); support VOs (sites).
+    #[command(subcommand)]
+    Vo(vo::Command),
     Sync(sync::Args),
     /// List every image the site knows, with its state.
     Images(JsonArg),
@@ -194,6 +199,7 @@ pub fn run() -> i32 {
         Command::Sign(args) => sign::run(args, quiet),
         Command::Site(cmd) => site::run(cmd, &cli.site, Output { quiet, json: false }),
         Command::Trust(cmd) => trust::run(cmd, &cli.site, quiet),
+        Command::Vo(cmd) => vo::run(cmd, &cli.site, quiet),
         Command::Sync(args) => sync::run(args, &cli.site, quiet),
         Command::Images(json) => images::run(json.json, &cli.site, quiet),
         Command::Approve(args) => approve::run(args, true, &cli.site, quiet),

@@ -53,6 +53,9 @@ pub fn run(args: Args, site: &Option<PathBuf>, quiet: bool) -> Result<i32> {
     for note in &report.reconciled {
         out.warn(note);
     }
+    for v in &report.vos {
+        print_vo(v, out);
+    }
     for e in &report.endorsers {
         for w in &e.warnings {
             out.warn(format!("{}: {w}", e.name));
@@ -120,6 +123,28 @@ pub fn run(args: Args, site: &Option<PathBuf>, quiet: bool) -> Result<i32> {
         out.warn(format!("hook failed (will be re-sent next sync): {err}"));
     }
     Ok(exit_code)
+}
+
+fn print_vo(v: &vmic_site::vo::VoReport, out: Output) {
+    for w in &v.warnings {
+        out.warn(w);
+    }
+    for c in &v.changes {
+        out.say(format!("VO {}: {c}", v.name));
+    }
+    if !v.pending.is_empty() {
+        out.say(format!(
+            "VO {}: {} endorser(s) wait for `vmic trust accept`: {}",
+            v.name,
+            v.pending.len(),
+            v.pending.join(", ")
+        ));
+    }
+    let serial = v.serial.map(|s| format!(" list serial {s}")).unwrap_or_default();
+    match &v.error {
+        Some(err) => super::alert(format!("vmic: error: {err}")),
+        None => out.say(format!("VO {}{serial}: ok", v.name)),
+    }
 }
 
 fn action_name(action: Action) -> &'static str {

@@ -18,9 +18,10 @@ pub enum Command {
         /// The endorser's minisign public key file.
         #[arg(long, value_name = "FILE")]
         pubkey: PathBuf,
-        /// http(s) URL, file:// URL or directory of the published catalog.
-        #[arg(long, value_name = "SOURCE")]
-        url: String,
+        /// http(s) URL, file:// URL or directory of the published catalog;
+        /// repeat for mirrors, tried in order.
+        #[arg(long, value_name = "SOURCE", required = true)]
+        url: Vec<String>,
         /// Extra PEM CA certificates for this source.
         #[arg(long, value_name = "PEM")]
         ca_file: Option<PathBuf>,
@@ -34,8 +35,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Stop trusting an endorser; all its images are withdrawn.
+    /// Stop trusting an endorser; all its images are withdrawn (a VO that
+    /// lists it does not bring it back until `trust accept`).
     Remove { name: String },
+    /// Trust an endorser a VO lists that waits for acceptance (VOs added
+    /// with `--endorsers manual`, or one removed by `trust remove`).
+    Accept { name: String },
     /// Trust another key for an endorser (compromise recovery): catalogs
     /// signed by the old key are refused from now on; decisions and images
     /// stay.
@@ -55,9 +60,10 @@ pub enum Command {
     Edit {
         /// The endorser.
         name: String,
-        /// New http(s) URL, file:// URL or directory of the published catalog.
+        /// New http(s) URL, file:// URL or directory of the published
+        /// catalog; repeat for mirrors, tried in order (replaces them all).
         #[arg(long, value_name = "SOURCE")]
-        url: Option<String>,
+        url: Vec<String>,
         /// Extra PEM CA certificates for the source.
         #[arg(long, value_name = "PEM", conflicts_with = "no_ca_file")]
         ca_file: Option<PathBuf>,
@@ -88,7 +94,7 @@ pub fn run(cmd: Command, site_dir: &Option<PathBuf>, quiet: bool) -> Result<i32>
                 TrustAdd {
                     name,
                     pubkey,
-                    url,
+                    urls: url,
                     ca_file,
                     approve,
                 },
@@ -144,7 +150,7 @@ pub fn run(cmd: Command, site_dir: &Option<PathBuf>, quiet: bool) -> Result<i32>
                 &mut site,
                 TrustEdit {
                     name,
-                    url,
+                    urls: url,
                     ca_file,
                     approve,
                 },
@@ -159,6 +165,18 @@ pub fn run(cmd: Command, site_dir: &Option<PathBuf>, quiet: bool) -> Result<i32>
                     .as_deref()
                     .map(|ca| format!(", CA file {ca}"))
                     .unwrap_or_default()
+            ));
+        }
+        Command::Accept { name } => {
+            let out = Output { quiet, json: false };
+            let mut site = super::site::open(site_dir)?;
+            let row = vmic_site::vo::accept(&mut site, &name)?;
+            out.say(format!(
+                "trusting {} (key {}) at {}, approval {}",
+                row.name,
+                row.key_id,
+                row.sources().collect::<Vec<_>>().join(", "),
+                row.approve.as_str()
             ));
         }
         Command::Remove { name } => {
@@ -198,7 +216,18 @@ fn list(json: bool, site_dir: &Option<PathBuf>, quiet: bool) -> Result<i32> {
                 _ => "no catalog accepted yet".to_string(),
             };
             let e = summary.row;
+            let via = summary
+                .vos
+                .iter()
+                .map(|v| format!("vo:{v}"))
+                .chain(e.direct.then(|| "direct".to_string()))
+                .collect::<Vec<_>>()
+                .join(",");
             let status = match (&e.gone_since, &e.last_sync, &e.last_error) {
+                _ if e.retired.is_some() => format!(
+                    "RETIRED, images kept ({})",
+                    e.retired.as_deref().unwrap_or_default()
+                ),
                 (Some(gone), _, _) => format!(
                     "GONE (catalog missing since {}, reported {gone})",
                     e.missing_since.as_deref().unwrap_or("?")
@@ -208,10 +237,10 @@ fn list(json: bool, site_dir: &Option<PathBuf>, quiet: bool) -> Result<i32> {
                 (None, Some(t), Some(err)) => format!("last sync {t} FAILED: {err}"),
             };
             out.say(format!(
-                "{}  key {}  {}  approve={}  {history}  {status}",
+                "{}  key {}  {}  approve={}  via={via}  {history}  {status}",
                 e.name,
                 e.key_id,
-                e.url,
+                e.sources().collect::<Vec<_>>().join(" "),
                 e.approve.as_str()
             ));
         }

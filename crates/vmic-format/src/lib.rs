@@ -24,5 +24,6 @@ pub mod publication;
 pub mod relpath;
 pub mod strict_toml;
 pub mod trusted_comment;
+pub mod vo;
 
 pub use error::{Error, ErrorKind, Result};

@@ -17,6 +17,7 @@ pub mod sync;
 #[cfg(test)]
 mod test_support;
 pub mod trust;
+pub mod vo;
 
 use vmic_engine::{fsutil, hashing};
 pub use vmic_format::{Error, ErrorKind, Result};

@@ -78,6 +78,14 @@ pub enum HookEvent {
     EndorserAdded,
     /// An endorser is no longer trusted (`trust remove`; no image variables).
     EndorserRemoved,
+    /// A VO lists a new endorser that waits for `vmic trust accept`.
+    EndorserPending,
+    /// An endorser's key was replaced through a rotation statement or its
+    /// VO's list (no image variables; `VMIC_REASON` names both keys).
+    KeyRotated,
+    /// An endorser's key was declared compromised and re-pinned (its
+    /// rollback memory reset).
+    KeyCompromised,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
@@ -179,6 +187,9 @@ impl StoredText for HookEvent {
         HookEvent::Pending,
         HookEvent::EndorserAdded,
         HookEvent::EndorserRemoved,
+        HookEvent::EndorserPending,
+        HookEvent::KeyRotated,
+        HookEvent::KeyCompromised,
     ];
     fn as_str(self) -> &'static str {
         match self {
@@ -194,6 +205,9 @@ impl StoredText for HookEvent {
             HookEvent::Pending => "pending",
             HookEvent::EndorserAdded => "endorser-added",
             HookEvent::EndorserRemoved => "endorser-removed",
+            HookEvent::EndorserPending => "endorser-pending",
+            HookEvent::KeyRotated => "key-rotated",
+            HookEvent::KeyCompromised => "key-compromised",
         }
     }
 }
@@ -233,5 +247,38 @@ mod tests {
         assert_eq!(ImageState::Quarantined.as_str(), "quarantined");
         assert_eq!(Decider::Verification.as_str(), "verification");
         assert_eq!(HookEvent::Quarantine.as_str(), "quarantine");
+    }
+}
+
+/// What this site made of one endorser a VO lists (or listed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberStatus {
+    /// Trusted through this VO.
+    Trusted,
+    /// Listed by a VO whose endorsers are accepted by hand: waits for
+    /// `vmic trust accept`.
+    Pending,
+    /// The operator removed it (`trust remove`): the VO does not bring it
+    /// back until `vmic trust accept`.
+    Declined,
+    /// Removed by the VO with its images kept: no longer synced.
+    Kept,
+}
+
+impl StoredText for MemberStatus {
+    const ALL: &'static [Self] = &[
+        MemberStatus::Trusted,
+        MemberStatus::Pending,
+        MemberStatus::Declined,
+        MemberStatus::Kept,
+    ];
+    fn as_str(self) -> &'static str {
+        match self {
+            MemberStatus::Trusted => "trusted",
+            MemberStatus::Pending => "pending",
+            MemberStatus::Declined => "declined",
+            MemberStatus::Kept => "kept",
+        }
     }
 }

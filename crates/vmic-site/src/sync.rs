@@ -48,6 +48,8 @@ pub struct SyncOptions {
 pub struct SyncReport {
     /// Whether this was a dry run.
     pub dry_run: bool,
+    /// One report per supported VO, fetched before the endorsers.
+    pub vos: Vec<crate::vo::VoReport>,
     /// One report per endorser synced.
     pub endorsers: Vec<EndorserReport>,
     /// What crash recovery had to repair first.
@@ -61,7 +63,14 @@ impl SyncReport {
     /// retrying).
     pub fn failure(&self) -> Option<ErrorKind> {
         let hooks = (self.hooks.failed > 0).then_some(ErrorKind::Io);
-        ErrorKind::most_severe(self.endorsers.iter().filter_map(|e| e.failure).chain(hooks))
+        let vos = self.vos.iter().filter_map(|v| v.failure);
+        ErrorKind::most_severe(
+            self.endorsers
+                .iter()
+                .filter_map(|e| e.failure)
+                .chain(vos)
+                .chain(hooks),
+        )
     }
 }
 
@@ -107,6 +116,13 @@ pub fn sync(
     engine: &Engine,
     progress: &dyn Progress,
 ) -> Result<SyncReport> {
+    // VO lists first: they decide which endorsers there are. Syncing named
+    // endorsers only leaves the VOs alone.
+    let vos = if opts.endorsers.is_empty() {
+        crate::vo::sync_vos(site, opts.now.unwrap_or_else(Timestamp::now), opts.dry_run)?
+    } else {
+        Vec::new()
+    };
     let all = site.state.endorsers()?;
     for wanted in &opts.endorsers {
         if !all.iter().any(|e| e.name == *wanted.as_str()) {
@@ -121,8 +137,11 @@ pub fn sync(
         store::reconcile(site)?
     };
     let mut reports = Vec::new();
+    // A retired endorser (removed by its VO, images kept) is not synced:
+    // no new images, and its last catalog's expiry no longer applies.
     for endorser in all.iter().filter(|e| {
-        opts.endorsers.is_empty() || opts.endorsers.iter().any(|w| e.name == *w.as_str())
+        e.retired.is_none()
+            && (opts.endorsers.is_empty() || opts.endorsers.iter().any(|w| e.name == *w.as_str()))
     }) {
         vmic_engine::cancel::check()?;
         reports.push(sync_one(site, endorser, opts, (engine, progress))?);
@@ -134,6 +153,7 @@ pub fn sync(
     };
     Ok(SyncReport {
         dry_run: opts.dry_run,
+        vos,
         endorsers: reports,
         reconciled,
         hooks,
@@ -201,7 +221,8 @@ fn finish_report(report: &mut EndorserReport, outcome: Result<()>) {
     report.ok = report.failure.is_none();
 }
 
-fn http_client(site: &Site, endorser: &EndorserRow) -> Result<HttpClient> {
+/// The site's HTTP settings, with a source's extra CA certificates.
+pub(crate) fn http_client(site: &Site, ca_file: Option<&String>) -> Result<HttpClient> {
     HttpClient::new(&HttpConfig {
         timeout: site.config.http.timeout.duration(),
         connect_timeout: site.config.http.connect_timeout.duration(),
@@ -209,7 +230,7 @@ fn http_client(site: &Site, endorser: &EndorserRow) -> Result<HttpClient> {
         min_rate: site.config.http.min_rate,
         rate_window: site.config.http.rate_window.duration(),
         retries: site.config.http.retries,
-        ca_file: endorser.ca_file.as_ref().map(Into::into),
+        ca_file: ca_file.map(Into::into),
         ..HttpConfig::default()
     })
 }
@@ -224,13 +245,10 @@ fn sync_endorser(
     let key = PublicKey::parse(&endorser.pubkey)
         .map_err(|e| e.context(format!("stored key of endorser {}", endorser.name)))?;
     let now = opts.now.unwrap_or_else(Timestamp::now);
-    let client = http_client(site, endorser)?;
-    let publication = Publication::open(&endorser.url, &client)?;
-    let fetched = publication.authenticate(&key, site.config.policy.max_catalog_size);
-    let Authenticated {
-        catalog, sha256, ..
-    } = match fetched {
-        Ok(a) => a,
+    let client = http_client(site, endorser.ca_file.as_ref())?;
+    let fetched = first_source(endorser, &key, site.config.policy.max_catalog_size, &client);
+    let (publication, Authenticated { catalog, sha256, .. }) = match fetched {
+        Ok(found) => found,
         Err(e) => return no_fresh_catalog(site, endorser, (&key, now), opts, e, report),
     };
     if endorser.missing_since.is_some() && !opts.dry_run {
@@ -280,6 +298,34 @@ fn sync_endorser(
     let now_stored = site.state.images_of(endorser.name.as_str())?;
     let after_fetch = plan(&now_stored, &endorser.name, &catalog, &policy);
     withdraw_planned(site, &after_fetch, report)
+}
+
+/// The catalog from the first of the endorser's sources that yields one
+/// that authenticates: a source that is down, or serves bad bytes, moves on
+/// to the next; only the signature decides. With every source failing,
+/// the most severe failure is reported (a missing catalog only when every
+/// source said so).
+fn first_source(
+    endorser: &EndorserRow,
+    key: &PublicKey,
+    max_catalog: u64,
+    client: &HttpClient,
+) -> Result<(Publication, Authenticated)> {
+    let mut errors: Vec<Error> = Vec::new();
+    for source in endorser.sources() {
+        let attempt = Publication::open(source, client)
+            .and_then(|p| p.authenticate(key, max_catalog).map(|a| (p, a)));
+        match attempt {
+            Ok(found) => return Ok(found),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.len() == 1 || errors.iter().all(Error::is_absent) {
+        return Err(errors.remove(0));
+    }
+    let kind = ErrorKind::most_severe(errors.iter().map(Error::kind)).unwrap_or(ErrorKind::Io);
+    let messages: Vec<&str> = errors.iter().map(Error::message).collect();
+    Err(Error::new(kind, messages.join("; ")))
 }
 
 /// No usable fresh catalog: the last accepted one may have run out, and a

@@ -9,7 +9,7 @@ use crate::site::Site;
 use vmic_engine::transport::Location;
 use vmic_format::ids::EndorserName;
 
-use crate::model::{Decider, HookEvent, ImageState};
+use crate::model::{Decider, HookEvent, ImageState, MemberStatus};
 use crate::state::{EndorserRow, now};
 use crate::store;
 
@@ -19,8 +19,8 @@ pub struct TrustAdd {
     pub name: String,
     /// Its public key.
     pub pubkey: PublicKey,
-    /// Where its catalog is published.
-    pub url: String,
+    /// Where its catalog is published, tried in order (at least one).
+    pub urls: Vec<String>,
     /// Extra CA certificates for that source.
     pub ca_file: Option<std::path::PathBuf>,
     /// Approval mode (default: the site policy's).
@@ -32,8 +32,15 @@ pub struct TrustAdd {
 pub fn add(site: &mut Site, req: TrustAdd) -> Result<EndorserRow> {
     let name = EndorserName::parse(&req.name).map_err(|e| Error::input(e.0))?;
     let key = req.pubkey;
+    if let Some(existing) = site.state.endorser(name.as_str())? {
+        return adopt_directly(site, existing, &key);
+    }
     refuse_key_clash(site, &name, &key)?;
-    let url = normalise_source(&req.url)?;
+    let mut sources = req.urls.iter().map(|u| normalise_source(u));
+    let url = sources
+        .next()
+        .ok_or_else(|| Error::input("give at least one --url"))??;
+    let mirrors = sources.collect::<Result<Vec<_>>>()?;
     let ca_file = req.ca_file.as_deref().map(absolute_ca_file).transpose()?;
     let row = EndorserRow {
         name,
@@ -47,25 +54,64 @@ pub fn add(site: &mut Site, req: TrustAdd) -> Result<EndorserRow> {
         last_error: None,
         missing_since: None,
         gone_since: None,
+        mirrors,
+        direct: true,
+        retired: None,
     };
+    insert_endorser(site, &row, &key, "trust add")?;
+    Ok(row)
+}
+
+/// Trust `row` (from `trust add`, a VO list or `trust accept`): the row,
+/// the legacy memory of its key, a log entry and the `endorser-added` hook.
+pub(crate) fn insert_endorser(
+    site: &mut Site,
+    row: &EndorserRow,
+    key: &PublicKey,
+    by: &str,
+) -> Result<()> {
     let tx = site.state.transaction()?;
-    tx.add_endorser(&row)?;
-    tx.adopt_legacy_serial(&key)?;
+    tx.add_endorser(row)?;
+    tx.adopt_legacy_serial(key)?;
     let detail = format!(
-        "key {} at {} (approve {})",
+        "key {} at {} (approve {}; by {by})",
         row.key_id,
-        row.url,
+        row.sources().collect::<Vec<_>>().join(", "),
         row.approve.as_str()
     );
     let name = row.name.as_str();
     store::endorser_event(&tx, "trust-added", HookEvent::EndorserAdded, name, &detail)?;
     tx.commit()?;
-    crate::hooks::flush_outbox(site)?;
+    crate::hooks::flush_outbox(site)
+        .map(|_| ())
+}
+
+/// `trust add` of an endorser this site trusts through a VO already, with
+/// the same key: it is now trusted directly too, and stays when the VO
+/// lets go. Anything else under that name is refused.
+fn adopt_directly(site: &mut Site, mut row: EndorserRow, key: &PublicKey) -> Result<EndorserRow> {
+    let same_key = PublicKey::parse(&row.pubkey).is_ok_and(|k| k == *key);
+    if row.direct || !same_key {
+        return Err(Error::input(format!(
+            "endorser {} is already trusted; remove it first to change it (or see `vmic trust edit`, `vmic trust rekey`)",
+            row.name
+        )));
+    }
+    row.direct = true;
+    let tx = site.state.transaction()?;
+    tx.update_endorser(&row)?;
+    tx.audit(
+        "trust-added",
+        Some(row.name.as_str()),
+        None,
+        "trusted directly too (it stays when its VOs let go)",
+    )?;
+    tx.commit()?;
     Ok(row)
 }
 
 /// A CA file as `sync` will find it from any working directory.
-fn absolute_ca_file(path: &std::path::Path) -> Result<String> {
+pub(crate) fn absolute_ca_file(path: &std::path::Path) -> Result<String> {
     let abs = path
         .canonicalize()
         .map_err(|e| Error::io("read CA file", path, e))?;
@@ -87,8 +133,8 @@ pub enum CaFileChange {
 pub struct TrustEdit {
     /// The endorser.
     pub name: String,
-    /// A new source, if any.
-    pub url: Option<String>,
+    /// New sources, tried in order (empty: unchanged).
+    pub urls: Vec<String>,
     /// Its CA certificates.
     pub ca_file: CaFileChange,
     /// A new approval mode for images decided from now on, if any.
@@ -106,10 +152,16 @@ pub fn edit(site: &mut Site, req: TrustEdit) -> Result<EndorserRow> {
         )));
     };
     let mut changes = Vec::new();
-    if let Some(url) = &req.url {
-        let url = normalise_source(url)?;
-        changes.push(format!("source {} -> {url}", row.url));
-        row.url = url;
+    if !req.urls.is_empty() {
+        let mut sources = req
+            .urls
+            .iter()
+            .map(|u| normalise_source(u))
+            .collect::<Result<Vec<_>>>()?;
+        let old = row.sources().collect::<Vec<_>>().join(", ");
+        changes.push(format!("source {old} -> {}", sources.join(", ")));
+        row.url = sources.remove(0);
+        row.mirrors = sources;
         row.missing_since = None;
         row.gone_since = None;
     }
@@ -225,7 +277,7 @@ pub fn rekey(site: &mut Site, name: &str, key: PublicKey, memory: SerialMemory) 
 /// has could pass for it wherever an id is shown or compared, and one key
 /// under two names would share one rollback memory between two endorsers:
 /// both are refused.
-fn refuse_key_clash(site: &Site, name: &EndorserName, key: &PublicKey) -> Result<()> {
+pub(crate) fn refuse_key_clash(site: &Site, name: &EndorserName, key: &PublicKey) -> Result<()> {
     for other in site.state.endorsers()? {
         let Ok(theirs) = PublicKey::parse(&other.pubkey) else {
             continue;
@@ -249,7 +301,7 @@ fn refuse_key_clash(site: &Site, name: &EndorserName, key: &PublicKey) -> Result
 /// A source given to `trust add`: http(s) and file:// URLs as they are
 /// (checked the way `sync` will read them), a plain directory made absolute
 /// (cron runs from anywhere).
-fn normalise_source(url: &str) -> Result<String> {
+pub(crate) fn normalise_source(url: &str) -> Result<String> {
     match Location::parse(url)? {
         Location::Http(_) => Ok(url.to_string()),
         Location::Local(_) if url.contains("://") => Ok(url.to_string()),
@@ -272,10 +324,13 @@ pub struct EndorserSummary {
     pub serial: Option<u64>,
     /// That catalog's expiry.
     pub expires: Option<String>,
+    /// The VOs it is trusted through.
+    pub vos: Vec<String>,
 }
 
 /// Every trusted endorser with its last accepted serial and expiry.
 pub fn summaries(site: &Site) -> Result<Vec<EndorserSummary>> {
+    let members = site.state.members(None)?;
     site.state
         .endorsers()?
         .into_iter()
@@ -284,7 +339,16 @@ pub fn summaries(site: &Site) -> Result<Vec<EndorserSummary>> {
                 Ok(key) => site.state.serial(&key)?,
                 Err(_) => None,
             };
+            let vos = members
+                .iter()
+                .filter(|m| {
+                    m.name == row.name
+                        && matches!(m.status, MemberStatus::Trusted | MemberStatus::Kept)
+                })
+                .map(|m| m.vo.clone())
+                .collect();
             Ok(EndorserSummary {
+                vos,
                 serial: memory.as_ref().map(|m| m.highest_serial),
                 expires: memory.map(|m| m.expires),
                 row,
@@ -307,6 +371,8 @@ pub struct Removal {
 /// Stop trusting an endorser: every image of it is withdrawn (hooks fire),
 /// its rows stay for the record, the endorser entry goes. The rollback memory
 /// of its key is kept.
+/// An endorser that came through a VO is declined: the VO does not bring
+/// it back until `vmic trust accept`.
 pub fn remove(site: &mut Site, name: &str) -> Result<Removal> {
     if site.state.endorser(name)?.is_none() {
         return Err(Error::input(format!(
@@ -314,6 +380,17 @@ pub fn remove(site: &mut Site, name: &str) -> Result<Removal> {
         )));
     }
     let reason = format!("endorser {name} is no longer trusted by this site");
+    let removal = remove_because(site, name, &reason)?;
+    let tx = site.state.transaction()?;
+    tx.set_member_status(name, MemberStatus::Trusted, MemberStatus::Declined)?;
+    tx.set_member_status(name, MemberStatus::Kept, MemberStatus::Declined)?;
+    tx.commit()?;
+    Ok(removal)
+}
+
+/// Stop trusting `name` for `reason` (the operator's, or its VO's):
+/// withdraw its images, drop the endorser, log and fire the hook.
+pub(crate) fn remove_because(site: &mut Site, name: &str, reason: &str) -> Result<Removal> {
     let (mut withdrawn, mut dropped) = (Vec::new(), Vec::new());
     for row in site.state.images_of(name)? {
         if row.state != ImageState::Revoked {
@@ -325,7 +402,7 @@ pub fn remove(site: &mut Site, name: &str) -> Result<Removal> {
                 site,
                 &row,
                 ImageState::Revoked,
-                &reason,
+                reason,
                 HookEvent::Revoke,
                 Decider::Site,
             )?;
@@ -339,7 +416,7 @@ pub fn remove(site: &mut Site, name: &str) -> Result<Removal> {
     let tx = site.state.transaction()?;
     tx.remove_endorser(name)?;
     let detail = format!(
-        "{} image(s) withdrawn from the store, {} other(s) dropped",
+        "{reason}: {} image(s) withdrawn from the store, {} other(s) dropped",
         withdrawn.len(),
         dropped.len()
     );
@@ -369,7 +446,7 @@ mod tests {
         TrustAdd {
             name: name.into(),
             pubkey: key.public_key(),
-            url: url.into(),
+            urls: vec![url.into()],
             ca_file: None,
             approve: None,
         }

@@ -22,7 +22,10 @@ use vmic_format::minisign::PublicKey;
 use crate::error::{Error, Result};
 use crate::model::{ApproveMode, Decider, HookEvent, ImageState, StoredText};
 
-const SCHEMA_VERSION: i64 = 4;
+mod vo;
+pub use vo::{MemberRow, VoMemory, VoRow};
+
+const SCHEMA_VERSION: i64 = 5;
 
 /// Migrations, applied in order; index + 1 is the schema version reached.
 const MIGRATIONS: &[&str] = &[
@@ -122,6 +125,44 @@ ALTER TABLE endorsers ADD COLUMN gone_since TEXT;
 -- `expiring` hook fires once per catalog, not at every cron run.
 ALTER TABLE endorsers ADD COLUMN expiry_warned_serial INTEGER;
 "#,
+    r#"
+-- Version 5: the trust lifecycle. Endorsers may come from VO lists as
+-- well as from `trust add` (`direct`); they may have several catalog
+-- sources (`mirrors`, tried after `url`); an endorser a VO removed with
+-- "keep" is `retired`: no longer synced, its images kept.
+ALTER TABLE endorsers ADD COLUMN mirrors TEXT NOT NULL DEFAULT '';
+ALTER TABLE endorsers ADD COLUMN direct INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE endorsers ADD COLUMN retired TEXT;
+CREATE TABLE vos (
+    name TEXT PRIMARY KEY,
+    pubkeys TEXT NOT NULL,
+    threshold INTEGER NOT NULL,
+    urls TEXT NOT NULL,
+    ca_file TEXT,
+    endorsers TEXT NOT NULL,
+    added_at TEXT NOT NULL,
+    last_sync TEXT,
+    last_error TEXT
+);
+-- Rollback memory of VO lists, by VO name: kept after `vo remove`.
+CREATE TABLE vo_rollback (
+    vo TEXT PRIMARY KEY,
+    highest_serial INTEGER NOT NULL,
+    list_sha256 TEXT NOT NULL,
+    expires TEXT NOT NULL,
+    accepted_at TEXT NOT NULL
+);
+-- What each VO's list says about each endorser, and what this site made of it.
+CREATE TABLE vo_endorsers (
+    vo TEXT NOT NULL,
+    name TEXT NOT NULL,
+    pubkey TEXT NOT NULL,
+    urls TEXT NOT NULL,
+    status TEXT NOT NULL,
+    since TEXT NOT NULL,
+    PRIMARY KEY (vo, name)
+);
+"#,
 ];
 
 /// The longest wait between two attempts at an image that keeps failing
@@ -161,6 +202,20 @@ pub struct EndorserRow {
     pub missing_since: Option<String>,
     /// When it was reported gone (missing longer than `gone_after`).
     pub gone_since: Option<String>,
+    /// More catalog sources, tried in order after `url`.
+    pub mirrors: Vec<String>,
+    /// Trusted by `trust add` (not only through VO lists).
+    pub direct: bool,
+    /// Why it is no longer synced while its images are kept (a VO removed
+    /// it with `images = "keep"`), if so.
+    pub retired: Option<String>,
+}
+
+impl EndorserRow {
+    /// Every catalog source, in the order they are tried.
+    pub fn sources(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.url.as_str()).chain(self.mirrors.iter().map(String::as_str))
+    }
 }
 
 /// The rollback memory for one signing key.
@@ -309,6 +364,11 @@ fn db_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
     move |e| Error::io_failure(format!("site database {}: {e}", path.display()))
 }
 
+/// A stored newline-separated list.
+fn split_lines(text: &str) -> Vec<String> {
+    text.lines().filter(|l| !l.is_empty()).map(String::from).collect()
+}
+
 fn sql(e: rusqlite::Error) -> Error {
     Error::io_failure(format!("site database: {e}"))
 }
@@ -400,10 +460,10 @@ impl State {
     pub fn endorsers(&self) -> Result<Vec<EndorserRow>> {
         let mut stmt = self
             .conn
-            .prepare(if self.version >= 3 {
-                "SELECT name, pubkey, key_id, url, ca_file, approve, added_at, last_sync, last_error, missing_since, gone_since FROM endorsers ORDER BY name"
-            } else {
-                "SELECT name, pubkey, key_id, url, ca_file, approve, added_at, last_sync, last_error, NULL, NULL FROM endorsers ORDER BY name"
+            .prepare(match self.version {
+                5.. => "SELECT name, pubkey, key_id, url, ca_file, approve, added_at, last_sync, last_error, missing_since, gone_since, mirrors, direct, retired FROM endorsers ORDER BY name",
+                3 | 4 => "SELECT name, pubkey, key_id, url, ca_file, approve, added_at, last_sync, last_error, missing_since, gone_since, '', 1, NULL FROM endorsers ORDER BY name",
+                _ => "SELECT name, pubkey, key_id, url, ca_file, approve, added_at, last_sync, last_error, NULL, NULL, '', 1, NULL FROM endorsers ORDER BY name",
             })
             .map_err(sql)?;
         let rows = stmt
@@ -422,6 +482,9 @@ impl State {
                     last_error: r.get(8)?,
                     missing_since: r.get(9)?,
                     gone_since: r.get(10)?,
+                    mirrors: split_lines(&r.get::<_, String>(11)?),
+                    direct: r.get(12)?,
+                    retired: r.get(13)?,
                 })
             })
             .map_err(sql)?;
@@ -655,8 +718,8 @@ impl Tx<'_> {
     pub fn add_endorser(&self, e: &EndorserRow) -> Result<()> {
         self.tx
             .execute(
-                "INSERT INTO endorsers (name, pubkey, key_id, url, ca_file, approve, added_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![e.name.as_str(), e.pubkey, e.key_id, e.url, e.ca_file, e.approve.as_str(), e.added_at],
+                "INSERT INTO endorsers (name, pubkey, key_id, url, ca_file, approve, added_at, mirrors, direct, retired) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![e.name.as_str(), e.pubkey, e.key_id, e.url, e.ca_file, e.approve.as_str(), e.added_at, e.mirrors.join("\n"), e.direct, e.retired],
             )
             .map(|_| ())
             .map_err(|err| match err {
@@ -686,8 +749,8 @@ impl Tx<'_> {
     pub fn update_endorser(&self, e: &EndorserRow) -> Result<()> {
         self.tx
             .execute(
-                "UPDATE endorsers SET url = ?2, ca_file = ?3, approve = ?4, missing_since = ?5, gone_since = ?6 WHERE name = ?1",
-                params![e.name.as_str(), e.url, e.ca_file, e.approve.as_str(), e.missing_since, e.gone_since],
+                "UPDATE endorsers SET url = ?2, ca_file = ?3, approve = ?4, missing_since = ?5, gone_since = ?6, mirrors = ?7, direct = ?8, retired = ?9 WHERE name = ?1",
+                params![e.name.as_str(), e.url, e.ca_file, e.approve.as_str(), e.missing_since, e.gone_since, e.mirrors.join("\n"), e.direct, e.retired],
             )
             .map(|_| ())
             .map_err(sql)
