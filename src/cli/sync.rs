@@ -140,7 +140,10 @@ fn print_vo(v: &vmic_site::vo::VoReport, out: Output) {
             v.pending.join(", ")
         ));
     }
-    let serial = v.serial.map(|s| format!(" list serial {s}")).unwrap_or_default();
+    let serial = v
+        .serial
+        .map(|s| format!(" list serial {s}"))
+        .unwrap_or_default();
     match &v.error {
         Some(err) => super::alert(format!("vmic: error: {err}")),
         None => out.say(format!("VO {}{serial}: ok", v.name)),

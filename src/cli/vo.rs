@@ -202,7 +202,12 @@ fn list(json: bool, site_dir: &Option<PathBuf>, quiet: bool) -> Result<i32> {
             v.endorsers.as_str()
         ));
         for m in &summary.members {
-            out.say(format!("  {}  {}  since {}", m.name, m.status_text(), m.since));
+            out.say(format!(
+                "  {}  {}  since {}",
+                m.name,
+                m.status_text(),
+                m.since
+            ));
         }
     }
     Ok(0)

@@ -1,4 +1,5 @@
 //! A real nginx on 127.0.0.1 serving a directory, for end-to-end tests.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -100,8 +100,7 @@ pub fn build_vo(opts: &VoBuildOptions) -> Result<VoReport> {
     let toml_dir = opts.toml.parent().unwrap_or(Path::new("."));
     let text = std::fs::read_to_string(&opts.toml).map_err(|e| Error::io("read", &opts.toml, e))?;
     let spec: VoToml = vmic_format::strict_toml::parse(&text, &opts.toml.display().to_string())?;
-    std::fs::create_dir_all(&opts.out_dir)
-        .map_err(|e| Error::io("create", &opts.out_dir, e))?;
+    std::fs::create_dir_all(&opts.out_dir).map_err(|e| Error::io("create", &opts.out_dir, e))?;
     let _lock = DirLock::acquire(&opts.out_dir, LOCK_FILE, "vo build")?;
     let previous = previous_list(&opts.out_dir, &spec.vo.name, opts.key)?;
     let now = opts.now.unwrap_or_else(Timestamp::now);
@@ -270,7 +269,10 @@ pub fn cosign_vo(out_dir: &Path, key: &SecretKey) -> Result<VoReport> {
     let bytes = read_small(&path)?;
     let list = VoList::parse(&bytes).map_err(|e| e.context(path.display()))?;
     let own = cosignature_name(&key.key_id);
-    atomic_write(&out_dir.join(&own), sign_bytes(&list, &bytes, key).as_bytes())?;
+    atomic_write(
+        &out_dir.join(&own),
+        sign_bytes(&list, &bytes, key).as_bytes(),
+    )?;
     Ok(report(&list, &bytes, own))
 }
 

@@ -164,7 +164,9 @@ mod wire_key {
         s.serialize_str(&key.to_base64())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<PublicKey, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<PublicKey, D::Error> {
         let text = String::deserialize(d)?;
         if text.contains('\n') {
             return Err(serde::de::Error::custom("pubkey must be one base64 line"));
@@ -266,9 +268,8 @@ impl VoList {
 
     /// Parse and validate `vo.json` bytes.
     pub fn parse(bytes: &[u8]) -> Result<VoList> {
-        let invalid = |e: &dyn std::fmt::Display| {
-            Error::verification(format!("{VO_FILE} is invalid: {e}"))
-        };
+        let invalid =
+            |e: &dyn std::fmt::Display| Error::verification(format!("{VO_FILE} is invalid: {e}"));
         #[derive(Deserialize)]
         struct Header {
             format: String,
@@ -324,10 +325,7 @@ impl VoList {
                 ));
             }
             if e.urls.is_empty() || e.urls.len() > MAX_SOURCES {
-                return Err(format!(
-                    "endorser {} needs 1 to {MAX_SOURCES} urls",
-                    e.name
-                ));
+                return Err(format!("endorser {} needs 1 to {MAX_SOURCES} urls", e.name));
             }
             if e.compromised.contains(&e.pubkey) {
                 return Err(format!(
@@ -344,7 +342,10 @@ impl VoList {
                 ));
             }
             if r.reason.len() > MAX_TEXT || r.reason.chars().any(char::is_control) {
-                return Err(format!("removed endorser {}: reason is not one line", r.name));
+                return Err(format!(
+                    "removed endorser {}: reason is not one line",
+                    r.name
+                ));
             }
         }
         Ok(())
@@ -421,7 +422,11 @@ pub fn authenticate_vo(
         return Err(Error::verification(format!(
             "{origin}: {} valid signature(s) by distinct pinned VO keys{}, {} needed{}",
             counted.len(),
-            if by.is_empty() { String::new() } else { format!(" ({})", by.join(", ")) },
+            if by.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", by.join(", "))
+            },
             threshold.max(1),
             if not_counted.is_empty() {
                 String::new()
@@ -503,7 +508,7 @@ mod tests {
         let sb = sign(&b, &l, &bytes);
         let outsider = sign(&e, &l, &bytes);
         // One is not two; two by one key are not two; an outsider does not count.
-        assert!(authenticate_vo(&bytes, &[sa.clone()], &pins, 2, "x").is_err());
+        assert!(authenticate_vo(&bytes, std::slice::from_ref(&sa), &pins, 2, "x").is_err());
         assert!(authenticate_vo(&bytes, &[sa.clone(), sa.clone()], &pins, 2, "x").is_err());
         assert!(authenticate_vo(&bytes, &[sa.clone(), outsider], &pins, 2, "x").is_err());
         let ok = authenticate_vo(&bytes, &[sa, sb], &pins, 2, "x").unwrap();
@@ -519,6 +524,11 @@ mod tests {
         assert!(SourceUrl::parse("ftp://x/").is_err());
         assert!(SourceUrl::parse("https://x/ y").is_err());
         let future = br#"{"format":"vmic.vo/2"}"#;
-        assert!(VoList::parse(future).unwrap_err().message().contains("upgrade"));
+        assert!(
+            VoList::parse(future)
+                .unwrap_err()
+                .message()
+                .contains("upgrade")
+        );
     }
 }

@@ -247,7 +247,12 @@ fn sync_endorser(
     let now = opts.now.unwrap_or_else(Timestamp::now);
     let client = http_client(site, endorser.ca_file.as_ref())?;
     let fetched = first_source(endorser, &key, site.config.policy.max_catalog_size, &client);
-    let (publication, Authenticated { catalog, sha256, .. }) = match fetched {
+    let (
+        publication,
+        Authenticated {
+            catalog, sha256, ..
+        },
+    ) = match fetched {
         Ok(found) => found,
         Err(e) => return no_fresh_catalog(site, endorser, (&key, now), opts, e, report),
     };

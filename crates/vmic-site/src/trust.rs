@@ -82,8 +82,7 @@ pub(crate) fn insert_endorser(
     let name = row.name.as_str();
     store::endorser_event(&tx, "trust-added", HookEvent::EndorserAdded, name, &detail)?;
     tx.commit()?;
-    crate::hooks::flush_outbox(site)
-        .map(|_| ())
+    crate::hooks::flush_outbox(site).map(|_| ())
 }
 
 /// `trust add` of an endorser this site trusts through a VO already, with

@@ -14,10 +14,10 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use vmic_engine::fetch::HttpClient;
-use vmic_format::relpath::SafeRelPath;
 use vmic_engine::transport::{DirTransport, HttpTransport, Location, Transport};
 use vmic_format::ids::EndorserName;
 use vmic_format::minisign::PublicKey;
+use vmic_format::relpath::SafeRelPath;
 use vmic_format::vo::{
     AuthenticatedVo, MAX_VO_BYTES, MAX_VO_KEYS, RemovedImages, VO_FILE, VO_SIGNATURE_FILE,
     VoEndorser, VoList, VoRemoved, authenticate_vo, cosignature_name,
@@ -364,12 +364,21 @@ fn sync_vo(
         if !dry_run && refused.kind() == ErrorKind::Verification {
             let tx = site.state.transaction()?;
             let message = format!("VO {}: {}", vo.name, refused.message());
-            store::endorser_event(&tx, "vo-refused", HookEvent::CatalogRefused, vo.name.as_str(), &message)?;
+            store::endorser_event(
+                &tx,
+                "vo-refused",
+                HookEvent::CatalogRefused,
+                vo.name.as_str(),
+                &message,
+            )?;
             tx.commit()?;
         }
         return Err(refused);
     }
-    if memory.as_ref().is_some_and(|m| m.highest_serial == list.serial.get()) {
+    if memory
+        .as_ref()
+        .is_some_and(|m| m.highest_serial == list.serial.get())
+    {
         report.unchanged = true;
     }
     if list.is_expired_at(now) {
@@ -380,9 +389,10 @@ fn sync_vo(
     }
     let warning = site.config.policy.expiry_warning.0;
     if list.expires.as_second() - now.as_second() < warning as i64 {
-        report
-            .warnings
-            .push(format!("VO {}'s list expires at {}: its managers should re-sign it", vo.name, list.expires));
+        report.warnings.push(format!(
+            "VO {}'s list expires at {}: its managers should re-sign it",
+            vo.name, list.expires
+        ));
     }
     if dry_run || report.unchanged {
         return Ok(());
@@ -435,7 +445,9 @@ fn check_history(memory: Option<&VoMemory>, fetched: &AuthenticatedVo) -> Result
         )));
     }
     let previous = fetched.list.previous_sha256.map(|p| p.to_hex());
-    if serial == memory.highest_serial + 1 && previous.as_ref().is_some_and(|p| *p != memory.list_sha256) {
+    if serial == memory.highest_serial + 1
+        && previous.as_ref().is_some_and(|p| *p != memory.list_sha256)
+    {
         return Err(Error::verification(format!(
             "list serial {serial} names predecessor {} but serial {} accepted here was {}: a forked history, a sign of a compromised VO key",
             previous.unwrap_or_default(),
@@ -476,7 +488,11 @@ fn open_source(url: &str, client: &HttpClient) -> Result<Box<dyn Transport>> {
     })
 }
 
-fn read_list(transport: &dyn Transport, keys: &[PublicKey], threshold: u32) -> Result<AuthenticatedVo> {
+fn read_list(
+    transport: &dyn Transport,
+    keys: &[PublicKey],
+    threshold: u32,
+) -> Result<AuthenticatedVo> {
     let name = |n: &str| SafeRelPath::parse(n).map_err(|e| Error::input(e.message()));
     let list_name = name(VO_FILE)?;
     let bytes = transport.read(&list_name, MAX_VO_BYTES)?;
@@ -490,7 +506,13 @@ fn read_list(transport: &dyn Transport, keys: &[PublicKey], threshold: u32) -> R
             signatures.push(String::from_utf8_lossy(&text).into_owned());
         }
     }
-    authenticate_vo(&bytes, &signatures, keys, threshold as usize, &transport.locate(&list_name))
+    authenticate_vo(
+        &bytes,
+        &signatures,
+        keys,
+        threshold as usize,
+        &transport.locate(&list_name),
+    )
 }
 
 /// Bring the site's endorsers in line with an authenticated list.
@@ -500,7 +522,10 @@ fn reconcile(site: &mut Site, vo: &VoRow, list: &VoList, report: &mut VoReport) 
         let before = members.iter().find(|m| m.name == entry.name);
         apply_listed(site, vo, entry, before, report)?;
     }
-    for member in members.iter().filter(|m| list.endorser(m.name.as_str()).is_none()) {
+    for member in members
+        .iter()
+        .filter(|m| list.endorser(m.name.as_str()).is_none())
+    {
         apply_unlisted(site, vo, member, list.removal(member.name.as_str()), report)?;
     }
     Ok(())
@@ -547,7 +572,13 @@ fn apply_listed(
                     "VO {} lists endorser {name} (key {}); trust it with `vmic trust accept {name}`",
                     vo.name, entry.pubkey.key_id
                 );
-                store::endorser_event(&tx, "vo-endorser-pending", HookEvent::EndorserPending, name, &reason)?;
+                store::endorser_event(
+                    &tx,
+                    "vo-endorser-pending",
+                    HookEvent::EndorserPending,
+                    name,
+                    &reason,
+                )?;
                 tx.commit()?;
             }
             Ok(())
@@ -558,17 +589,28 @@ fn apply_listed(
 }
 
 /// A new endorser from the list, trusted at once.
-fn trust_listed(site: &mut Site, vo: &VoRow, entry: &VoEndorser, report: &mut VoReport) -> Result<()> {
+fn trust_listed(
+    site: &mut Site,
+    vo: &VoRow,
+    entry: &VoEndorser,
+    report: &mut VoReport,
+) -> Result<()> {
     let name = entry.name.as_str();
     let urls: Vec<String> = entry.urls.iter().map(|u| u.as_str().to_string()).collect();
     if let Err(e) = trust::refuse_key_clash(site, &entry.name, &entry.pubkey) {
-        report.warnings.push(format!("VO {} lists {name}: {}; not applied", vo.name, e.message()));
+        report.warnings.push(format!(
+            "VO {} lists {name}: {}; not applied",
+            vo.name,
+            e.message()
+        ));
         return Ok(());
     }
     let row = endorser_row(site, name, &entry.pubkey, &urls)?;
     trust::insert_endorser(site, &row, &entry.pubkey, &format!("VO {}", vo.name))?;
     put_member(site, &member(vo, entry, MemberStatus::Trusted))?;
-    report.changes.push(format!("trusted {name} (key {})", entry.pubkey.key_id));
+    report
+        .changes
+        .push(format!("trusted {name} (key {})", entry.pubkey.key_id));
     Ok(())
 }
 
@@ -594,13 +636,20 @@ fn update_listed(
             return Ok(());
         }
         repin(site, vo, entry, &current, report)?;
-        row = site.state.endorser(name)?.ok_or_else(|| Error::input(format!("{name} vanished")))?;
+        row = site
+            .state
+            .endorser(name)?
+            .ok_or_else(|| Error::input(format!("{name} vanished")))?;
     }
     let urls: Vec<String> = entry.urls.iter().map(|u| u.as_str().to_string()).collect();
     let sources: Vec<String> = row.sources().map(String::from).collect();
     let mut changed = Vec::new();
     if member_here && !row.direct && sources != urls {
-        changed.push(format!("sources {} -> {}", sources.join(", "), urls.join(", ")));
+        changed.push(format!(
+            "sources {} -> {}",
+            sources.join(", "),
+            urls.join(", ")
+        ));
         row.url = urls[0].clone();
         row.mirrors = urls[1..].to_vec();
     }
@@ -613,7 +662,9 @@ fn update_listed(
         let detail = format!("VO {}: {}", vo.name, changed.join("; "));
         tx.audit("vo-endorser-updated", Some(name), None, &detail)?;
         tx.commit()?;
-        report.changes.push(format!("{name}: {}", changed.join("; ")));
+        report
+            .changes
+            .push(format!("{name}: {}", changed.join("; ")));
     }
     put_member(site, &member(vo, entry, MemberStatus::Trusted))
 }
@@ -637,9 +688,15 @@ fn repin(
     };
     trust::rekey(site, name, entry.pubkey.clone(), memory)?;
     let (event, what) = if compromised {
-        (HookEvent::KeyCompromised, "declared compromised; rollback memory reset")
+        (
+            HookEvent::KeyCompromised,
+            "declared compromised; rollback memory reset",
+        )
     } else {
-        (HookEvent::KeyRotated, "replaced; rollback memory carried over")
+        (
+            HookEvent::KeyRotated,
+            "replaced; rollback memory carried over",
+        )
     };
     let reason = format!(
         "VO {}: key {} of {name} {what}; new key {}",
@@ -672,7 +729,9 @@ fn apply_unlisted(
     }
     if other_sources(site, name, vo_name)? {
         forget(site)?;
-        report.changes.push(format!("{name} left VO {vo_name}; still trusted otherwise"));
+        report
+            .changes
+            .push(format!("{name} left VO {vo_name}; still trusted otherwise"));
         return Ok(());
     }
     let reason = match removal {
@@ -681,9 +740,8 @@ fn apply_unlisted(
     };
     // "keep" holds only for the key the site trusts: the VO kept that
     // endorser's images, not whatever another key signed under its name.
-    let keep = removal.is_some_and(|r| {
-        r.images == RemovedImages::Keep && r.pubkey.to_base64() == before.pubkey
-    });
+    let keep = removal
+        .is_some_and(|r| r.images == RemovedImages::Keep && r.pubkey.to_base64() == before.pubkey);
     if keep {
         return retire(site, before, &reason, report);
     }
@@ -714,7 +772,13 @@ fn retire(site: &mut Site, before: &MemberRow, reason: &str, report: &mut VoRepo
     let tx = site.state.transaction()?;
     tx.update_endorser(&row)?;
     let detail = format!("{reason}; its images are kept, no new ones are taken");
-    store::endorser_event(&tx, "vo-endorser-retired", HookEvent::EndorserRemoved, name, &detail)?;
+    store::endorser_event(
+        &tx,
+        "vo-endorser-retired",
+        HookEvent::EndorserRemoved,
+        name,
+        &detail,
+    )?;
     tx.commit()?;
     report.changes.push(detail);
     Ok(())

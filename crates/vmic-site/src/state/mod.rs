@@ -366,7 +366,10 @@ fn db_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
 
 /// A stored newline-separated list.
 fn split_lines(text: &str) -> Vec<String> {
-    text.lines().filter(|l| !l.is_empty()).map(String::from).collect()
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 fn sql(e: rusqlite::Error) -> Error {

@@ -178,7 +178,10 @@ impl Tx<'_> {
     pub fn remove_vo(&self, name: &str) -> Result<()> {
         self.tx
             .execute("DELETE FROM vo_endorsers WHERE vo = ?1", params![name])
-            .and_then(|_| self.tx.execute("DELETE FROM vos WHERE name = ?1", params![name]))
+            .and_then(|_| {
+                self.tx
+                    .execute("DELETE FROM vos WHERE name = ?1", params![name])
+            })
             .map(|_| ())
             .map_err(sql)
     }
@@ -230,7 +233,12 @@ impl Tx<'_> {
     }
 
     /// Set the status of every VO row about `name` that has status `from`.
-    pub fn set_member_status(&self, name: &str, from: MemberStatus, to: MemberStatus) -> Result<()> {
+    pub fn set_member_status(
+        &self,
+        name: &str,
+        from: MemberStatus,
+        to: MemberStatus,
+    ) -> Result<()> {
         self.tx
             .execute(
                 "UPDATE vo_endorsers SET status = ?3, since = ?4 WHERE name = ?1 AND status = ?2",
