@@ -953,3 +953,145 @@ fn a_stolen_endorser_key_is_recovered_from_by_the_vo_repinning_it_as_compromised
     expect_fail(&st.s1.sync(), 1, &["cern"]);
     std::fs::write(&served, saved).unwrap();
 }
+
+fn trusted_key_id(site: &Site, name: &str) -> String {
+    let o = site.run(&["trust", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .map(|e| e["key_id"].as_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_key_rotation_chain_is_followed_and_the_old_key_is_refused_afterwards() {
+    let st = start();
+    let out = st.w.path("www/cern");
+    // S3 trusts cern directly and does not sync during the rotations.
+    let s3 = st.w.site("s3");
+    st.w.trust(&s3, &st.cern, &[]);
+    expect_ok(&s3.sync());
+    let key2 = st.w.key("cern-2");
+    let rotate = |old: &Path, new: &Path| {
+        vmic([
+            "key",
+            "rotate",
+            "--key",
+            path_str(old),
+            "--new-key",
+            path_str(new),
+            "--out",
+            path_str(&out),
+        ])
+    };
+    expect_ok(&rotate(&st.cern.key, &key2));
+    // The old key no longer builds this publication.
+    let old_build = vmic([
+        "build",
+        path_str(&st.cern.images),
+        "--key",
+        path_str(&st.cern.key),
+        "--out",
+        path_str(&out),
+    ]);
+    expect_fail(&old_build, 2, &["was rotated to"]);
+    let cern2 = Endorser {
+        name: "cern".into(),
+        key: key2.clone(),
+        images: st.cern.images.clone(),
+    };
+    st.w.publish(&cern2);
+    let o = st.s1.sync();
+    expect_ok(&o);
+    assert_eq!(trusted_key_id(&st.s1, "cern"), key_id(&key2));
+    assert!(
+        st.s1.hooks().contains("key-rotated cern"),
+        "{}",
+        st.s1.hooks()
+    );
+    assert_eq!(st.s1.imported(), s(&["cern cern-os@1"]));
+    // A second rotation; S3, still pinned to the first key, follows both.
+    let key3 = st.w.key("cern-3");
+    expect_ok(&rotate(&key2, &key3));
+    let cern3 = Endorser {
+        name: "cern".into(),
+        key: key3.clone(),
+        images: st.cern.images.clone(),
+    };
+    st.w.add_image(&cern3, "cern-new", "1", 41);
+    st.w.publish(&cern3);
+    expect_ok(&s3.sync());
+    assert_eq!(trusted_key_id(&s3, "cern"), key_id(&key3));
+    assert_eq!(s3.imported(), s(&["cern cern-new@1", "cern cern-os@1"]));
+    // The VO's list still names the first key: a stale list, not a re-pin.
+    st.w.vo_list(&st.manager, &[&st.cern], &[]);
+    let o = st.s1.sync();
+    expect_ok(&o);
+    assert!(stderr(&o).contains("rotated away from"), "{}", stderr(&o));
+    assert_eq!(trusted_key_id(&st.s1, "cern"), key_id(&key3));
+    // Whoever still holds the first key cannot sign for cern any more.
+    let served = out.join("catalog.json");
+    let mut catalog: serde_json::Value = read_json(&served);
+    catalog["serial"] = 9999.into();
+    std::fs::write(&served, serde_json::to_vec_pretty(&catalog).unwrap()).unwrap();
+    expect_ok(&vmic([
+        "sign",
+        path_str(&served),
+        "--key",
+        path_str(&st.cern.key),
+    ]));
+    expect_fail(&s3.sync(), 1, &["cern"]);
+    assert_eq!(trusted_key_id(&s3, "cern"), key_id(&key3));
+}
+
+#[test]
+fn a_rotation_statement_not_signed_by_the_new_key_is_refused() {
+    let w = World::new();
+    let cern = w.endorser("cern");
+    let s1 = w.site("s1");
+    w.trust(&s1, &cern, &[]);
+    expect_ok(&s1.sync());
+    // The attacker has the old key only and rotates to a key of theirs;
+    // the "new key" signature is made by a third key.
+    let theirs = w.key("attacker");
+    let third = w.key("third");
+    let out = w.path("www/cern");
+    expect_ok(&vmic([
+        "key",
+        "rotate",
+        "--key",
+        path_str(&cern.key),
+        "--new-key",
+        path_str(&theirs),
+        "--out",
+        path_str(&out),
+    ]));
+    let statement = out.join(format!("keys/rotate-{}.json", key_id(&cern.key)));
+    expect_ok(&vmic([
+        "sign",
+        path_str(&statement),
+        "--key",
+        path_str(&third),
+    ]));
+    std::fs::rename(
+        out.join(format!("keys/rotate-{}.json.minisig", key_id(&cern.key))),
+        out.join(format!("keys/rotate-{}.json.to.minisig", key_id(&cern.key))),
+    )
+    .unwrap();
+    expect_ok(&vmic([
+        "sign",
+        path_str(&statement),
+        "--key",
+        path_str(&cern.key),
+    ]));
+    let attacker = Endorser {
+        name: "cern".into(),
+        key: theirs,
+        images: cern.images.clone(),
+    };
+    w.publish(&attacker);
+    expect_fail(&s1.sync(), 1, &["signature by the new key"]);
+    assert_eq!(trusted_key_id(&s1, "cern"), key_id(&cern.key));
+}

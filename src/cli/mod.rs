@@ -4,6 +4,7 @@
 mod approve;
 mod build;
 mod images;
+mod key;
 mod keygen;
 mod log;
 mod password;
@@ -96,6 +97,9 @@ enum Command {
     Keygen(keygen::Args),
     Build(build::Args),
     Resign(resign::Args),
+    /// Signing keys of a publication.
+    #[command(subcommand)]
+    Key(key::Command),
     Verify(verify::Args),
     Sign(sign::Args),
     /// Site setup.
@@ -195,6 +199,7 @@ pub fn run() -> i32 {
         Command::Keygen(args) => keygen::run(args, quiet),
         Command::Build(args) => build::run(args, quiet),
         Command::Resign(args) => resign::run(args, quiet),
+        Command::Key(cmd) => key::run(cmd, quiet),
         Command::Verify(args) => verify::run(args, quiet),
         Command::Sign(args) => sign::run(args, quiet),
         Command::Site(cmd) => site::run(cmd, &cli.site, Output { quiet, json: false }),

@@ -10,6 +10,7 @@ mod cache;
 pub mod meta;
 mod render;
 pub mod resign;
+pub mod rotate;
 pub mod vo;
 
 use vmic_engine::{fsutil, hashing};

@@ -92,7 +92,7 @@ pub fn resign(opts: &ResignOptions) -> Result<ResignReport> {
 
 /// The publication's catalog, verified with the public half of `key`:
 /// only what this key signed is signed again.
-fn authenticate_current(out_dir: &Path, key: &SecretKey) -> Result<Authenticated> {
+pub(crate) fn authenticate_current(out_dir: &Path, key: &SecretKey) -> Result<Authenticated> {
     let catalog_path = out_dir.join(CATALOG_FILE);
     let bytes = read_regular(&catalog_path)?;
     let signature = read_regular(&out_dir.join(SIGNATURE_FILE))?;

@@ -87,6 +87,21 @@ impl Publication {
         self.transport.read(&self.catalog, max)
     }
 
+    /// Another small file of the publication (`name` relative to it),
+    /// refusing more than `max` bytes.
+    pub fn read_file(&self, name: &str, max: u64) -> Result<Vec<u8>> {
+        let name = SafeRelPath::parse(name).map_err(|e| Error::input(e.message()))?;
+        self.transport.read(&name, max)
+    }
+
+    /// Where another file of the publication is, for messages.
+    pub fn locate_file(&self, name: &str) -> String {
+        match SafeRelPath::parse(name) {
+            Ok(rel) => self.transport.locate(&rel),
+            Err(_) => name.to_string(),
+        }
+    }
+
     /// The raw signature text.
     pub fn read_signature(&self) -> Result<String> {
         let location = self.transport.locate(&self.signature);

@@ -22,6 +22,7 @@ pub mod limits;
 pub mod minisign;
 pub mod publication;
 pub mod relpath;
+pub mod rotation;
 pub mod strict_toml;
 pub mod trusted_comment;
 pub mod vo;

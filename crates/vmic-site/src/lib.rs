@@ -10,6 +10,7 @@ mod hooks;
 pub mod model;
 pub mod plan;
 pub mod review;
+mod rotation;
 pub mod site;
 pub mod state;
 mod store;

@@ -252,9 +252,15 @@ fn sync_endorser(
         Authenticated {
             catalog, sha256, ..
         },
+        rotated,
     ) = match fetched {
         Ok(found) => found,
         Err(e) => return no_fresh_catalog(site, endorser, (&key, now), opts, e, report),
+    };
+    // A dry run checks the history against the pinned key's memory.
+    let key = match rotated.is_empty() || opts.dry_run {
+        true => key,
+        false => follow_rotation(site, endorser, &key, &rotated)?,
     };
     if endorser.missing_since.is_some() && !opts.dry_run {
         catalog_found_again(site, endorser)?;
@@ -315,11 +321,11 @@ fn first_source(
     key: &PublicKey,
     max_catalog: u64,
     client: &HttpClient,
-) -> Result<(Publication, Authenticated)> {
+) -> Result<Fetched> {
     let mut errors: Vec<Error> = Vec::new();
     for source in endorser.sources() {
         let attempt = Publication::open(source, client)
-            .and_then(|p| p.authenticate(key, max_catalog).map(|a| (p, a)));
+            .and_then(|p| authenticate_following_rotations(p, key, max_catalog));
         match attempt {
             Ok(found) => return Ok(found),
             Err(e) => errors.push(e),
@@ -331,6 +337,67 @@ fn first_source(
     let kind = ErrorKind::most_severe(errors.iter().map(Error::kind)).unwrap_or(ErrorKind::Io);
     let messages: Vec<&str> = errors.iter().map(Error::message).collect();
     Err(Error::new(kind, messages.join("; ")))
+}
+
+/// An authenticated catalog, the publication it came from, and the keys the
+/// endorser rotated to since the pinned one (empty: none).
+type Fetched = (Publication, Authenticated, Vec<PublicKey>);
+
+/// Authenticate under the pinned key; a catalog signed by another key is
+/// accepted only at the end of a chain of rotation statements that starts
+/// at the pinned key.
+fn authenticate_following_rotations(
+    publication: Publication,
+    key: &PublicKey,
+    max_catalog: u64,
+) -> Result<Fetched> {
+    let refused = match publication.authenticate(key, max_catalog) {
+        Ok(a) => return Ok((publication, a, Vec::new())),
+        Err(e) => e,
+    };
+    let signer = publication
+        .read_signature()
+        .ok()
+        .and_then(|text| vmic_format::minisign::Signature::parse(&text).ok())
+        .map(|s| s.key_id)
+        .filter(|id| *id != key.key_id);
+    let Some(signer) = signer else {
+        return Err(refused);
+    };
+    let chain = crate::rotation::follow(&publication, key, signer)?;
+    let newest = chain.last().unwrap_or(key);
+    let authenticated = publication.authenticate(newest, max_catalog)?;
+    Ok((publication, authenticated, chain))
+}
+
+/// Pin the key the endorser rotated to (its history carries over), log
+/// it and tell the hooks.
+fn follow_rotation(
+    site: &mut Site,
+    endorser: &EndorserRow,
+    pinned: &PublicKey,
+    chain: &[PublicKey],
+) -> Result<PublicKey> {
+    let newest = chain.last().cloned().unwrap_or_else(|| pinned.clone());
+    let name = endorser.name.as_str();
+    crate::trust::rekey(
+        site,
+        name,
+        newest.clone(),
+        crate::trust::SerialMemory::Carry,
+    )?;
+    let steps: Vec<String> = std::iter::once(pinned)
+        .chain(chain)
+        .map(|k| k.key_id.to_string())
+        .collect();
+    let reason = format!(
+        "key rotated by the endorser's signed statement(s): {}",
+        steps.join(" -> ")
+    );
+    let tx = site.state.transaction()?;
+    store::endorser_event(&tx, "key-rotated", HookEvent::KeyRotated, name, &reason)?;
+    tx.commit()?;
+    Ok(newest)
 }
 
 /// No usable fresh catalog: the last accepted one may have run out, and a

@@ -246,6 +246,9 @@ pub fn rekey(site: &mut Site, name: &str, key: PublicKey, memory: SerialMemory) 
     refuse_key_clash(site, &row.name, &key)?;
     let tx = site.state.transaction()?;
     tx.set_endorser_key(name, &key)?;
+    if old != key {
+        tx.record_key_change(name, &old, &key)?;
+    }
     match memory {
         SerialMemory::Carry => {
             tx.carry_rollback(&old, &key)?;

@@ -627,7 +627,12 @@ fn update_listed(
     let name = entry.name.as_str();
     let current = PublicKey::parse(&row.pubkey)?;
     let member_here = matches!(status, Some(MemberStatus::Trusted | MemberStatus::Kept));
-    if current != entry.pubkey {
+    if current != entry.pubkey && is_former_key(site, name, entry, &current)? {
+        report.warnings.push(format!(
+            "VO {} lists key {} for {name}, which it rotated away from (to {}); not applied: the VO should update its list",
+            vo.name, entry.pubkey.key_id, current.key_id
+        ));
+    } else if current != entry.pubkey {
         if !member_here {
             report.warnings.push(format!(
                 "VO {} lists {name} with key {}, but this site trusts {name} with key {} (not through this VO); not applied",
@@ -667,6 +672,15 @@ fn update_listed(
             .push(format!("{name}: {}", changed.join("; ")));
     }
     put_member(site, &member(vo, entry, MemberStatus::Trusted))
+}
+
+/// Whether the list names a key the endorser has left (a list older than
+/// the endorser's rotation), and does not declare the current one
+/// compromised: then the list is stale, not a re-pin.
+fn is_former_key(site: &Site, name: &str, entry: &VoEndorser, current: &PublicKey) -> Result<bool> {
+    let listed = entry.pubkey.to_base64();
+    let former = site.state.former_keys(name)?.contains(&listed);
+    Ok(former && !entry.compromised.contains(current))
 }
 
 /// The VO re-pins an endorser's key: its history carries over, unless the

@@ -162,6 +162,14 @@ CREATE TABLE vo_endorsers (
     since TEXT NOT NULL,
     PRIMARY KEY (vo, name)
 );
+-- Every key an endorser was re-pinned away from (rotation statement, VO
+-- list or `trust rekey`), so a stale VO list cannot pin an old key again.
+CREATE TABLE key_history (
+    endorser TEXT NOT NULL,
+    pubkey TEXT NOT NULL,
+    replaced_by TEXT NOT NULL,
+    at TEXT NOT NULL
+);
 "#,
 ];
 

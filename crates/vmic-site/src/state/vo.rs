@@ -6,6 +6,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use vmic_format::ids::{EndorserName, InvalidValue};
+use vmic_format::minisign::PublicKey;
 
 use super::{State, Tx, parsed, split_lines, sql};
 use crate::error::Result;
@@ -153,7 +154,40 @@ impl State {
     }
 }
 
+impl State {
+    /// The keys `endorser` was re-pinned away from (base64 lines).
+    pub fn former_keys(&self, endorser: &str) -> Result<Vec<String>> {
+        if self.version < 5 {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT pubkey FROM key_history WHERE endorser = ?1 ORDER BY at")
+            .map_err(sql)?;
+        let rows = stmt
+            .query_map(params![endorser], |r| r.get(0))
+            .map_err(sql)?;
+        rows.collect::<rusqlite::Result<Vec<String>>>().map_err(sql)
+    }
+}
+
 impl Tx<'_> {
+    /// Remember that `endorser` left key `from` for `to`.
+    pub fn record_key_change(
+        &self,
+        endorser: &str,
+        from: &PublicKey,
+        to: &PublicKey,
+    ) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO key_history (endorser, pubkey, replaced_by, at) VALUES (?1, ?2, ?3, ?4)",
+                params![endorser, from.to_base64(), to.to_base64(), super::now()],
+            )
+            .map(|_| ())
+            .map_err(sql)
+    }
+
     /// Support a new VO; an existing name is refused.
     pub fn add_vo(&self, vo: &VoRow) -> Result<()> {
         self.tx

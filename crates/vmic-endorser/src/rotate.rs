@@ -1,0 +1,102 @@
+//! `vmic key rotate`: an endorser moves its publication to a new signing
+//! key. The rotation statement (see [`vmic_format::rotation`]) goes into
+//! `OUT_DIR/keys/`, signed by the old key and by the new one; the next
+//! `build` signs with the new key, and `build` refuses the old one from
+//! then on, so a forgotten `--key` cannot undo the rotation.
+
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+
+use crate::build::{LOCK_FILE, state_dir};
+use crate::error::{Error, Result};
+use crate::fsutil::{DirLock, atomic_write};
+use crate::minisign::{PublicKey, SecretKey};
+use vmic_format::rotation::{MAX_ROTATION_BYTES, Rotation, new_key_signature_name, rotation_name};
+
+/// What `vmic key rotate` needs.
+pub struct RotateOptions<'a> {
+    /// The publication.
+    pub out_dir: PathBuf,
+    /// The key that signs it now.
+    pub old: &'a SecretKey,
+    /// The key that signs it from now on.
+    pub new: &'a SecretKey,
+    /// Where builds keep their state (the lock shared with `build`).
+    pub state_root: PathBuf,
+}
+
+/// What a rotation did.
+#[derive(Debug, serde::Serialize)]
+pub struct RotateReport {
+    /// The statement written, relative to OUT_DIR.
+    pub statement: String,
+    /// The key given up.
+    pub from: String,
+    /// The key that signs from now on.
+    pub to: String,
+}
+
+/// Write the rotation statement into the publication.
+pub fn rotate(opts: &RotateOptions) -> Result<RotateReport> {
+    let out_dir = opts
+        .out_dir
+        .canonicalize()
+        .map_err(|e| Error::io("open publication", &opts.out_dir, e))?;
+    let _lock = DirLock::acquire(&state_dir(&opts.state_root, &out_dir)?, LOCK_FILE, "build")?;
+    // Only the key that signs this publication can rotate it.
+    crate::resign::authenticate_current(&out_dir, opts.old)?;
+    let (old, new) = (opts.old.public_key(), opts.new.public_key());
+    let name = rotation_name(&old.key_id);
+    if let Some(existing) = rotated_to(&out_dir, &old)? {
+        return Err(Error::input(format!(
+            "key {} was already rotated to {} in {} ({name})",
+            old.key_id,
+            existing.key_id,
+            out_dir.display()
+        )));
+    }
+    let rotation = Rotation::new(old.clone(), new.clone(), Timestamp::now())?;
+    let bytes = rotation.to_bytes()?;
+    let by_old = opts.old.sign(
+        &bytes,
+        &rotation.comment(&old.key_id),
+        "rotation signed by the old key",
+    );
+    let by_new = opts.new.sign(
+        &bytes,
+        &rotation.comment(&new.key_id),
+        "rotation signed by the new key",
+    );
+    std::fs::create_dir_all(out_dir.join("keys"))
+        .map_err(|e| Error::io("create", &out_dir.join("keys"), e))?;
+    // Signatures first: a reader that finds the statement finds them too.
+    atomic_write(
+        &out_dir.join(format!("{name}.minisig")),
+        by_old.to_file_string().as_bytes(),
+    )?;
+    atomic_write(
+        &out_dir.join(new_key_signature_name(&old.key_id)),
+        by_new.to_file_string().as_bytes(),
+    )?;
+    atomic_write(&out_dir.join(&name), &bytes)?;
+    Ok(RotateReport {
+        statement: name,
+        from: old.key_id.to_string(),
+        to: new.key_id.to_string(),
+    })
+}
+
+/// The key `key` was rotated to in this publication, if it was.
+pub fn rotated_to(out_dir: &Path, key: &PublicKey) -> Result<Option<PublicKey>> {
+    let path = out_dir.join(rotation_name(&key.key_id));
+    let bytes = match std::fs::read(&path) {
+        Ok(b) if b.len() as u64 <= MAX_ROTATION_BYTES => b,
+        Ok(_) => return Err(Error::input(format!("{} is too large", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("read", &path, e)),
+    };
+    let rotation: Rotation = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::input(format!("{} is invalid: {e}", path.display())))?;
+    Ok((rotation.from == *key).then_some(rotation.to))
+}
