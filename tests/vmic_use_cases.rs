@@ -64,7 +64,9 @@ impl World {
             images: self.path(&format!("src/{name}")),
         };
         std::fs::create_dir_all(&e.images).unwrap();
-        self.add_image(&e, &format!("{name}-os"), "1", 11);
+        // Distinct bytes per endorser: identical bytes would carry approvals.
+        let seed = name.bytes().fold(11u64, |h, b| h * 31 + u64::from(b));
+        self.add_image(&e, &format!("{name}-os"), "1", seed);
         self.publish(&e);
         e
     }
@@ -1094,4 +1096,51 @@ fn a_rotation_statement_not_signed_by_the_new_key_is_refused() {
     w.publish(&attacker);
     expect_fail(&s1.sync(), 1, &["signature by the new key"]);
     assert_eq!(trusted_key_id(&s1, "cern"), key_id(&cern.key));
+}
+
+#[test]
+fn replacement_with_identical_bytes_is_neither_approved_again_nor_downloaded_again() {
+    let w = World::new();
+    let manager = w.key("atlas-manager");
+    let cern = w.endorser("cern");
+    w.vo_list(&manager, &[&cern], &[]);
+    let s1 = w.site("s1");
+    let toml = s1.dir.join("site.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text.replacen("approve = \"auto\"", "approve = \"manual\"", 1),
+    )
+    .unwrap();
+    expect_ok(&w.support_vo(&s1, &[&manager], 1, "auto"));
+    expect_ok(&s1.sync());
+    expect_ok(&s1.run(&["approve", "cern-os"]));
+    expect_ok(&s1.sync());
+    assert_eq!(s1.imported(), s(&["cern cern-os@1"]));
+    // desy re-endorses the same bytes; its served copy is not even there.
+    let desy = Endorser {
+        name: "desy".into(),
+        key: w.key("desy"),
+        images: w.path("src/desy"),
+    };
+    copy_dir(&cern.images, &desy.images);
+    w.publish(&desy);
+    std::fs::remove_file(w.path("www/desy/images/cern-os.img")).unwrap();
+    w.vo_list(&manager, &[&desy], &[(&cern, "replaced by desy", "revoke")]);
+    let o = s1.sync();
+    expect_ok(&o);
+    assert_eq!(s1.imported(), s(&["desy cern-os@1"]));
+    let log = s1.run(&["log"]);
+    assert!(
+        stdout(&log).contains("reused-local-copy"),
+        "{}",
+        stdout(&log)
+    );
+    assert!(
+        stdout(&log).contains("policy.carry_approval"),
+        "{}",
+        stdout(&log)
+    );
+    // The copy left behind by cern's withdrawal is whole and verifies.
+    expect_ok(&s1.run(&["reverify"]));
 }

@@ -33,6 +33,10 @@ expiry_warning = "7d"
 # A catalog missing (HTTP 404/410, or no catalog.json) for this long marks
 # its endorser "gone": reported once (exit 1, hook), shown in trust list.
 gone_after = "7d"
+# An image whose bytes (signed SHA-256 and size) are already in use here,
+# under another endorser or version, needs no second `vmic approve`, and is
+# linked from the local copy (verified) instead of downloaded again.
+carry_approval = true
 
 # Deny rules: an image matching every key given in one rule is rejected.
 # [[policy.deny]]
@@ -102,6 +106,13 @@ pub struct Policy {
     /// Warn when the accepted catalog expires within this time.
     #[serde(default = "default_expiry_warning")]
     pub expiry_warning: Seconds,
+    /// Identical bytes in use here need no second approval.
+    #[serde(default = "default_true")]
+    pub carry_approval: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl Default for Policy {
@@ -114,6 +125,7 @@ impl Default for Policy {
             quarantine_backoff: default_quarantine_backoff(),
             gone_after: default_gone_after(),
             expiry_warning: default_expiry_warning(),
+            carry_approval: true,
         }
     }
 }

@@ -70,6 +70,21 @@ pub struct PlanPolicy<'a> {
     pub approve: ApproveMode,
     /// Deny rules, first match wins.
     pub deny: &'a [DenyRule],
+    /// Bytes in use at this site (`policy.carry_approval`): a manual
+    /// endorser's image with identical bytes needs no second approval.
+    pub approved_bytes: Option<&'a ApprovedBytes>,
+}
+
+/// (signed SHA-256, size) of every image in use at the site → the image
+/// that holds them, as `endorser/id@version`.
+pub type ApprovedBytes = HashMap<(Sha256Digest, u64), String>;
+
+/// The bytes in use among `rows`.
+pub fn approved_bytes(rows: &[ImageRow]) -> ApprovedBytes {
+    rows.iter()
+        .filter(|r| r.state == ImageState::Imported)
+        .map(|r| ((r.sha256, r.size), format!("{}/{}", r.endorser, r.label())))
+        .collect()
 }
 
 impl PlanPolicy<'_> {
@@ -167,11 +182,23 @@ fn decide_afresh(
 ) -> Decision {
     let (state, reason, action) = match policy.denial(image) {
         Some(why) => (ImageState::Rejected, why, Action::Reject),
-        None if policy.approve == ApproveMode::Manual => (
-            ImageState::Pending,
-            "waiting for `vmic approve`".to_string(),
-            Action::Pending,
-        ),
+        None if policy.approve == ApproveMode::Manual => {
+            match policy
+                .approved_bytes
+                .and_then(|a| a.get(&(image.sha256, image.size())))
+            {
+                Some(holder) => (
+                    ImageState::Approved,
+                    format!("same bytes as {holder}, in use here (policy.carry_approval)"),
+                    Action::Import,
+                ),
+                None => (
+                    ImageState::Pending,
+                    "waiting for `vmic approve`".to_string(),
+                    Action::Pending,
+                ),
+            }
+        }
         None => (
             ImageState::Approved,
             "approved automatically".to_string(),
@@ -319,6 +346,7 @@ mod tests {
         PlanPolicy {
             approve: ApproveMode::Auto,
             deny: &[],
+            approved_bytes: None,
         }
     }
 
@@ -352,6 +380,7 @@ mod tests {
         let manual = PlanPolicy {
             approve: ApproveMode::Manual,
             deny: &[],
+            approved_bytes: None,
         };
         let c = catalog(
             &[("a", "1", b"one"), ("b", "1", b"two"), ("c", "1", b"3")],
@@ -386,6 +415,7 @@ mod tests {
         let deny = PlanPolicy {
             approve: ApproveMode::Auto,
             deny: &rules,
+            approved_bytes: None,
         };
         let c = catalog(&[("a", "1", b"one")], &[]);
         let d = plan(&[], &name(), &c, &deny);
@@ -454,6 +484,7 @@ mod tests {
         let deny = PlanPolicy {
             approve: ApproveMode::Auto,
             deny: &rules,
+            approved_bytes: None,
         };
         let c = catalog(&[("a", "1", b"one"), ("b", "1", b"two")], &[]);
         let existing = [
@@ -534,6 +565,7 @@ mod tests {
             let policy = PlanPolicy {
                 approve: policy,
                 deny: &[],
+                approved_bytes: None,
             };
             let d = plan(std::slice::from_ref(&imported), &name(), &after, &policy);
             assert_eq!(d[0].item.rewritten_from, Some(imported.sha256));
@@ -551,6 +583,7 @@ mod tests {
         let deny = PlanPolicy {
             approve: ApproveMode::Auto,
             deny: &rules,
+            approved_bytes: None,
         };
         let d = plan(std::slice::from_ref(&imported), &name(), &after, &deny);
         assert_eq!(d[0].withdraw.as_ref(), Some(&imported));

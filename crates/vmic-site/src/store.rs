@@ -349,6 +349,55 @@ fn forget_missing(site: &mut Site, rows: &[ImageRow]) -> Result<Vec<String>> {
     Ok(notes)
 }
 
+/// Replacement without re-download (VMIC use cases 1.3, 3.8): when the
+/// site already holds bytes identical to `image` (same signed SHA-256 and
+/// size) under another name, hard-link them (one copy on disk, one name
+/// per endorser) and check every chunk against `image`'s own signed
+/// digests before anything is imported. `None` when there is no such copy,
+/// it cannot be linked, or it fails the check (the caller downloads).
+pub fn reuse_identical(
+    site: &mut Site,
+    row: &ImageRow,
+    image: &Image,
+    engine: &crate::hashing::Engine,
+) -> Result<Option<(PathBuf, String)>> {
+    let store = site.store();
+    let same_bytes = site.state.images()?.into_iter().find(|other| {
+        other.state == ImageState::Imported
+            && other.sha256 == image.sha256
+            && other.size == image.size()
+            && (other.endorser != row.endorser
+                || other.id != row.id
+                || other.version != row.version)
+            && other.store_path.is_some()
+    });
+    let Some(other) = same_bytes else {
+        return Ok(None);
+    };
+    let source = store.join(other.store_path.as_deref().unwrap_or_default());
+    let tmp_dir = site.tmp().join(row.endorser.as_str());
+    ensure_real_dir(&tmp_dir)?;
+    let link = tmp_dir.join(format!("{}.reuse", part_name(row)));
+    remove_if_present(&link)?;
+    if std::fs::hard_link(&source, &link).is_err() {
+        return Ok(None);
+    }
+    let item = crate::hashing::CheckItem {
+        name: row.label(),
+        path: link.clone(),
+        expected: image.digests.clone(),
+    };
+    let (outcomes, _) = engine.check_files(&[item], &crate::hashing::NoProgress);
+    if outcomes.iter().any(|o| !o.problems.is_empty()) {
+        remove_if_present(&link)?;
+        return Ok(None);
+    }
+    Ok(Some((
+        link,
+        format!("{}/{}", other.endorser, other.label()),
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -118,7 +118,7 @@ pub fn sync(
 ) -> Result<SyncReport> {
     // VO lists first: they decide which endorsers there are. Syncing named
     // endorsers only leaves the VOs alone.
-    let vos = if opts.endorsers.is_empty() {
+    let mut vos = if opts.endorsers.is_empty() {
         crate::vo::sync_vos(site, opts.now.unwrap_or_else(Timestamp::now), opts.dry_run)?
     } else {
         Vec::new()
@@ -139,13 +139,19 @@ pub fn sync(
     let mut reports = Vec::new();
     // A retired endorser (removed by its VO, images kept) is not synced:
     // no new images, and its last catalog's expiry no longer applies.
+    let leaving = |e: &EndorserRow| {
+        vos.iter()
+            .any(|v| v.leaving.iter().any(|(n, _)| e.name == *n.as_str()))
+    };
     for endorser in all.iter().filter(|e| {
         e.retired.is_none()
+            && !leaving(e)
             && (opts.endorsers.is_empty() || opts.endorsers.iter().any(|w| e.name == *w.as_str()))
     }) {
         vmic_engine::cancel::check()?;
         reports.push(sync_one(site, endorser, opts, (engine, progress))?);
     }
+    crate::vo::finish_removals(site, &mut vos)?;
     let hooks = if opts.dry_run {
         HookSummary::default()
     } else {
@@ -291,9 +297,14 @@ fn sync_endorser(
     // The policy is planned against twice, around the fetch that needs the
     // site mutably: a copy of the rules keeps the borrows apart.
     let deny = site.config.policy.deny.clone();
+    let approved_bytes = match site.config.policy.carry_approval {
+        true => Some(crate::plan::approved_bytes(&site.state.images()?)),
+        false => None,
+    };
     let policy = PlanPolicy {
         approve: endorser.approve,
         deny: &deny,
+        approved_bytes: approved_bytes.as_ref(),
     };
     let decisions = plan(&existing, &endorser.name, &catalog, &policy);
     report.plan = decisions.iter().map(|d| d.item.clone()).collect();
@@ -901,6 +912,13 @@ fn fetch_one(
 ) -> Result<FetchOutcome> {
     progress.working_on(&row.label());
     progress.begin(image.size());
+    if let Some((copy, from)) = store::reuse_identical(site, row, image, engine)? {
+        store::import(site, row, &copy)?;
+        let why =
+            format!("identical bytes already held as {from}: linked and verified, not downloaded");
+        audit_image(site, row, "reused-local-copy", &why)?;
+        return Ok(FetchOutcome::Imported);
+    }
     let tmp_dir = site.tmp().join(row.endorser.as_str());
     store::ensure_real_dir(&tmp_dir)?;
     let part = tmp_dir.join(store::part_name(row));

@@ -309,6 +309,28 @@ pub struct VoReport {
     pub pending: Vec<String>,
     /// Warnings (an entry not applied, a list close to expiry).
     pub warnings: Vec<String>,
+    /// Endorsers to remove (name, reason) once the others have synced, so
+    /// a replacement's images are in place before the old ones go (1.3).
+    #[serde(skip)]
+    pub leaving: Vec<(String, String)>,
+}
+
+/// Remove the endorsers the VOs dropped (after the sync of the others):
+/// their images are withdrawn, unless something else trusts them by now.
+pub fn finish_removals(site: &mut Site, reports: &mut [VoReport]) -> Result<()> {
+    for report in reports.iter_mut() {
+        for (name, reason) in std::mem::take(&mut report.leaving) {
+            if site.state.endorser(&name)?.is_none() || other_sources(site, &name, &report.name)? {
+                continue;
+            }
+            let removal = trust::remove_because(site, &name, &reason)?;
+            report.changes.push(format!(
+                "{reason}: {} image(s) withdrawn",
+                removal.withdrawn.len()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Fetch, authenticate and apply every supported VO's list.
@@ -760,13 +782,7 @@ fn apply_unlisted(
         return retire(site, before, &reason, report);
     }
     forget(site)?;
-    if site.state.endorser(name)?.is_some() {
-        let removal = trust::remove_because(site, name, &reason)?;
-        report.changes.push(format!(
-            "{reason}: {} image(s) withdrawn",
-            removal.withdrawn.len()
-        ));
-    }
+    report.leaving.push((name.to_string(), reason));
     Ok(())
 }
 
