@@ -1144,3 +1144,33 @@ fn replacement_with_identical_bytes_is_neither_approved_again_nor_downloaded_aga
     // The copy left behind by cern's withdrawal is whole and verifies.
     expect_ok(&s1.run(&["reverify"]));
 }
+
+#[test]
+fn uc_1_5_1_images_stay_through_the_grace_period_of_an_endorser_on_holiday() {
+    let w = World::new();
+    let e = w.endorser("cern");
+    let out = w.path("www/cern");
+    expect_ok(&vmic([
+        "build",
+        path_str(&e.images),
+        "--key",
+        path_str(&e.key),
+        "--out",
+        path_str(&out),
+        "--expires",
+        "2s",
+    ]));
+    let s1 = w.site("s1");
+    w.trust(&s1, &e, &["--grace", "1h"]);
+    expect_ok(&s1.sync());
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    // Loud (exit 1, every run), but the images stay.
+    let o = s1.sync();
+    expect_fail(&o, 1, &["grace period until"]);
+    assert_eq!(s1.imported(), s(&["cern cern-os@1"]));
+    // Without a grace period, the expiry withdraws them.
+    expect_ok(&s1.run(&["trust", "edit", "cern", "--grace", "0"]));
+    expect_fail(&s1.sync(), 1, &["expired"]);
+    assert!(s1.imported().is_empty());
+    assert!(s1.hooks().contains("expire cern cern-os"));
+}

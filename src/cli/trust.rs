@@ -28,6 +28,10 @@ pub enum Command {
         /// auto: import verified images at once; manual: wait for `vmic approve`.
         #[arg(long, value_name = "MODE")]
         approve: Option<String>,
+        /// Keep its images this long after its catalog expired (an endorser
+        /// on holiday), loudly; nothing new is imported meanwhile.
+        #[arg(long, value_name = "DURATION")]
+        grace: Option<String>,
     },
     /// List trusted endorsers.
     List {
@@ -73,6 +77,10 @@ pub enum Command {
         /// auto or manual, for images decided from now on.
         #[arg(long, value_name = "MODE")]
         approve: Option<String>,
+        /// Keep its images this long after its catalog expired (0 for no
+        /// grace), loudly; nothing new is imported meanwhile.
+        #[arg(long, value_name = "DURATION")]
+        grace: Option<String>,
     },
 }
 
@@ -84,10 +92,12 @@ pub fn run(cmd: Command, site_dir: &Option<PathBuf>, quiet: bool) -> Result<i32>
             url,
             ca_file,
             approve,
+            grace,
         } => {
             let out = Output { quiet, json: false };
             let mut site = super::site::open(site_dir)?;
             let pubkey = load_public_key(&pubkey)?;
+            let grace_secs = grace.as_deref().map(parse_grace).transpose()?.unwrap_or(0);
             let approve = approve.as_deref().map(ApproveMode::parse).transpose()?;
             let row = trust::add(
                 &mut site,
@@ -97,6 +107,7 @@ pub fn run(cmd: Command, site_dir: &Option<PathBuf>, quiet: bool) -> Result<i32>
                     urls: url,
                     ca_file,
                     approve,
+                    grace_secs,
                 },
             )?;
             out.say(format!(
@@ -137,6 +148,7 @@ pub fn run(cmd: Command, site_dir: &Option<PathBuf>, quiet: bool) -> Result<i32>
             ca_file,
             no_ca_file,
             approve,
+            grace,
         } => {
             let out = Output { quiet, json: false };
             let mut site = super::site::open(site_dir)?;
@@ -153,6 +165,7 @@ pub fn run(cmd: Command, site_dir: &Option<PathBuf>, quiet: bool) -> Result<i32>
                     urls: url,
                     ca_file,
                     approve,
+                    grace_secs: grace.as_deref().map(parse_grace).transpose()?,
                 },
             )?;
             out.say(format!(
@@ -198,6 +211,14 @@ pub fn run(cmd: Command, site_dir: &Option<PathBuf>, quiet: bool) -> Result<i32>
         }
     }
     Ok(0)
+}
+
+/// A grace period: a duration, or 0 for none.
+fn parse_grace(text: &str) -> Result<u64> {
+    match text {
+        "0" => Ok(0),
+        _ => vmic_format::duration::parse_seconds(text),
+    }
 }
 
 /// `trust list` only reads: no lock, works while a sync runs.

@@ -586,7 +586,8 @@ fn refuse_or_warn_expired(
         return Ok(Expired::Proceed);
     }
     if !opts.dry_run {
-        expire_images(site, endorser, &catalog.expires().to_string(), report)?;
+        let now = opts.now.unwrap_or_else(Timestamp::now);
+        expire_images(site, endorser, catalog.expires(), now, report)?;
     }
     if site.config.policy.on_expired == OnExpired::Keep {
         return Ok(Expired::Stop);
@@ -981,21 +982,42 @@ fn expire_if_stale(
     let Some(memory) = site.state.serial(key)? else {
         return Ok(());
     };
-    let expired = memory.expires.parse::<Timestamp>().is_ok_and(|t| t <= now);
-    if expired {
-        expire_images(site, endorser, &memory.expires, report)?;
+    match memory.expires.parse::<Timestamp>() {
+        Ok(expires) if expires <= now => expire_images(site, endorser, expires, now, report),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 fn expire_images(
     site: &mut Site,
     endorser: &EndorserRow,
-    expires: &str,
+    expires: Timestamp,
+    now: Timestamp,
     report: &mut EndorserReport,
 ) -> Result<()> {
+    let grace_end = i64::try_from(endorser.grace_secs)
+        .ok()
+        .and_then(|g| expires.checked_add(jiff::SignedDuration::from_secs(g)).ok())
+        .filter(|end| *end > now && endorser.grace_secs > 0);
+    if let Some(end) = grace_end {
+        // Use case 1.5.1: loud, but the images stay until the grace ends.
+        let warning = format!(
+            "CATALOG EXPIRED at {expires}; its images are kept in the endorser's grace period until {end} (trust edit --grace); nothing new is imported"
+        );
+        let tx = site.state.transaction()?;
+        tx.audit(
+            "expired-grace",
+            Some(endorser.name.as_str()),
+            None,
+            &warning,
+        )?;
+        tx.commit()?;
+        report.warnings.push(warning);
+        return Ok(());
+    }
+    let expires = expires.to_string();
     let existing = site.state.images_of(endorser.name.as_str())?;
-    match plan_expiry(&existing, expires, site.config.policy.on_expired) {
+    match plan_expiry(&existing, &expires, site.config.policy.on_expired) {
         ExpiryPlan::Keep => {
             let warning = format!(
                 "catalog expired at {expires}; nothing new is imported, and the images are kept by site policy (on_expired = \"keep\")"

@@ -25,6 +25,8 @@ pub struct TrustAdd {
     pub ca_file: Option<std::path::PathBuf>,
     /// Approval mode (default: the site policy's).
     pub approve: Option<ApproveMode>,
+    /// Seconds its images stay after its catalog expired.
+    pub grace_secs: u64,
 }
 
 /// Add an endorser: a validated name, its public key, where its catalog
@@ -57,6 +59,7 @@ pub fn add(site: &mut Site, req: TrustAdd) -> Result<EndorserRow> {
         mirrors,
         direct: true,
         retired: None,
+        grace_secs: req.grace_secs,
     };
     insert_endorser(site, &row, &key, "trust add")?;
     Ok(row)
@@ -138,6 +141,8 @@ pub struct TrustEdit {
     pub ca_file: CaFileChange,
     /// A new approval mode for images decided from now on, if any.
     pub approve: Option<ApproveMode>,
+    /// A new grace period after expiry, in seconds (0: none), if any.
+    pub grace_secs: Option<u64>,
 }
 
 /// Change where an endorser's catalog is read from, or how its new images
@@ -184,9 +189,13 @@ pub fn edit(site: &mut Site, req: TrustEdit) -> Result<EndorserRow> {
         ));
         row.approve = approve;
     }
+    if let Some(grace) = req.grace_secs {
+        changes.push(format!("grace {}s -> {grace}s", row.grace_secs));
+        row.grace_secs = grace;
+    }
     if changes.is_empty() {
         return Err(Error::input(
-            "nothing to change: give --url, --ca-file, --no-ca-file or --approve",
+            "nothing to change: give --url, --ca-file, --no-ca-file, --approve or --grace",
         ));
     }
     let tx = site.state.transaction()?;
@@ -451,6 +460,7 @@ mod tests {
             urls: vec![url.into()],
             ca_file: None,
             approve: None,
+            grace_secs: 0,
         }
     }
 

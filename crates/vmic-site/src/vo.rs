@@ -285,6 +285,7 @@ fn endorser_row(site: &Site, name: &str, key: &PublicKey, urls: &[String]) -> Re
         mirrors: mirrors.to_vec(),
         direct: false,
         retired: None,
+        grace_secs: 0,
     })
 }
 

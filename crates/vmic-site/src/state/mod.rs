@@ -133,6 +133,8 @@ ALTER TABLE endorsers ADD COLUMN expiry_warned_serial INTEGER;
 ALTER TABLE endorsers ADD COLUMN mirrors TEXT NOT NULL DEFAULT '';
 ALTER TABLE endorsers ADD COLUMN direct INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE endorsers ADD COLUMN retired TEXT;
+-- How long its images stay after its catalog expired (an endorser on holiday).
+ALTER TABLE endorsers ADD COLUMN grace_secs INTEGER NOT NULL DEFAULT 0;
 CREATE TABLE vos (
     name TEXT PRIMARY KEY,
     pubkeys TEXT NOT NULL,
@@ -217,6 +219,8 @@ pub struct EndorserRow {
     /// Why it is no longer synced while its images are kept (a VO removed
     /// it with `images = "keep"`), if so.
     pub retired: Option<String>,
+    /// Seconds its images stay after its catalog expired (0: none).
+    pub grace_secs: u64,
 }
 
 impl EndorserRow {
@@ -472,9 +476,9 @@ impl State {
         let mut stmt = self
             .conn
             .prepare(match self.version {
-                5.. => "SELECT name, pubkey, key_id, url, ca_file, approve, added_at, last_sync, last_error, missing_since, gone_since, mirrors, direct, retired FROM endorsers ORDER BY name",
-                3 | 4 => "SELECT name, pubkey, key_id, url, ca_file, approve, added_at, last_sync, last_error, missing_since, gone_since, '', 1, NULL FROM endorsers ORDER BY name",
-                _ => "SELECT name, pubkey, key_id, url, ca_file, approve, added_at, last_sync, last_error, NULL, NULL, '', 1, NULL FROM endorsers ORDER BY name",
+                5.. => "SELECT name, pubkey, key_id, url, ca_file, approve, added_at, last_sync, last_error, missing_since, gone_since, mirrors, direct, retired, grace_secs FROM endorsers ORDER BY name",
+                3 | 4 => "SELECT name, pubkey, key_id, url, ca_file, approve, added_at, last_sync, last_error, missing_since, gone_since, '', 1, NULL, 0 FROM endorsers ORDER BY name",
+                _ => "SELECT name, pubkey, key_id, url, ca_file, approve, added_at, last_sync, last_error, NULL, NULL, '', 1, NULL, 0 FROM endorsers ORDER BY name",
             })
             .map_err(sql)?;
         let rows = stmt
@@ -496,6 +500,7 @@ impl State {
                     mirrors: split_lines(&r.get::<_, String>(11)?),
                     direct: r.get(12)?,
                     retired: r.get(13)?,
+                    grace_secs: r.get::<_, i64>(14)?.max(0) as u64,
                 })
             })
             .map_err(sql)?;
@@ -729,8 +734,8 @@ impl Tx<'_> {
     pub fn add_endorser(&self, e: &EndorserRow) -> Result<()> {
         self.tx
             .execute(
-                "INSERT INTO endorsers (name, pubkey, key_id, url, ca_file, approve, added_at, mirrors, direct, retired) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![e.name.as_str(), e.pubkey, e.key_id, e.url, e.ca_file, e.approve.as_str(), e.added_at, e.mirrors.join("\n"), e.direct, e.retired],
+                "INSERT INTO endorsers (name, pubkey, key_id, url, ca_file, approve, added_at, mirrors, direct, retired, grace_secs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![e.name.as_str(), e.pubkey, e.key_id, e.url, e.ca_file, e.approve.as_str(), e.added_at, e.mirrors.join("\n"), e.direct, e.retired, e.grace_secs as i64],
             )
             .map(|_| ())
             .map_err(|err| match err {
@@ -760,8 +765,8 @@ impl Tx<'_> {
     pub fn update_endorser(&self, e: &EndorserRow) -> Result<()> {
         self.tx
             .execute(
-                "UPDATE endorsers SET url = ?2, ca_file = ?3, approve = ?4, missing_since = ?5, gone_since = ?6, mirrors = ?7, direct = ?8, retired = ?9 WHERE name = ?1",
-                params![e.name.as_str(), e.url, e.ca_file, e.approve.as_str(), e.missing_since, e.gone_since, e.mirrors.join("\n"), e.direct, e.retired],
+                "UPDATE endorsers SET url = ?2, ca_file = ?3, approve = ?4, missing_since = ?5, gone_since = ?6, mirrors = ?7, direct = ?8, retired = ?9, grace_secs = ?10 WHERE name = ?1",
+                params![e.name.as_str(), e.url, e.ca_file, e.approve.as_str(), e.missing_since, e.gone_since, e.mirrors.join("\n"), e.direct, e.retired, e.grace_secs as i64],
             )
             .map(|_| ())
             .map_err(sql)
