@@ -1174,3 +1174,52 @@ fn uc_1_5_1_images_stay_through_the_grace_period_of_an_endorser_on_holiday() {
     assert!(s1.imported().is_empty());
     assert!(s1.hooks().contains("expire cern cern-os"));
 }
+
+#[test]
+fn a_vo_manager_key_rotation_is_followed_and_the_old_key_is_refused_afterwards() {
+    let st = start();
+    let vo_dir = st.w.path("www/atlas-vo");
+    let m2 = st.w.key("atlas-manager-2");
+    expect_ok(&vmic([
+        "key",
+        "rotate",
+        "--key",
+        path_str(&st.manager),
+        "--new-key",
+        path_str(&m2),
+        "--out",
+        path_str(&vo_dir),
+    ]));
+    let desy = st.w.endorser("desy");
+    // The VO tool refuses the old key from now on.
+    let toml = st.w.path("atlas.toml");
+    let old = vmic([
+        "vo",
+        "build",
+        path_str(&toml),
+        "--key",
+        path_str(&st.manager),
+        "--out",
+        path_str(&vo_dir),
+    ]);
+    expect_fail(&old, 2, &["was rotated to"]);
+    st.w.vo_list(&m2, &[&st.cern, &desy], &[]);
+    let o = st.s1.sync();
+    expect_ok(&o);
+    assert!(
+        stdout(&o).contains("manager key(s) rotated"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(st.s1.trusted(), s(&["cern", "desy"]));
+    assert!(st.s1.hooks().contains("key-rotated atlas"));
+    let list = st.s1.run(&["vo", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let m2_pub = std::fs::read_to_string(format!("{}.pub", m2.display())).unwrap();
+    assert_eq!(v[0]["pubkeys"][0], m2_pub.lines().nth(1).unwrap());
+    // A list signed by the old manager key alone no longer counts.
+    std::fs::remove_dir_all(&vo_dir).unwrap();
+    st.w.vo_list(&st.manager, &[&st.cern], &[]);
+    expect_fail(&st.s1.sync(), 1, &["valid signature"]);
+    assert_eq!(st.s1.trusted(), s(&["cern", "desy"]));
+}

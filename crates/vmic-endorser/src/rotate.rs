@@ -43,9 +43,17 @@ pub fn rotate(opts: &RotateOptions) -> Result<RotateReport> {
         .out_dir
         .canonicalize()
         .map_err(|e| Error::io("open publication", &opts.out_dir, e))?;
-    let _lock = DirLock::acquire(&state_dir(&opts.state_root, &out_dir)?, LOCK_FILE, "build")?;
-    // Only the key that signs this publication can rotate it.
-    crate::resign::authenticate_current(&out_dir, opts.old)?;
+    // Only the key that signs this publication (or co-signs this VO list)
+    // can rotate it.
+    let _lock = if is_vo_publication(&out_dir) {
+        let lock = DirLock::acquire(&out_dir, crate::vo::LOCK_FILE, "vo build")?;
+        crate::vo::check_own_signature(&out_dir, opts.old)?;
+        lock
+    } else {
+        let lock = DirLock::acquire(&state_dir(&opts.state_root, &out_dir)?, LOCK_FILE, "build")?;
+        crate::resign::authenticate_current(&out_dir, opts.old)?;
+        lock
+    };
     let (old, new) = (opts.old.public_key(), opts.new.public_key());
     let name = rotation_name(&old.key_id);
     if let Some(existing) = rotated_to(&out_dir, &old)? {
@@ -85,6 +93,14 @@ pub fn rotate(opts: &RotateOptions) -> Result<RotateReport> {
         from: old.key_id.to_string(),
         to: new.key_id.to_string(),
     })
+}
+
+/// A VO's list directory rather than an endorser's publication.
+fn is_vo_publication(out_dir: &Path) -> bool {
+    out_dir.join(vmic_format::vo::VO_FILE).exists()
+        && !out_dir
+            .join(vmic_format::publication::CATALOG_FILE)
+            .exists()
 }
 
 /// The key `key` was rotated to in this publication, if it was.

@@ -20,7 +20,8 @@ use vmic_format::vo::{
 };
 
 const VO_TEMPLATE: &str = include_str!("../../../templates/vo.html");
-const LOCK_FILE: &str = ".vmic-vo.lock";
+/// Serialises `vo build`, `vo sign` and `key rotate` in one VO directory.
+pub(crate) const LOCK_FILE: &str = ".vmic-vo.lock";
 
 /// `VO.toml`.
 #[derive(Deserialize)]
@@ -102,6 +103,7 @@ pub fn build_vo(opts: &VoBuildOptions) -> Result<VoReport> {
     let spec: VoToml = vmic_format::strict_toml::parse(&text, &opts.toml.display().to_string())?;
     std::fs::create_dir_all(&opts.out_dir).map_err(|e| Error::io("create", &opts.out_dir, e))?;
     let _lock = DirLock::acquire(&opts.out_dir, LOCK_FILE, "vo build")?;
+    refuse_rotated_key(&opts.out_dir, opts.key)?;
     let previous = previous_list(&opts.out_dir, &spec.vo.name, opts.key)?;
     let now = opts.now.unwrap_or_else(Timestamp::now);
     let issued = Timestamp::from_second(now.as_second()).unwrap_or(now);
@@ -163,6 +165,37 @@ fn previous_list(
         )));
     }
     Ok(Some((list, Sha256Digest::of(&bytes))))
+}
+
+/// After `vmic key rotate`, a manager's old key no longer signs this list.
+fn refuse_rotated_key(out_dir: &Path, key: &SecretKey) -> Result<()> {
+    match crate::rotate::rotated_to(out_dir, &key.public_key())? {
+        Some(new) => Err(Error::input(format!(
+            "VO manager key {} was rotated to {} in {}; sign with the new key",
+            key.key_id,
+            new.key_id,
+            out_dir.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The list in `out_dir` carries a valid co-signature by `key`: only a
+/// manager of this list may rotate its key here.
+pub(crate) fn check_own_signature(out_dir: &Path, key: &SecretKey) -> Result<()> {
+    let bytes = read_small(&out_dir.join(VO_FILE))?;
+    let own = out_dir.join(cosignature_name(&key.key_id));
+    let text = String::from_utf8(read_small(&own)?)
+        .map_err(|_| Error::verification(format!("{} is not text", own.display())))?;
+    let signature = Signature::parse(&text).map_err(|e| e.context(own.display()))?;
+    crate::minisign::verify(&key.public_key(), &bytes, &signature).map_err(|e| {
+        Error::verification(format!(
+            "{}: {}; key {} does not sign this VO list as it is",
+            own.display(),
+            e.message(),
+            key.key_id
+        ))
+    })
 }
 
 fn load_key(dir: &Path, file: &Path, who: &EndorserName) -> Result<PublicKey> {
@@ -265,6 +298,7 @@ fn report(list: &VoList, bytes: &[u8], signature: String) -> VoReport {
 /// list is signed, and the report says what is being vouched for.
 pub fn cosign_vo(out_dir: &Path, key: &SecretKey) -> Result<VoReport> {
     let _lock = DirLock::acquire(out_dir, LOCK_FILE, "vo sign")?;
+    refuse_rotated_key(out_dir, key)?;
     let path = out_dir.join(VO_FILE);
     let bytes = read_small(&path)?;
     let list = VoList::parse(&bytes).map_err(|e| e.context(path.display()))?;

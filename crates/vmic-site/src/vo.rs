@@ -373,7 +373,7 @@ fn sync_vo(
         .map(|k| PublicKey::parse(k))
         .collect::<Result<Vec<_>>>()?;
     let client = crate::sync::http_client(site, vo.ca_file.as_ref())?;
-    let fetched = fetch_list(vo, &keys, &client)?;
+    let (fetched, rotated_keys) = fetch_list(vo, &keys, &client)?;
     let list = &fetched.list;
     report.serial = Some(list.serial.get());
     if list.vo != vo.name {
@@ -417,7 +417,13 @@ fn sync_vo(
             vo.name, list.expires
         ));
     }
-    if dry_run || report.unchanged {
+    if dry_run {
+        return Ok(());
+    }
+    if let Some(new_keys) = rotated_keys {
+        repin_managers(site, vo, &keys, &new_keys, report)?;
+    }
+    if report.unchanged {
         return Ok(());
     }
     reconcile(site, vo, list, report)?;
@@ -446,6 +452,41 @@ fn sync_vo(
         ),
     )?;
     tx.commit()
+}
+
+/// VO managers rotated their keys (statements signed by old and new key):
+/// the site pins the new ones, logs it and tells the hooks.
+fn repin_managers(
+    site: &mut Site,
+    vo: &VoRow,
+    old: &[PublicKey],
+    new: &[PublicKey],
+    report: &mut VoReport,
+) -> Result<()> {
+    let steps: Vec<String> = old
+        .iter()
+        .zip(new)
+        .filter(|(o, n)| o != n)
+        .map(|(o, n)| format!("{} -> {}", o.key_id, n.key_id))
+        .collect();
+    let reason = format!(
+        "VO {}: manager key(s) rotated by signed statements: {}",
+        vo.name,
+        steps.join(", ")
+    );
+    let tx = site.state.transaction()?;
+    let keys: Vec<String> = new.iter().map(PublicKey::to_base64).collect();
+    tx.set_vo_keys(vo.name.as_str(), &keys)?;
+    store::endorser_event(
+        &tx,
+        "vo-key-rotated",
+        HookEvent::KeyRotated,
+        vo.name.as_str(),
+        &reason,
+    )?;
+    tx.commit()?;
+    report.changes.push(reason);
+    Ok(())
 }
 
 /// Rollback, same-serial replacement and fork, as for catalogs.
@@ -484,10 +525,11 @@ fn check_history(memory: Option<&VoMemory>, fetched: &AuthenticatedVo) -> Result
 /// Read the list and every signature a pinned key may have made from the
 /// first source that yields a list meeting the threshold; a source that
 /// fails or serves bad bytes moves on to the next.
-fn fetch_list(vo: &VoRow, keys: &[PublicKey], client: &HttpClient) -> Result<AuthenticatedVo> {
+fn fetch_list(vo: &VoRow, keys: &[PublicKey], client: &HttpClient) -> Result<FetchedList> {
     let mut errors = Vec::new();
     for url in &vo.urls {
-        match open_source(url, client).and_then(|t| read_list(&*t, keys, vo.threshold)) {
+        let attempt = open_source(url, client).and_then(|t| read_rotated(&*t, keys, vo.threshold));
+        match attempt {
             Ok(list) => return Ok(list),
             Err(e) => errors.push(e),
         }
@@ -509,6 +551,37 @@ fn open_source(url: &str, client: &HttpClient) -> Result<Box<dyn Transport>> {
             Box::new(DirTransport::new(&dir))
         }
     })
+}
+
+/// An authenticated list, and the managers' keys after the rotations
+/// followed to reach the threshold (`None`: the pinned keys served).
+type FetchedList = (AuthenticatedVo, Option<Vec<PublicKey>>);
+
+/// The list under the pinned keys; short of the threshold, under the keys
+/// the managers rotated to by statements both keys signed.
+fn read_rotated(
+    transport: &dyn Transport,
+    keys: &[PublicKey],
+    threshold: u32,
+) -> Result<FetchedList> {
+    let refused = match read_list(transport, keys, threshold) {
+        Ok(list) => return Ok((list, None)),
+        Err(e) if e.kind() == ErrorKind::Verification => e,
+        Err(e) => return Err(e),
+    };
+    let mut rotated = false;
+    let mut effective = Vec::with_capacity(keys.len());
+    for key in keys {
+        let chain =
+            crate::rotation::follow_to_end(&crate::rotation::TransportFiles(transport), key)?;
+        rotated |= !chain.is_empty();
+        effective.push(chain.last().cloned().unwrap_or_else(|| key.clone()));
+    }
+    if !rotated {
+        return Err(refused);
+    }
+    let list = read_list(transport, &effective, threshold)?;
+    Ok((list, Some(effective)))
 }
 
 fn read_list(

@@ -220,6 +220,17 @@ impl Tx<'_> {
             .map_err(sql)
     }
 
+    /// Pin other manager keys for a VO (after their rotation).
+    pub fn set_vo_keys(&self, name: &str, pubkeys: &[String]) -> Result<()> {
+        self.tx
+            .execute(
+                "UPDATE vos SET pubkeys = ?2 WHERE name = ?1",
+                params![name, pubkeys.join("\n")],
+            )
+            .map(|_| ())
+            .map_err(sql)
+    }
+
     /// Record how fetching a VO's list went.
     pub fn record_vo_sync(&self, name: &str, error: Option<&str>) -> Result<()> {
         self.tx
