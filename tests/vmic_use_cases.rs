@@ -1223,3 +1223,40 @@ fn a_vo_manager_key_rotation_is_followed_and_the_old_key_is_refused_afterwards()
     expect_fail(&st.s1.sync(), 1, &["valid signature"]);
     assert_eq!(st.s1.trusted(), s(&["cern", "desy"]));
 }
+
+#[test]
+fn another_vos_list_signed_by_the_same_managers_is_refused() {
+    let st = start();
+    let desy = st.w.endorser("desy");
+    std::fs::remove_dir_all(st.w.path("www/atlas-vo")).unwrap();
+    st.w.vo_list_of("cms", "30d", &st.manager, &[&desy], &[]);
+    std::fs::rename(st.w.path("www/cms-vo"), st.w.path("www/atlas-vo")).unwrap();
+    expect_fail(&st.s1.sync(), 1, &["VO cms's, not atlas's"]);
+    assert_eq!(st.s1.trusted(), s(&["cern"]));
+}
+
+#[test]
+fn a_vo_cannot_repin_an_endorser_the_site_trusts_directly_with_another_key() {
+    let w = World::new();
+    let manager = w.key("atlas-manager");
+    let cern = w.endorser("cern");
+    let s1 = w.site("s1");
+    w.trust(&s1, &cern, &[]);
+    // The VO names another key for "cern".
+    let impostor = Endorser {
+        name: "cern".into(),
+        key: w.key("impostor"),
+        images: cern.images.clone(),
+    };
+    w.vo_list(&manager, &[&impostor], &[]);
+    expect_ok(&w.support_vo(&s1, &[&manager], 1, "auto"));
+    let o = s1.sync();
+    expect_ok(&o);
+    assert!(
+        stderr(&o).contains("(not through this VO); not applied"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(trusted_key_id(&s1, "cern"), key_id(&cern.key));
+    assert_eq!(s1.imported(), s(&["cern cern-os@1"]));
+}
