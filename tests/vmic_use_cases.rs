@@ -1260,3 +1260,29 @@ fn a_vo_cannot_repin_an_endorser_the_site_trusts_directly_with_another_key() {
     assert_eq!(trusted_key_id(&s1, "cern"), key_id(&cern.key));
     assert_eq!(s1.imported(), s(&["cern cern-os@1"]));
 }
+
+#[test]
+fn a_vo_list_close_to_expiry_is_announced_once_and_trust_list_shows_the_history() {
+    let st = start();
+    st.w.vo_list_of("atlas", "3d", &st.manager, &[&st.cern], &[]);
+    let o = st.s1.sync();
+    expect_ok(&o);
+    assert!(stderr(&o).contains("should re-sign it"), "{}", stderr(&o));
+    expect_ok(&st.s1.sync());
+    assert_eq!(st.s1.hooks().matches("expiring atlas").count(), 1);
+    // trust list: sources, VOs, serial, issued, expires, last success.
+    let o = st.s1.run(&["trust", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let cern = &v[0];
+    assert_eq!(cern["vos"][0], "atlas");
+    assert_eq!(cern["direct"], false);
+    assert_eq!(cern["serial"], 1);
+    for field in ["issued", "expires", "last_success", "url"] {
+        assert!(cern[field].is_string(), "{field}: {cern}");
+    }
+    let text = stdout(&st.s1.run(&["trust", "list"]));
+    assert!(
+        text.contains("via=vo:atlas") && text.contains("issued"),
+        "{text}"
+    );
+}

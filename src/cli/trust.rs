@@ -233,7 +233,10 @@ fn list(json: bool, site_dir: &Option<PathBuf>, quiet: bool) -> Result<i32> {
     } else {
         for summary in rows {
             let history = match (&summary.serial, &summary.expires) {
-                (Some(serial), Some(expires)) => format!("serial {serial} until {expires}"),
+                (Some(serial), Some(expires)) => format!(
+                    "serial {serial} issued {} until {expires}",
+                    summary.issued.as_deref().unwrap_or("?")
+                ),
                 _ => "no catalog accepted yet".to_string(),
             };
             let e = summary.row;
@@ -255,7 +258,10 @@ fn list(json: bool, site_dir: &Option<PathBuf>, quiet: bool) -> Result<i32> {
                 ),
                 (None, None, _) => "never synced".to_string(),
                 (None, Some(t), None) => format!("last sync {t} ok"),
-                (None, Some(t), Some(err)) => format!("last sync {t} FAILED: {err}"),
+                (None, Some(t), Some(err)) => format!(
+                    "last sync {t} FAILED: {err} (last success {})",
+                    e.last_success.as_deref().unwrap_or("never")
+                ),
             };
             out.say(format!(
                 "{}  key {}  {}  approve={}  via={via}  {history}  {status}",

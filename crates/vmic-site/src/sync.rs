@@ -702,6 +702,7 @@ fn apply_decisions(
     let tx = site.state.transaction()?;
     if !seen {
         tx.accept_serial(key, serial, &sha256, &catalog.expires().to_string())?;
+        tx.note_issued(key, serial, &catalog.issued().to_string())?;
         tx.audit(
             "catalog-accepted",
             Some(endorser.name.as_str()),

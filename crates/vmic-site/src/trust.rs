@@ -60,6 +60,7 @@ pub fn add(site: &mut Site, req: TrustAdd) -> Result<EndorserRow> {
         direct: true,
         retired: None,
         grace_secs: req.grace_secs,
+        last_success: None,
     };
     insert_endorser(site, &row, &key, "trust add")?;
     Ok(row)
@@ -335,6 +336,8 @@ pub struct EndorserSummary {
     pub serial: Option<u64>,
     /// That catalog's expiry.
     pub expires: Option<String>,
+    /// When that catalog was issued.
+    pub issued: Option<String>,
     /// The VOs it is trusted through.
     pub vos: Vec<String>,
 }
@@ -361,6 +364,7 @@ pub fn summaries(site: &Site) -> Result<Vec<EndorserSummary>> {
             Ok(EndorserSummary {
                 vos,
                 serial: memory.as_ref().map(|m| m.highest_serial),
+                issued: memory.as_ref().and_then(|m| m.issued.clone()),
                 expires: memory.map(|m| m.expires),
                 row,
             })

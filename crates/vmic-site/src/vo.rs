@@ -286,6 +286,7 @@ fn endorser_row(site: &Site, name: &str, key: &PublicKey, urls: &[String]) -> Re
         direct: false,
         retired: None,
         grace_secs: 0,
+        last_success: None,
     })
 }
 
@@ -410,13 +411,7 @@ fn sync_vo(
             list.serial, list.expires
         )));
     }
-    let warning = site.config.policy.expiry_warning.0;
-    if list.expires.as_second() - now.as_second() < warning as i64 {
-        report.warnings.push(format!(
-            "VO {}'s list expires at {}: its managers should re-sign it",
-            vo.name, list.expires
-        ));
-    }
+    warn_if_expiring(site, vo, list, (now, dry_run), report)?;
     if dry_run {
         return Ok(());
     }
@@ -486,6 +481,40 @@ fn repin_managers(
     )?;
     tx.commit()?;
     report.changes.push(reason);
+    Ok(())
+}
+
+/// A list close to its expiry: a warning at every run, the `expiring`
+/// hook once per list.
+fn warn_if_expiring(
+    site: &mut Site,
+    vo: &VoRow,
+    list: &VoList,
+    (now, dry_run): (Timestamp, bool),
+    report: &mut VoReport,
+) -> Result<()> {
+    let window = site.config.policy.expiry_warning.0;
+    if list.expires.as_second() - now.as_second() >= window as i64 {
+        return Ok(());
+    }
+    let warning = format!(
+        "VO {}'s list (serial {}) expires at {}: its managers should re-sign it",
+        vo.name, list.serial, list.expires
+    );
+    if !dry_run {
+        let tx = site.state.transaction()?;
+        if tx.announce_vo_expiry(vo.name.as_str(), list.serial.get())? {
+            store::endorser_event(
+                &tx,
+                "vo-expiring",
+                HookEvent::Expiring,
+                vo.name.as_str(),
+                &warning,
+            )?;
+        }
+        tx.commit()?;
+    }
+    report.warnings.push(warning);
     Ok(())
 }
 

@@ -135,6 +135,9 @@ ALTER TABLE endorsers ADD COLUMN direct INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE endorsers ADD COLUMN retired TEXT;
 -- How long its images stay after its catalog expired (an endorser on holiday).
 ALTER TABLE endorsers ADD COLUMN grace_secs INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE endorsers ADD COLUMN last_success TEXT;
+-- When the catalog at the highest serial was issued (for `trust list`).
+ALTER TABLE rollback ADD COLUMN issued TEXT;
 CREATE TABLE vos (
     name TEXT PRIMARY KEY,
     pubkeys TEXT NOT NULL,
@@ -144,7 +147,8 @@ CREATE TABLE vos (
     endorsers TEXT NOT NULL,
     added_at TEXT NOT NULL,
     last_sync TEXT,
-    last_error TEXT
+    last_error TEXT,
+    expiry_warned_serial INTEGER
 );
 -- Rollback memory of VO lists, by VO name: kept after `vo remove`.
 CREATE TABLE vo_rollback (
@@ -221,6 +225,8 @@ pub struct EndorserRow {
     pub retired: Option<String>,
     /// Seconds its images stay after its catalog expired (0: none).
     pub grace_secs: u64,
+    /// When a sync last succeeded.
+    pub last_success: Option<String>,
 }
 
 impl EndorserRow {
@@ -239,6 +245,8 @@ pub struct SerialRow {
     pub catalog_sha256: String,
     /// Its expiry (RFC 3339).
     pub expires: String,
+    /// When it was issued (schema 5 on).
+    pub issued: Option<String>,
 }
 
 /// One image the site knows, as stored: every field parsed back into its
@@ -473,16 +481,39 @@ impl State {
 
     /// Every trusted endorser, by name.
     pub fn endorsers(&self) -> Result<Vec<EndorserRow>> {
+        self.query_endorsers(None)
+    }
+
+    /// The endorsers called `name` (at most one), or all of them.
+    fn query_endorsers(&self, name: Option<&str>) -> Result<Vec<EndorserRow>> {
+        let columns = match self.version {
+            5.. => {
+                "name, pubkey, key_id, url, ca_file, approve, added_at, last_sync, last_error, missing_since, gone_since, mirrors, direct, retired, grace_secs, last_success"
+            }
+            3 | 4 => {
+                "name, pubkey, key_id, url, ca_file, approve, added_at, last_sync, last_error, missing_since, gone_since, '', 1, NULL, 0, NULL"
+            }
+            _ => {
+                "name, pubkey, key_id, url, ca_file, approve, added_at, last_sync, last_error, NULL, NULL, '', 1, NULL, 0, NULL"
+            }
+        };
+        let filter = if name.is_some() {
+            "WHERE name = ?1"
+        } else {
+            ""
+        };
         let mut stmt = self
             .conn
-            .prepare(match self.version {
-                5.. => "SELECT name, pubkey, key_id, url, ca_file, approve, added_at, last_sync, last_error, missing_since, gone_since, mirrors, direct, retired, grace_secs FROM endorsers ORDER BY name",
-                3 | 4 => "SELECT name, pubkey, key_id, url, ca_file, approve, added_at, last_sync, last_error, missing_since, gone_since, '', 1, NULL, 0 FROM endorsers ORDER BY name",
-                _ => "SELECT name, pubkey, key_id, url, ca_file, approve, added_at, last_sync, last_error, NULL, NULL, '', 1, NULL, 0 FROM endorsers ORDER BY name",
-            })
+            .prepare(&format!(
+                "SELECT {columns} FROM endorsers {filter} ORDER BY name"
+            ))
             .map_err(sql)?;
+        let params: Vec<&dyn rusqlite::ToSql> = match &name {
+            Some(n) => vec![n],
+            None => Vec::new(),
+        };
         let rows = stmt
-            .query_map([], |r| {
+            .query_map(params.as_slice(), |r| {
                 Ok(EndorserRow {
                     name: parsed(r, 0, EndorserName::parse)?,
                     pubkey: r.get(1)?,
@@ -501,6 +532,7 @@ impl State {
                     direct: r.get(12)?,
                     retired: r.get(13)?,
                     grace_secs: r.get::<_, i64>(14)?.max(0) as u64,
+                    last_success: r.get(15)?,
                 })
             })
             .map_err(sql)?;
@@ -509,22 +541,25 @@ impl State {
 
     /// The trusted endorser called `name`.
     pub fn endorser(&self, name: &str) -> Result<Option<EndorserRow>> {
-        Ok(self.endorsers()?.into_iter().find(|e| e.name == *name))
+        Ok(self.query_endorsers(Some(name))?.into_iter().next())
     }
 
     /// The rollback memory of `key` (the whole key, never its id alone).
     pub fn serial(&self, key: &PublicKey) -> Result<Option<SerialRow>> {
         // A schema-1 database, read as it is, kept the memory per key id.
-        let (query, id) = if self.version >= 2 {
-            (
-                "SELECT highest_serial, catalog_sha256, expires FROM rollback WHERE pubkey = ?1",
+        let (query, id) = match self.version {
+            5.. => (
+                "SELECT highest_serial, catalog_sha256, expires, issued FROM rollback WHERE pubkey = ?1",
                 key.to_base64(),
-            )
-        } else {
-            (
-                "SELECT highest_serial, catalog_sha256, expires FROM serials WHERE key_id = ?1",
+            ),
+            2..=4 => (
+                "SELECT highest_serial, catalog_sha256, expires, NULL FROM rollback WHERE pubkey = ?1",
+                key.to_base64(),
+            ),
+            _ => (
+                "SELECT highest_serial, catalog_sha256, expires, NULL FROM serials WHERE key_id = ?1",
                 key.key_id.to_string(),
-            )
+            ),
         };
         self.conn
             .query_row(query, params![id], |r| {
@@ -532,6 +567,7 @@ impl State {
                     highest_serial: r.get::<_, i64>(0)? as u64,
                     catalog_sha256: r.get(1)?,
                     expires: r.get(2)?,
+                    issued: r.get(3)?,
                 })
             })
             .optional()
@@ -888,7 +924,8 @@ impl Tx<'_> {
     pub fn record_sync(&self, name: &str, error: Option<&str>) -> Result<()> {
         self.tx
             .execute(
-                "UPDATE endorsers SET last_sync = ?2, last_error = ?3 WHERE name = ?1",
+                "UPDATE endorsers SET last_sync = ?2, last_error = ?3, \
+                 last_success = CASE WHEN ?3 IS NULL THEN ?2 ELSE last_success END WHERE name = ?1",
                 params![name, now(), error],
             )
             .map(|_| ())
@@ -929,6 +966,17 @@ impl Tx<'_> {
             .execute(
                 "DELETE FROM rollback WHERE pubkey = ?1",
                 params![key.to_base64()],
+            )
+            .map(|_| ())
+            .map_err(sql)
+    }
+
+    /// Record when the catalog at `serial` was issued, for `trust list`.
+    pub fn note_issued(&self, key: &PublicKey, serial: u64, issued: &str) -> Result<()> {
+        self.tx
+            .execute(
+                "UPDATE rollback SET issued = ?3 WHERE pubkey = ?1 AND highest_serial = ?2",
+                params![key.to_base64(), serial as i64, issued],
             )
             .map(|_| ())
             .map_err(sql)

@@ -231,6 +231,19 @@ impl Tx<'_> {
             .map_err(sql)
     }
 
+    /// Note that VO `name`'s list at `serial` was announced as expiring;
+    /// true the first time only.
+    pub fn announce_vo_expiry(&self, name: &str, serial: u64) -> Result<bool> {
+        self.tx
+            .execute(
+                "UPDATE vos SET expiry_warned_serial = ?2 WHERE name = ?1 \
+                 AND (expiry_warned_serial IS NULL OR expiry_warned_serial <> ?2)",
+                params![name, serial as i64],
+            )
+            .map(|changed| changed > 0)
+            .map_err(sql)
+    }
+
     /// Record how fetching a VO's list went.
     pub fn record_vo_sync(&self, name: &str, error: Option<&str>) -> Result<()> {
         self.tx
