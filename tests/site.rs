@@ -1567,7 +1567,10 @@ fn trust_edit_changes_the_source_and_keeps_history_and_images() {
     assert_eq!(listed[0]["serial"], 1, "{listed}");
     assert!(listed[0]["expires"].is_string(), "{listed}");
     let text = stdout(&w.run(&["trust", "list"]));
-    assert!(text.contains("serial 1 issued ") && text.contains(" until "), "{text}");
+    assert!(
+        text.contains("serial 1 issued ") && text.contains(" until "),
+        "{text}"
+    );
     assert!(
         listed[0]["url"].as_str().unwrap().ends_with("moved"),
         "{listed}"
