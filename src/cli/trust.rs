@@ -59,29 +59,33 @@ pub enum Command {
         #[arg(long)]
         reset_serial: bool,
     },
-    /// Change an endorser's source, CA file or approval mode, keeping its
+    /// Change an endorser's sources, CA file, approval mode or grace period, keeping its
     /// key, rollback memory, decisions and images.
-    Edit {
-        /// The endorser.
-        name: String,
-        /// New http(s) URL, file:// URL or directory of the published
-        /// catalog; repeat for mirrors, tried in order (replaces them all).
-        #[arg(long, value_name = "SOURCE")]
-        url: Vec<String>,
-        /// Extra PEM CA certificates for the source.
-        #[arg(long, value_name = "PEM", conflicts_with = "no_ca_file")]
-        ca_file: Option<PathBuf>,
-        /// Use the system CA roots only.
-        #[arg(long)]
-        no_ca_file: bool,
-        /// auto or manual, for images decided from now on.
-        #[arg(long, value_name = "MODE")]
-        approve: Option<String>,
-        /// Keep its images this long after its catalog expired (0 for no
-        /// grace), loudly; nothing new is imported meanwhile.
-        #[arg(long, value_name = "DURATION")]
-        grace: Option<String>,
-    },
+    Edit(EditArgs),
+}
+
+/// `trust edit`.
+#[derive(clap::Args)]
+pub struct EditArgs {
+    /// The endorser.
+    name: String,
+    /// New http(s) URL, file:// URL or directory of the published
+    /// catalog; repeat for mirrors, tried in order (replaces them all).
+    #[arg(long, value_name = "SOURCE")]
+    url: Vec<String>,
+    /// Extra PEM CA certificates for the source.
+    #[arg(long, value_name = "PEM", conflicts_with = "no_ca_file")]
+    ca_file: Option<PathBuf>,
+    /// Use the system CA roots only.
+    #[arg(long)]
+    no_ca_file: bool,
+    /// auto or manual, for images decided from now on.
+    #[arg(long, value_name = "MODE")]
+    approve: Option<String>,
+    /// Keep its images this long after its catalog expired (0 for no
+    /// grace), loudly; nothing new is imported meanwhile.
+    #[arg(long, value_name = "DURATION")]
+    grace: Option<String>,
 }
 
 pub fn run(cmd: Command, site_dir: &Option<PathBuf>, quiet: bool) -> Result<i32> {
@@ -142,44 +146,7 @@ pub fn run(cmd: Command, site_dir: &Option<PathBuf>, quiet: bool) -> Result<i32>
                 done.name, done.new_key_id, done.old_key_id
             ));
         }
-        Command::Edit {
-            name,
-            url,
-            ca_file,
-            no_ca_file,
-            approve,
-            grace,
-        } => {
-            let out = Output { quiet, json: false };
-            let mut site = super::site::open(site_dir)?;
-            let approve = approve.as_deref().map(ApproveMode::parse).transpose()?;
-            let ca_file = match (ca_file, no_ca_file) {
-                (Some(path), _) => CaFileChange::Set(path),
-                (None, true) => CaFileChange::Clear,
-                (None, false) => CaFileChange::Keep,
-            };
-            let row = trust::edit(
-                &mut site,
-                TrustEdit {
-                    name,
-                    urls: url,
-                    ca_file,
-                    approve,
-                    grace_secs: grace.as_deref().map(parse_grace).transpose()?,
-                },
-            )?;
-            out.say(format!(
-                "{} (key {}) now at {}, approval {}{}",
-                row.name,
-                row.key_id,
-                row.url,
-                row.approve.as_str(),
-                row.ca_file
-                    .as_deref()
-                    .map(|ca| format!(", CA file {ca}"))
-                    .unwrap_or_default()
-            ));
-        }
+        Command::Edit(args) => edit(args, site_dir, quiet)?,
         Command::Accept { name } => {
             let out = Output { quiet, json: false };
             let mut site = super::site::open(site_dir)?;
@@ -211,6 +178,48 @@ pub fn run(cmd: Command, site_dir: &Option<PathBuf>, quiet: bool) -> Result<i32>
         }
     }
     Ok(0)
+}
+
+/// `trust edit`: change sources, CA file, approval mode or grace period.
+fn edit(args: EditArgs, site_dir: &Option<PathBuf>, quiet: bool) -> Result<()> {
+    let EditArgs {
+        name,
+        url,
+        ca_file,
+        no_ca_file,
+        approve,
+        grace,
+    } = args;
+    let out = Output { quiet, json: false };
+    let mut site = super::site::open(site_dir)?;
+    let approve = approve.as_deref().map(ApproveMode::parse).transpose()?;
+    let ca_file = match (ca_file, no_ca_file) {
+        (Some(path), _) => CaFileChange::Set(path),
+        (None, true) => CaFileChange::Clear,
+        (None, false) => CaFileChange::Keep,
+    };
+    let row = trust::edit(
+        &mut site,
+        TrustEdit {
+            name,
+            urls: url,
+            ca_file,
+            approve,
+            grace_secs: grace.as_deref().map(parse_grace).transpose()?,
+        },
+    )?;
+    out.say(format!(
+        "{} (key {}) now at {}, approval {}{}",
+        row.name,
+        row.key_id,
+        row.url,
+        row.approve.as_str(),
+        row.ca_file
+            .as_deref()
+            .map(|ca| format!(", CA file {ca}"))
+            .unwrap_or_default()
+    ));
+    Ok(())
 }
 
 /// A grace period: a duration, or 0 for none.

@@ -422,6 +422,14 @@ fn sync_vo(
         return Ok(());
     }
     reconcile(site, vo, list, report)?;
+    // Last: a run killed before this point reconciles the same list again.
+    remember_list(site, vo, &fetched)
+}
+
+/// The list is accepted: its serial and hash become the rollback memory.
+fn remember_list(site: &mut Site, vo: &VoRow, fetched: &AuthenticatedVo) -> Result<()> {
+    let list = &fetched.list;
+    let signers: Vec<String> = fetched.signed_by.iter().map(ToString::to_string).collect();
     let tx = site.state.transaction()?;
     tx.accept_vo_serial(
         vo.name.as_str(),
@@ -431,21 +439,12 @@ fn sync_vo(
             expires: list.expires.to_string(),
         },
     )?;
-    tx.audit(
-        "vo-accepted",
-        Some(vo.name.as_str()),
-        None,
-        &format!(
-            "list serial {} signed by {}",
-            list.serial,
-            fetched
-                .signed_by
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    )?;
+    let detail = format!(
+        "list serial {} signed by {}",
+        list.serial,
+        signers.join(", ")
+    );
+    tx.audit("vo-accepted", Some(vo.name.as_str()), None, &detail)?;
     tx.commit()
 }
 
