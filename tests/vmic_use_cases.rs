@@ -5,6 +5,8 @@
 //! after every step for what they hold.
 
 mod common;
+#[path = "common/http.rs"]
+mod fault;
 #[path = "common/nginx.rs"]
 mod nginx;
 
@@ -1284,5 +1286,71 @@ fn a_vo_list_close_to_expiry_is_announced_once_and_trust_list_shows_the_history(
     assert!(
         text.contains("via=vo:atlas") && text.contains("issued"),
         "{text}"
+    );
+}
+
+#[test]
+fn an_endorser_its_vo_dropped_is_still_removed_after_an_interrupted_sync() {
+    let st = start();
+    // desy replaces cern; desy's big image comes slowly from a second server.
+    let server = fault::FaultServer::start(st.w.path("www"));
+    let desy = st.w.endorser("desy");
+    std::fs::write(desy.images.join("desy-big.img"), pattern(4 << 20, 99)).unwrap();
+    st.w.publish(&desy);
+    let toml = format!(
+        "[vo]\nname = \"atlas\"\n[[endorser]]\nname = \"desy\"\npubkey = \"{}.pub\"\nurls = [\"{}/desy/\"]\n[[removed]]\nname = \"cern\"\npubkey = \"{}.pub\"\nreason = \"replaced\"\nimages = \"revoke\"\n",
+        desy.key.display(),
+        server.url().trim_end_matches('/'),
+        st.cern.key.display()
+    );
+    std::fs::write(st.w.path("atlas.toml"), toml).unwrap();
+    let vo_out = st.w.path("www/atlas-vo");
+    expect_ok(&vmic([
+        "vo",
+        "build",
+        path_str(&st.w.path("atlas.toml")),
+        "--key",
+        path_str(&st.manager),
+        "--out",
+        path_str(&vo_out),
+    ]));
+    server.set(fault::Fault::Trickle("desy-big".into(), 16 << 10));
+    let child = vmic_command()
+        .args(["--site", path_str(&st.s1.dir), "sync"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while server
+        .body_bytes_sent
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < 256 << 10
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "download never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let o = child.wait_with_output().unwrap();
+    expect_fail(&o, 3, &["interrupted by SIGTERM"]);
+    // The old endorser stays until its replacement is in place.
+    assert!(
+        st.s1.imported().contains(&"cern cern-os@1".to_string()),
+        "{:?} {}",
+        st.s1.holds(),
+        stdout(&st.s1.run(&["log"]))
+    );
+    server.set(fault::Fault::None);
+    expect_ok(&st.s1.sync());
+    assert_eq!(st.s1.trusted(), s(&["desy"]));
+    let imported = st.s1.imported();
+    assert_eq!(imported.len(), 2, "{imported:?}");
+    assert!(
+        imported.iter().all(|i| i.starts_with("desy ")),
+        "{imported:?}"
     );
 }

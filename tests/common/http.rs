@@ -1,6 +1,7 @@
 //! A tiny static-file HTTP/1.1 server for fault injection (errors, stalls,
 //! short bodies, slow bodies), with Range support so resumes can be seen.
 //! It serves on 127.0.0.1 only and stops when dropped.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};

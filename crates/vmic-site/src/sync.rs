@@ -151,7 +151,10 @@ pub fn sync(
         vmic_engine::cancel::check()?;
         reports.push(sync_one(site, endorser, opts, (engine, progress))?);
     }
-    crate::vo::finish_removals(site, &mut vos)?;
+    // An interrupted run leaves the VOs' removals (and their lists) for the
+    // next one: a replacement first, then the endorser it replaces.
+    vmic_engine::cancel::check()?;
+    crate::vo::finish_vos(site, &mut vos)?;
     let hooks = if opts.dry_run {
         HookSummary::default()
     } else {

@@ -315,13 +315,22 @@ pub struct VoReport {
     /// a replacement's images are in place before the old ones go (1.3).
     #[serde(skip)]
     pub leaving: Vec<(String, String)>,
+    /// The list reconciled, remembered once the removals are done.
+    #[serde(skip)]
+    accepted: Option<AuthenticatedVo>,
 }
 
-/// Remove the endorsers the VOs dropped (after the sync of the others):
-/// their images are withdrawn, unless something else trusts them by now.
-pub fn finish_removals(site: &mut Site, reports: &mut [VoReport]) -> Result<()> {
+/// Finish what the VO lists asked (after the sync of the other endorsers):
+/// remove the endorsers they dropped, withdrawing their images unless
+/// something else trusts them by now, then remember each list. A run that
+/// stops earlier leaves the list unremembered, and the next run reconciles
+/// it again.
+pub fn finish_vos(site: &mut Site, reports: &mut [VoReport]) -> Result<()> {
     for report in reports.iter_mut() {
         for (name, reason) in std::mem::take(&mut report.leaving) {
+            let tx = site.state.transaction()?;
+            tx.delete_member(&report.name, &name)?;
+            tx.commit()?;
             if site.state.endorser(&name)?.is_none() || other_sources(site, &name, &report.name)? {
                 continue;
             }
@@ -330,6 +339,9 @@ pub fn finish_removals(site: &mut Site, reports: &mut [VoReport]) -> Result<()> 
                 "{reason}: {} image(s) withdrawn",
                 removal.withdrawn.len()
             ));
+        }
+        if let Some(accepted) = report.accepted.take() {
+            remember_list(site, &report.name, &accepted)?;
         }
     }
     Ok(())
@@ -422,17 +434,17 @@ fn sync_vo(
         return Ok(());
     }
     reconcile(site, vo, list, report)?;
-    // Last: a run killed before this point reconciles the same list again.
-    remember_list(site, vo, &fetched)
+    report.accepted = Some(fetched);
+    Ok(())
 }
 
 /// The list is accepted: its serial and hash become the rollback memory.
-fn remember_list(site: &mut Site, vo: &VoRow, fetched: &AuthenticatedVo) -> Result<()> {
+fn remember_list(site: &mut Site, vo: &str, fetched: &AuthenticatedVo) -> Result<()> {
     let list = &fetched.list;
     let signers: Vec<String> = fetched.signed_by.iter().map(ToString::to_string).collect();
     let tx = site.state.transaction()?;
     tx.accept_vo_serial(
-        vo.name.as_str(),
+        vo,
         &VoMemory {
             highest_serial: list.serial.get(),
             list_sha256: fetched.sha256.to_hex(),
@@ -444,7 +456,7 @@ fn remember_list(site: &mut Site, vo: &VoRow, fetched: &AuthenticatedVo) -> Resu
         list.serial,
         signers.join(", ")
     );
-    tx.audit("vo-accepted", Some(vo.name.as_str()), None, &detail)?;
+    tx.audit("vo-accepted", Some(vo), None, &detail)?;
     tx.commit()
 }
 
@@ -883,7 +895,7 @@ fn apply_unlisted(
     if keep {
         return retire(site, before, &reason, report);
     }
-    forget(site)?;
+    // Removed once the other endorsers have synced (`finish_vos`).
     report.leaving.push((name.to_string(), reason));
     Ok(())
 }
