@@ -765,6 +765,11 @@ fn vo_list_signed_by_fewer_than_threshold_distinct_pinned_keys_is_refused() {
     expect_ok(&w.support_vo(&s1, &[&a, &b, &c], 2, "auto"));
     // One signature is not enough.
     expect_fail(&s1.sync(), 1, &["1 valid signature(s)", "2 needed"]);
+    let o = s1.run(&["sync", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["vos"][0]["failure"], "verification", "{report}");
+    assert_eq!(report["vos"][0]["exit_code"], 1);
+    assert_eq!(report["exit_code"], 1);
     assert!(s1.trusted().is_empty());
     // Two signatures by one key are not two: A's signature copied under B's name.
     let vo_dir = w.path("www/atlas-vo");

@@ -169,6 +169,10 @@ fn with_exit_codes(report: &SyncReport, exit_code: i32) -> serde_json::Value {
     for (json, endorser) in endorsers.into_iter().flatten().zip(&report.endorsers) {
         json["exit_code"] = super::exit_code(endorser.failure).into();
     }
+    let vos = value["vos"].as_array_mut();
+    for (json, vo) in vos.into_iter().flatten().zip(&report.vos) {
+        json["exit_code"] = super::exit_code(vo.failure).into();
+    }
     value
 }
 
