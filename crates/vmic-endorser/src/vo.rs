@@ -65,6 +65,12 @@ struct RemovedToml {
     images: RemovedImages,
 }
 
+/// Parse the text of a `VO.toml` (strict: unknown keys are errors naming
+/// the line). Key files are not read.
+pub fn check_vo_toml(text: &str, origin: &str) -> Result<()> {
+    vmic_format::strict_toml::parse::<VoToml>(text, origin).map(|_| ())
+}
+
 /// What `vmic vo build` needs.
 pub struct VoBuildOptions<'a> {
     /// The VO's description.

@@ -85,6 +85,19 @@ impl Rotation {
         })
     }
 
+    /// Parse a statement's bytes (after its signatures checked).
+    pub fn parse(bytes: &[u8], origin: &str) -> Result<Rotation> {
+        let rotation: Rotation = serde_json::from_slice(bytes)
+            .map_err(|e| Error::verification(format!("{origin} is invalid: {e}")))?;
+        if rotation.format != ROTATION_FORMAT {
+            return Err(Error::verification(format!(
+                "{origin} has format {:?}, not {ROTATION_FORMAT}",
+                rotation.format.chars().take(64).collect::<String>()
+            )));
+        }
+        Ok(rotation)
+    }
+
     /// The exact bytes both keys sign.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let mut bytes = serde_json::to_vec_pretty(self)
@@ -118,14 +131,7 @@ pub fn authenticate_rotation(
     let old = Signature::parse(old_signature).map_err(|e| e.context(origin))?;
     minisign::verify(pinned, bytes, &old)
         .map_err(|e| e.context(format!("{origin} (signature by the pinned key)")))?;
-    let rotation: Rotation = serde_json::from_slice(bytes)
-        .map_err(|e| Error::verification(format!("{origin} is invalid: {e}")))?;
-    if rotation.format != ROTATION_FORMAT {
-        return Err(Error::verification(format!(
-            "{origin} has format {:?}, not {ROTATION_FORMAT}",
-            rotation.format.chars().take(64).collect::<String>()
-        )));
-    }
+    let rotation = Rotation::parse(bytes, origin)?;
     if rotation.from != *pinned {
         return Err(Error::verification(format!(
             "{origin} leaves key {}, not the pinned key {}",

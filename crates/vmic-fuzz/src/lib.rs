@@ -23,7 +23,7 @@ use vmic_format::trusted_comment;
 
 /// The names of the targets, as `fuzz/fuzz_targets/<name>.rs` and
 /// `fuzz/corpus/<name>/` spell them.
-pub const TARGETS: [&str; 9] = [
+pub const TARGETS: [&str; 12] = [
     "catalog",
     "signature",
     "public_key",
@@ -33,6 +33,9 @@ pub const TARGETS: [&str; 9] = [
     "sidecar",
     "catalog_toml",
     "part_resume",
+    "vo_list",
+    "rotation",
+    "vo_toml",
 ];
 
 /// Run the harness called `name` on `data`; false if there is none.
@@ -47,6 +50,9 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "sidecar" => sidecar,
         "catalog_toml" => catalog_toml,
         "part_resume" => part_resume,
+        "vo_list" => vo_list,
+        "rotation" => rotation,
+        "vo_toml" => vo_toml,
         _ => return false,
     };
     harness(data);
@@ -137,6 +143,39 @@ pub fn catalog_toml(data: &[u8]) {
             text,
             "catalog.toml",
         );
+    }
+}
+
+/// `vo.json`: whatever parses re-serialises into a list that parses to the
+/// same thing; and no list is accepted without a signature.
+pub fn vo_list(data: &[u8]) {
+    let unsigned = vmic_format::vo::authenticate_vo(data, &[], &[demo_public_key().clone()], 1, "x");
+    assert!(unsigned.is_err(), "a list without signatures was accepted");
+    let Ok(list) = vmic_format::vo::VoList::parse(data) else {
+        return;
+    };
+    let again = list.to_bytes().expect("a parsed list serialises");
+    let reparsed = vmic_format::vo::VoList::parse(&again).expect("a parsed list re-parses");
+    assert_eq!(reparsed, list);
+}
+
+/// A rotation statement: what parses round-trips; and the statement is
+/// never accepted with a signature by neither key.
+pub fn rotation(data: &[u8]) {
+    use vmic_format::rotation::{Rotation, authenticate_rotation};
+    if let Ok(rotation) = Rotation::parse(data, "x") {
+        let again = rotation.to_bytes().expect("a parsed statement serialises");
+        assert_eq!(Rotation::parse(&again, "x").expect("re-parses"), rotation);
+    }
+    let text = String::from_utf8_lossy(data);
+    let forged = authenticate_rotation(data, &text, &text, demo_public_key(), "x");
+    assert!(forged.is_err(), "an unsigned rotation was accepted");
+}
+
+/// `VO.toml`.
+pub fn vo_toml(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = vmic_endorser::vo::check_vo_toml(text, "VO.toml");
     }
 }
 
