@@ -996,6 +996,22 @@ fn a_key_rotation_chain_is_followed_and_the_old_key_is_refused_afterwards() {
         ])
     };
     expect_ok(&rotate(&st.cern.key, &key2));
+    // Both signatures of the statement check with stock minisign.
+    if has_tool("minisign") {
+        let statement = out.join(format!("keys/rotate-{}.json", key_id(&st.cern.key)));
+        for (key, sig) in [(&st.cern.key, "minisig"), (&key2, "to.minisig")] {
+            let pubkey = std::fs::read_to_string(format!("{}.pub", key.display())).unwrap();
+            let o = std::process::Command::new("minisign")
+                .arg("-Vm")
+                .arg(&statement)
+                .arg("-x")
+                .arg(format!("{}.{sig}", statement.display()))
+                .args(["-P", pubkey.lines().nth(1).unwrap()])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+    }
     // The old key no longer builds this publication.
     let old_build = vmic([
         "build",
@@ -1358,4 +1374,88 @@ fn an_endorser_its_vo_dropped_is_still_removed_after_an_interrupted_sync() {
         imported.iter().all(|i| i.starts_with("desy ")),
         "{imported:?}"
     );
+}
+
+#[test]
+fn a_vo_moving_an_endorsers_sources_or_key_is_applied_and_logged() {
+    let st = start();
+    // The endorser moves to a new server (a copy of its publication).
+    copy_dir(&st.w.path("www/cern"), &st.w.path("www/cern-new-home"));
+    let toml = format!(
+        "[vo]\nname = \"atlas\"\n[[endorser]]\nname = \"cern\"\npubkey = \"{}.pub\"\nurls = [\"{}\", \"{}\"]\n",
+        st.cern.key.display(),
+        st.w.url("cern-new-home"),
+        st.w.url("cern")
+    );
+    std::fs::write(st.w.path("atlas.toml"), toml).unwrap();
+    let build_list = || {
+        expect_ok(&vmic([
+            "vo",
+            "build",
+            path_str(&st.w.path("atlas.toml")),
+            "--key",
+            path_str(&st.manager),
+            "--out",
+            path_str(&st.w.path("www/atlas-vo")),
+        ]))
+    };
+    build_list();
+    let o = st.s1.sync();
+    expect_ok(&o);
+    assert!(stdout(&o).contains("cern: sources"), "{}", stdout(&o));
+    let list = st.s1.run(&["trust", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(v[0]["url"], st.w.url("cern-new-home"));
+    assert_eq!(v[0]["mirrors"][0], st.w.url("cern"));
+    assert!(stdout(&st.s1.run(&["log"])).contains("vo-endorser-updated"));
+    // A routine key change through the VO: re-pinned, memory carried over.
+    let key2 = st.w.key("cern-2");
+    let cern2 = Endorser {
+        name: "cern".into(),
+        key: key2.clone(),
+        images: st.cern.images.clone(),
+    };
+    std::fs::remove_dir_all(st.w.path("www/cern-new-home")).unwrap();
+    std::fs::rename(st.w.path("www/cern"), st.w.path("www/cern-new-home")).unwrap();
+    let out = st.w.path("www/cern-new-home");
+    // The endorser continues its chain under the new key (serial 2).
+    expect_ok(&vmic([
+        "key",
+        "rotate",
+        "--key",
+        path_str(&st.cern.key),
+        "--new-key",
+        path_str(&key2),
+        "--out",
+        path_str(&out),
+    ]));
+    std::fs::remove_dir_all(out.join("keys")).unwrap();
+    expect_ok(&vmic([
+        "build",
+        path_str(&cern2.images),
+        "--key",
+        path_str(&key2),
+        "--out",
+        path_str(&out),
+    ]));
+    let toml = std::fs::read_to_string(st.w.path("atlas.toml"))
+        .unwrap()
+        .replace(
+            &format!("{}.pub", st.cern.key.display()),
+            &format!("{}.pub", key2.display()),
+        );
+    std::fs::write(st.w.path("atlas.toml"), toml).unwrap();
+    build_list();
+    let o = st.s1.sync();
+    expect_ok(&o);
+    assert!(
+        st.s1.hooks().contains("key-rotated cern"),
+        "{}",
+        st.s1.hooks()
+    );
+    assert_eq!(trusted_key_id(&st.s1, "cern"), key_id(&key2));
+    let v: serde_json::Value =
+        serde_json::from_slice(&st.s1.run(&["trust", "list", "--json"]).stdout).unwrap();
+    assert_eq!(v[0]["serial"], 2, "memory carried over: {v}");
+    assert_eq!(st.s1.imported(), s(&["cern cern-os@1"]));
 }

@@ -149,7 +149,8 @@ pub fn catalog_toml(data: &[u8]) {
 /// `vo.json`: whatever parses re-serialises into a list that parses to the
 /// same thing; and no list is accepted without a signature.
 pub fn vo_list(data: &[u8]) {
-    let unsigned = vmic_format::vo::authenticate_vo(data, &[], &[demo_public_key().clone()], 1, "x");
+    let unsigned =
+        vmic_format::vo::authenticate_vo(data, &[], &[demo_public_key().clone()], 1, "x");
     assert!(unsigned.is_err(), "a list without signatures was accepted");
     let Ok(list) = vmic_format::vo::VoList::parse(data) else {
         return;
