@@ -637,8 +637,9 @@ fn catalog_missing_for_longer_than_gone_after_reports_the_endorser_gone_once() {
     );
     s.set_config("gone_after = \"7d\"", "gone_after = \"1s\"");
     expect_ok(&s.run(&["sync"]));
-    let catalog = s.path("out/catalog.json");
-    let kept = s.path("catalog.json.kept");
+    // The endorser's publication is gone: no signature, no catalog.
+    let catalog = s.path("out/catalog.json.minisig");
+    let kept = s.path("catalog.json.minisig.kept");
     std::fs::rename(&catalog, &kept).unwrap();
     expect_fail(&s.run(&["sync"]), 3, &["404", "missing since"]);
     std::thread::sleep(std::time::Duration::from_millis(1200));
@@ -666,4 +667,40 @@ fn catalog_missing_for_longer_than_gone_after_reports_the_endorser_gone_once() {
     expect_ok(&s.run(&["sync"]));
     let list = s.run(&["trust", "list"]);
     assert!(!stdout(&list).contains("GONE"), "{}", stdout(&list));
+}
+
+/// A CDN (or an upload in progress) serving one build's `catalog.json`
+/// with another build's signature, either way round: the sync reads the
+/// generation the signature names, so it sees the new catalog or the old
+/// one, whole, and never raises a false verification failure.
+#[test]
+fn a_cdn_serving_entry_points_of_two_builds_causes_no_false_alarm() {
+    let s = Site::new(&[("a.img", 5000)]);
+    s.publish();
+    let server = nginx::Nginx::serve(&s.path("out"));
+    expect_ok(&s.trust_with(&server.url(), &[]));
+    expect_ok(&s.run(&["sync"]));
+    let entry = |name: &str| std::fs::read(s.path("out").join(name)).unwrap();
+    let (old_catalog, old_signature) = (entry("catalog.json"), entry("catalog.json.minisig"));
+    // Build 2 adds b. The CDN serves build 2's catalog.json with build 1's
+    // signature: the site sees build 1 again, whole (nothing new, exit 0).
+    std::fs::write(s.path("images/b.img"), pattern(6000, 7)).unwrap();
+    s.publish();
+    let new_signature = entry("catalog.json.minisig");
+    std::fs::write(s.path("out/catalog.json.minisig"), &old_signature).unwrap();
+    expect_ok(&s.run(&["sync"]));
+    assert_eq!(store_count(&s), 1);
+    // The reverse: build 1's catalog.json with build 2's signature: the
+    // site reads build 2, whole.
+    std::fs::write(s.path("out/catalog.json"), &old_catalog).unwrap();
+    std::fs::write(s.path("out/catalog.json.minisig"), &new_signature).unwrap();
+    expect_ok(&s.run(&["sync"]));
+    assert_eq!(store_count(&s), 2, "the new generation was read whole");
+    // vmic verify still reports an entry point that is not the signed one.
+    std::fs::write(s.path("out/catalog.json"), &old_catalog).unwrap();
+    expect_fail(
+        &verify(&s.path("out"), &[]),
+        1,
+        &["is not the catalog its signature names"],
+    );
 }

@@ -710,9 +710,10 @@ fn one_broken_endorser_does_not_stop_the_others() {
             .any(|e| e["action"] == "sync-failed" && e["endorser"] == "broken")
     );
     // A verification failure elsewhere outranks it.
-    let mut v = read_json(&w.path("out/catalog.json"));
+    let named = generation(&w.path("out"));
+    let mut v = read_json(&named);
     v["serial"] = 9.into();
-    std::fs::write(w.path("out/catalog.json"), serde_json::to_vec(&v).unwrap()).unwrap();
+    std::fs::write(&named, serde_json::to_vec(&v).unwrap()).unwrap();
     assert_eq!(w.sync().status.code(), Some(1));
 }
 
@@ -1222,11 +1223,16 @@ fn fifo_planted_as_a_catalog_is_refused_at_once() {
     let w = World::new(&[("a.img", 5000)]);
     w.publish();
     w.trust(&[]);
+    // Planted where readers look: the generation the signature names, and
+    // the plain entry point (which `verify` checks too).
+    let named = generation(&w.path("out"));
+    std::fs::remove_file(&named).unwrap();
+    mkfifo(&named);
     std::fs::remove_file(w.path("out/catalog.json")).unwrap();
     mkfifo(&w.path("out/catalog.json"));
     let site = w.path("site").display().to_string();
     let o = vmic_within(20, ["--site", site.as_str(), "sync"]);
-    expect_fail(&o, 1, &["catalog.json", "not a regular file", "FIFO"]);
+    expect_fail(&o, 1, &["catalogs/", "not a regular file", "FIFO"]);
     assert!(w.states().is_empty());
     let o = vmic_within(
         20,
@@ -1240,6 +1246,7 @@ fn fifo_planted_as_a_catalog_is_refused_at_once() {
     expect_fail(&o, 1, &["FIFO"]);
     // The lock was released: a repaired source syncs.
     std::fs::remove_file(w.path("out/catalog.json")).unwrap();
+    std::fs::remove_file(&named).unwrap();
     w.publish();
     expect_ok(&w.sync());
     assert_eq!(w.store_files().len(), 1);
@@ -1266,16 +1273,18 @@ fn symlink_planted_as_a_catalog_is_not_followed() {
     let w = World::new(&[("a.img", 5000)]);
     w.publish();
     w.trust(&[]);
+    // Planted as the generation the signature names (what sync reads).
+    let named = generation(&w.path("out"));
     let elsewhere = w.path("elsewhere.json");
-    std::fs::rename(w.path("out/catalog.json"), &elsewhere).unwrap();
-    std::os::unix::fs::symlink(&elsewhere, w.path("out/catalog.json")).unwrap();
-    expect_fail(&w.sync(), 1, &["catalog.json", "refusing to follow"]);
+    std::fs::rename(&named, &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &named).unwrap();
+    expect_fail(&w.sync(), 1, &["catalogs/", "refusing to follow"]);
     assert!(w.states().is_empty());
     // Nor one pointing inside the source: catalogs are plain files there.
     std::fs::rename(&elsewhere, w.path("out/real.json")).unwrap();
-    std::fs::remove_file(w.path("out/catalog.json")).unwrap();
-    std::os::unix::fs::symlink("real.json", w.path("out/catalog.json")).unwrap();
-    expect_fail(&w.sync(), 1, &["catalog.json", "symbolic link"]);
+    std::fs::remove_file(&named).unwrap();
+    std::os::unix::fs::symlink("../real.json", &named).unwrap();
+    expect_fail(&w.sync(), 1, &["catalogs/", "symbolic link"]);
     assert!(w.states().is_empty());
 }
 

@@ -60,10 +60,12 @@ fn catalog_with_one_byte_changed_is_refused() {
     let at = bytes.iter().position(|&b| b == b'1').unwrap();
     bytes[at] = b'2';
     std::fs::write(&path, &bytes).unwrap();
+    // The plain entry point is checked even though the generation its
+    // signature names is intact.
     expect_fail(
         &verify(&out(&tmp), &[]),
         1,
-        &["does not match the signed data"],
+        &["catalog.json", "is not the catalog its signature names"],
     );
     // Also with --json: still exit 1, error in the document.
     let o = verify(&out(&tmp), &["--json"]);
@@ -397,4 +399,19 @@ fn catalog_text_reaches_the_terminal_escaped() {
     let text = stdout(&o);
     assert!(text.contains("Good \\u{202e}gnp.exe"), "{text}");
     assert!(!text.contains('\u{202e}'), "{text}");
+}
+
+#[test]
+fn a_tampered_generation_is_refused() {
+    let tmp = published();
+    let named = generation(&out(&tmp));
+    let mut bytes = std::fs::read(&named).unwrap();
+    let at = bytes.iter().position(|&b| b == b'1').unwrap();
+    bytes[at] = b'2';
+    std::fs::write(&named, &bytes).unwrap();
+    expect_fail(
+        &verify(&out(&tmp), &[]),
+        1,
+        &["catalogs/", "does not match the signed data"],
+    );
 }

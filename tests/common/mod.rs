@@ -192,6 +192,15 @@ pub fn demo_secret() -> vmic_format::minisign::SecretKey {
     vmic_format::minisign::SecretKey::parse(&text, None).unwrap()
 }
 
+/// The immutable generation `OUT/catalogs/<sha256>.json` that the
+/// signature of a freshly built `OUT/catalog.json` names: the bytes a
+/// reader actually fetches.
+pub fn generation(out: &Path) -> PathBuf {
+    let bytes = std::fs::read(out.join("catalog.json")).unwrap();
+    let sha = vmic_format::digest::Sha256Digest::of(&bytes);
+    out.join(format!("catalogs/{sha}.json"))
+}
+
 /// Write `bytes` as OUT/catalog.json with a valid demo-key signature.
 pub fn write_signed(out: &Path, bytes: &[u8], trusted_comment: &str) {
     let sig = demo_secret().sign(bytes, trusted_comment, "test signature");

@@ -771,7 +771,12 @@ fn revocations(
 /// Sign and write catalog.json + signature, then the files derived from them.
 pub(crate) fn publish_catalog(out_dir: &Path, catalog: &Catalog, key: &SecretKey) -> Result<()> {
     let bytes = catalog.to_bytes()?;
-    let comment = comment_fields(catalog);
+    let sha256 = Sha256Digest::of(&bytes);
+    // The generation first, then the signature naming it, then the plain
+    // entry point: a reader following the signature always finds its bytes.
+    crate::generations::write_generation(out_dir, &bytes, &sha256)?;
+    let mut comment = comment_fields(catalog);
+    comment.sha256 = Some(sha256);
     let signature = key.sign(&bytes, &comment.render(), "signature from vmic secret key");
     atomic_write(
         &out_dir.join(SIGNATURE_FILE),
@@ -796,7 +801,8 @@ pub(crate) fn publish_catalog(out_dir: &Path, catalog: &Catalog, key: &SecretKey
         &out_dir.join(SUMS_SIGNATURE_FILE),
         sums_signature.to_file_string().as_bytes(),
     )?;
-    atomic_write(&out_dir.join(SUMS_FILE), sums.as_bytes())
+    atomic_write(&out_dir.join(SUMS_FILE), sums.as_bytes())?;
+    crate::generations::prune_generations(out_dir, &sha256).map(|_| ())
 }
 
 /// The trusted comment carries what a human running `minisign -V` should
@@ -807,6 +813,7 @@ fn comment_fields(catalog: &Catalog) -> CatalogComment {
         serial: catalog.serial(),
         expires: catalog.expires(),
         key: catalog.endorser().key_id,
+        sha256: None,
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod build;
 mod cache;
+pub mod generations;
 pub mod meta;
 mod render;
 pub mod resign;

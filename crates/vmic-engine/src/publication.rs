@@ -8,9 +8,12 @@ use std::path::{Path, PathBuf};
 
 use vmic_format::authenticate::{Authenticated, authenticate};
 use vmic_format::catalog::Image;
+use vmic_format::digest::Sha256Digest;
 use vmic_format::limits::MAX_SIGNATURE_BYTES;
 use vmic_format::minisign::PublicKey;
-use vmic_format::publication::{CATALOG_FILE, signature_name};
+use vmic_format::minisign::Signature;
+use vmic_format::publication::{CATALOG_FILE, generation_name, signature_name};
+use vmic_format::trusted_comment;
 
 use crate::error::{Error, Result};
 use crate::fetch::{HttpClient, Landing};
@@ -127,11 +130,49 @@ impl Publication {
         })
     }
 
-    /// Read and authenticate the catalog under `key`.
+    /// Read and authenticate the catalog under `key`: the signature first,
+    /// then the immutable generation its signed trusted comment names (so
+    /// a CDN serving a new signature with an old `catalog.json`, or the
+    /// reverse, still yields one consistent catalog), else the plain
+    /// `catalog.json` (publications from before generations, or re-signed
+    /// by stock minisign).
     pub fn authenticate(&self, key: &PublicKey, max_catalog_bytes: u64) -> Result<Authenticated> {
-        let bytes = self.read_catalog(max_catalog_bytes)?;
         let signature = self.read_signature()?;
-        authenticate(&bytes, &signature, key, &self.describe())
+        let (bytes, origin) = self.read_named_catalog(&signature, max_catalog_bytes)?;
+        authenticate(&bytes, &signature, key, &origin)
+    }
+
+    fn read_named_catalog(&self, signature_text: &str, max: u64) -> Result<(Vec<u8>, String)> {
+        let named = Signature::parse(signature_text)
+            .ok()
+            .and_then(|s| trusted_comment::parse(&s.trusted_comment).sha256);
+        if let Some(sha256) = named {
+            let rel = SafeRelPath::parse(&generation_name(&sha256))
+                .map_err(|e| Error::input(e.message()))?;
+            match self.transport.read(&rel, max) {
+                Ok(bytes) => return Ok((bytes, self.transport.locate(&rel))),
+                // Pruned, or a layout without generations: the plain path.
+                Err(e) if e.is_absent() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((self.read_catalog(max)?, self.describe()))
+    }
+
+    /// The plain `catalog.json` must be the catalog the signature names:
+    /// `vmic verify` reports an edited entry point even when an intact
+    /// generation exists.
+    pub fn check_entry_point(&self, authenticated: &Authenticated, max: u64) -> Result<()> {
+        let bytes = self.read_catalog(max)?;
+        let actual = Sha256Digest::of(&bytes);
+        if actual != authenticated.sha256 {
+            return Err(Error::verification(format!(
+                "{} (sha256 {actual}) is not the catalog its signature names (sha256 {}): edited in place, or caught mid-upload",
+                self.describe(),
+                authenticated.sha256
+            )));
+        }
+        Ok(())
     }
 
     /// A local path for `image`, inside the publication, or `None` when the

@@ -107,9 +107,11 @@ pub fn verify(
     engine: &Engine,
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
+    let authenticated = publication.authenticate(opts.key, opts.max_catalog_bytes)?;
+    publication.check_entry_point(&authenticated, opts.max_catalog_bytes)?;
     let Authenticated {
         catalog, signature, ..
-    } = publication.authenticate(opts.key, opts.max_catalog_bytes)?;
+    } = authenticated;
     let now = opts.now.unwrap_or_else(Timestamp::now);
     let expired = catalog.is_expired_at(now);
     let warnings = judge_expiry(&catalog, expired, opts.allow_expired, publication)?;

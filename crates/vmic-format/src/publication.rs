@@ -15,6 +15,15 @@ pub const SUMS_FILE: &str = "SHA256SUMS";
 pub const SUMS_SIGNATURE_FILE: &str = "SHA256SUMS.minisig";
 /// Where images live inside a publication.
 pub const IMAGES_SUBDIR: &str = "images";
+/// Immutable catalog generations: `catalogs/<sha256 hex>.json`, never
+/// overwritten, named by the signed trusted comment of `catalog.json.minisig`.
+pub const GENERATIONS_DIR: &str = "catalogs";
+
+/// The generation file holding the catalog whose SHA-256 is `sha256`.
+pub fn generation_name(sha256: &crate::digest::Sha256Digest) -> String {
+    format!("{GENERATIONS_DIR}/{sha256}.json")
+}
+
 /// The suffix minisign gives a detached signature.
 pub const SIGNATURE_SUFFIX: &str = ".minisig";
 

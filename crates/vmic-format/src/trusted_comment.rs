@@ -4,12 +4,15 @@
 //!
 //! Layout: `name:value` fields separated by tabs: `timestamp:1795584089`,
 //! `file:catalog.json`, `serial:3`, `expires:2026-12-25T05:27:37Z`,
-//! `key:FAF749876507E955`.
+//! `key:FAF749876507E955`, and for `catalog.json` the catalog's own hash,
+//! `sha256:<64 hex>`: the signed pointer to the immutable generation
+//! `catalogs/<hex>.json` a reader fetches (see docs/FORMAT.md).
 //! A comment written by stock minisign has none of these fields; that is
 //! allowed, and readers then have nothing to cross-check.
 
 use jiff::Timestamp;
 
+use crate::digest::Sha256Digest;
 use crate::ids::Serial;
 use crate::minisign::KeyId;
 use crate::publication::CATALOG_FILE;
@@ -25,12 +28,17 @@ pub struct CatalogComment {
     pub expires: Timestamp,
     /// The signing key.
     pub key: KeyId,
+    /// SHA-256 of the signed catalog bytes (names its generation).
+    pub sha256: Option<Sha256Digest>,
 }
 
 impl CatalogComment {
     /// The comment text to sign for `catalog.json`.
     pub fn render(&self) -> String {
-        self.render_for(CATALOG_FILE)
+        match &self.sha256 {
+            Some(sha) => format!("{}\tsha256:{sha}", self.render_for(CATALOG_FILE)),
+            None => self.render_for(CATALOG_FILE),
+        }
     }
 
     /// The comment text to sign for another file of the same publication
@@ -51,6 +59,8 @@ pub struct CommentFields<'a> {
     pub serial: Option<&'a str>,
     /// `expires:` if present.
     pub expires: Option<&'a str>,
+    /// `sha256:` if present and a well-formed digest.
+    pub sha256: Option<Sha256Digest>,
 }
 
 /// Read the cross-checkable fields of any trusted comment (fields may be
@@ -62,6 +72,8 @@ pub fn parse(comment: &str) -> CommentFields<'_> {
             fields.serial = Some(v);
         } else if let Some(v) = field.strip_prefix("expires:") {
             fields.expires = Some(v);
+        } else if let Some(v) = field.strip_prefix("sha256:") {
+            fields.sha256 = Sha256Digest::from_hex(v);
         }
     }
     fields
@@ -78,11 +90,13 @@ mod tests {
             serial: Serial::new(3).unwrap(),
             expires: "2026-12-25T05:27:37Z".parse().unwrap(),
             key: KeyId([1, 0, 0, 0, 0, 0, 0, 0]),
+            sha256: Some(Sha256Digest::of(b"x")),
         };
         let text = c.render();
         let f = parse(&text);
         assert_eq!(f.serial, Some("3"));
         assert_eq!(f.expires, Some("2026-12-25T05:27:37Z"));
+        assert_eq!(f.sha256, Some(Sha256Digest::of(b"x")));
         assert_eq!(parse("timestamp:1 file:x"), CommentFields::default());
     }
 }
