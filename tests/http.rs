@@ -704,3 +704,37 @@ fn a_cdn_serving_entry_points_of_two_builds_causes_no_false_alarm() {
         &["is not the catalog its signature names"],
     );
 }
+
+/// Cheap polling: a site syncing an unchanged endorser fetches the small
+/// signature alone (its signed pointer names the catalog the site kept),
+/// not the catalog; a changed one fetches exactly the new generation.
+#[test]
+fn an_unchanged_endorser_costs_one_signature_fetch() {
+    let (s, server) = fault_site();
+    expect_ok(&s.run(&["sync"]));
+    let sent = || {
+        server
+            .body_bytes_sent
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let catalog_len = std::fs::metadata(s.path("out/catalog.json")).unwrap().len();
+    let before = sent();
+    expect_ok(&s.run(&["sync"]));
+    let polled = sent() - before;
+    assert!(
+        polled < 1024 && polled < catalog_len,
+        "an unchanged endorser cost {polled} body bytes (catalog: {catalog_len})"
+    );
+    // The kept copy is authenticated again, not trusted as it is: a local
+    // edit makes the site fetch the generation instead.
+    let kept = common::harness::files_under(&s.path("site/catalogs/demo"));
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    std::fs::write(&kept[0], b"{}").unwrap();
+    let before = sent();
+    expect_ok(&s.run(&["sync"]));
+    assert!(
+        sent() - before >= catalog_len,
+        "the generation was fetched again"
+    );
+    assert_eq!(store_count(&s), 1);
+}

@@ -710,10 +710,9 @@ fn one_broken_endorser_does_not_stop_the_others() {
             .any(|e| e["action"] == "sync-failed" && e["endorser"] == "broken")
     );
     // A verification failure elsewhere outranks it.
-    let named = generation(&w.path("out"));
-    let mut v = read_json(&named);
-    v["serial"] = 9.into();
-    std::fs::write(&named, serde_json::to_vec(&v).unwrap()).unwrap();
+    // (A signature over other bytes.)
+    let forged = demo_secret().sign(b"other bytes", "serial:9", "forged");
+    std::fs::write(w.path("out/catalog.json.minisig"), forged.to_file_string()).unwrap();
     assert_eq!(w.sync().status.code(), Some(1));
 }
 

@@ -20,6 +20,14 @@ use crate::fetch::{HttpClient, Landing};
 use crate::relpath::SafeRelPath;
 use crate::transport::{DirTransport, Fallback, HttpTransport, Location, Transport, UrlTransport};
 
+/// A catalog the reader accepted before, as it was signed.
+pub struct CachedCatalog {
+    /// SHA-256 of `bytes`.
+    pub sha256: Sha256Digest,
+    /// The exact bytes.
+    pub bytes: Vec<u8>,
+}
+
 /// A publication reached through a transport.
 pub struct Publication {
     transport: Box<dyn Transport>,
@@ -137,18 +145,40 @@ impl Publication {
     /// `catalog.json` (publications from before generations, or re-signed
     /// by stock minisign).
     pub fn authenticate(&self, key: &PublicKey, max_catalog_bytes: u64) -> Result<Authenticated> {
+        self.authenticate_cached(key, max_catalog_bytes, None)
+    }
+
+    /// [`Publication::authenticate`], with the reader's copy of a catalog
+    /// it accepted before: when the signature names exactly those bytes,
+    /// they are authenticated again instead of downloaded (an unchanged
+    /// endorser costs one small signature request).
+    pub fn authenticate_cached(
+        &self,
+        key: &PublicKey,
+        max_catalog_bytes: u64,
+        cached: Option<&CachedCatalog>,
+    ) -> Result<Authenticated> {
         let signature = self.read_signature()?;
-        let (bytes, origin) = self.read_named_catalog(&signature, max_catalog_bytes)?;
+        let (bytes, origin) = self.read_named_catalog(&signature, max_catalog_bytes, cached)?;
         authenticate(&bytes, &signature, key, &origin)
     }
 
-    fn read_named_catalog(&self, signature_text: &str, max: u64) -> Result<(Vec<u8>, String)> {
+    fn read_named_catalog(
+        &self,
+        signature_text: &str,
+        max: u64,
+        cached: Option<&CachedCatalog>,
+    ) -> Result<(Vec<u8>, String)> {
         let named = Signature::parse(signature_text)
             .ok()
             .and_then(|s| trusted_comment::parse(&s.trusted_comment).sha256);
         if let Some(sha256) = named {
             let rel = SafeRelPath::parse(&generation_name(&sha256))
                 .map_err(|e| Error::input(e.message()))?;
+            if let Some(copy) = cached.filter(|c| c.sha256 == sha256) {
+                let origin = format!("{} (unchanged; local copy)", self.transport.locate(&rel));
+                return Ok((copy.bytes.clone(), origin));
+            }
             match self.transport.read(&rel, max) {
                 Ok(bytes) => return Ok((bytes, self.transport.locate(&rel))),
                 // Pruned, or a layout without generations: the plain path.

@@ -20,6 +20,9 @@ pub struct Authenticated {
     pub signature: Signature,
     /// SHA-256 of the exact catalog bytes (rollback memory, history chain).
     pub sha256: Sha256Digest,
+    /// The exact bytes that were authenticated (a site keeps them, so an
+    /// unchanged catalog is not downloaded again).
+    pub bytes: Vec<u8>,
 }
 
 /// Authenticate `bytes` with the signature text `signature_text` under `key`.
@@ -39,6 +42,7 @@ pub fn authenticate(
         catalog,
         signature,
         sha256: Sha256Digest::of(bytes),
+        bytes: bytes.to_vec(),
     })
 }
 

@@ -398,6 +398,69 @@ pub fn reuse_identical(
     )))
 }
 
+/// Where the site keeps the catalog it accepted last from `endorser`:
+/// `catalogs/<endorser>/<sha256>.json`.
+fn catalog_cache_dir(site: &Site, endorser: &str) -> PathBuf {
+    site.root.join("catalogs").join(endorser)
+}
+
+/// The copy of the catalog with hash `sha256` accepted from `endorser`, if
+/// the site kept it and it is still those bytes.
+pub fn cached_catalog(
+    site: &Site,
+    endorser: &str,
+    sha256: &vmic_format::digest::Sha256Digest,
+    max: u64,
+) -> Option<vmic_engine::publication::CachedCatalog> {
+    let path = catalog_cache_dir(site, endorser).join(format!("{sha256}.json"));
+    let meta = std::fs::symlink_metadata(&path).ok()?;
+    if !meta.is_file() || meta.len() > max {
+        return None;
+    }
+    let bytes = std::fs::read(&path).ok()?;
+    (vmic_format::digest::Sha256Digest::of(&bytes) == *sha256).then_some(
+        vmic_engine::publication::CachedCatalog {
+            sha256: *sha256,
+            bytes,
+        },
+    )
+}
+
+/// Drop the kept catalog of an endorser no longer trusted.
+pub fn forget_catalog(site: &Site, endorser: &str) -> Result<()> {
+    let dir = catalog_cache_dir(site, endorser);
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove", &dir, e)),
+        _ => Ok(()),
+    }
+}
+
+/// Keep the catalog just accepted from `endorser` (and only that one), so
+/// the next sync of an unchanged endorser fetches its signature alone.
+pub fn keep_catalog(
+    site: &Site,
+    endorser: &str,
+    sha256: &vmic_format::digest::Sha256Digest,
+    bytes: &[u8],
+) -> Result<()> {
+    let dir = catalog_cache_dir(site, endorser);
+    let name = format!("{sha256}.json");
+    if dir.join(&name).is_file() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+    crate::fsutil::atomic_write(&dir.join(&name), bytes)?;
+    for entry in std::fs::read_dir(&dir)
+        .map_err(|e| Error::io("list", &dir, e))?
+        .flatten()
+    {
+        if entry.file_name().to_string_lossy() != name {
+            remove_if_present(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

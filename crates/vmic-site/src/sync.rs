@@ -15,7 +15,7 @@ use serde::Serialize;
 use vmic_engine::fetch::{HttpClient, HttpConfig};
 use vmic_engine::hashing::{Engine, Progress};
 use vmic_engine::partfile::PartFile;
-use vmic_engine::publication::Publication;
+use vmic_engine::publication::{CachedCatalog, Publication};
 use vmic_format::authenticate::Authenticated;
 use vmic_format::catalog::{Catalog, Image};
 use vmic_format::digest::Sha256Digest;
@@ -255,11 +255,16 @@ fn sync_endorser(
         .map_err(|e| e.context(format!("stored key of endorser {}", endorser.name)))?;
     let now = opts.now.unwrap_or_else(Timestamp::now);
     let client = http_client(site, endorser.ca_file.as_ref())?;
-    let fetched = first_source(endorser, &key, site.config.policy.max_catalog_size, &client);
+    let max_catalog = site.config.policy.max_catalog_size;
+    let cached = cached_copy(site, endorser, &key)?;
+    let fetched = first_source(endorser, &key, (max_catalog, cached.as_ref()), &client);
     let (
         publication,
         Authenticated {
-            catalog, sha256, ..
+            catalog,
+            sha256,
+            bytes,
+            ..
         },
         rotated,
     ) = match fetched {
@@ -317,6 +322,7 @@ fn sync_endorser(
     }
     let history = (memory.as_ref(), &sha256);
     apply_decisions(site, endorser, &key, &catalog, history, &decisions)?;
+    store::keep_catalog(site, endorser.name.as_str(), &sha256, &bytes)?;
     fetch_approved(site, endorser, &catalog, &publication, work, report)?;
     // Plan again on what is now in the store: a replaced version leaves
     // only once its replacement has been imported.
@@ -333,13 +339,13 @@ fn sync_endorser(
 fn first_source(
     endorser: &EndorserRow,
     key: &PublicKey,
-    max_catalog: u64,
+    limits: (u64, Option<&CachedCatalog>),
     client: &HttpClient,
 ) -> Result<Fetched> {
     let mut errors: Vec<Error> = Vec::new();
     for source in endorser.sources() {
         let attempt = Publication::open(source, client)
-            .and_then(|p| authenticate_following_rotations(p, key, max_catalog));
+            .and_then(|p| authenticate_following_rotations(p, key, limits));
         match attempt {
             Ok(found) => return Ok(found),
             Err(e) => errors.push(e),
@@ -353,6 +359,20 @@ fn first_source(
     Err(Error::new(kind, messages.join("; ")))
 }
 
+/// The site's copy of the catalog it accepted last under `key`, if kept.
+fn cached_copy(
+    site: &Site,
+    endorser: &EndorserRow,
+    key: &PublicKey,
+) -> Result<Option<CachedCatalog>> {
+    let max = site.config.policy.max_catalog_size;
+    Ok(site
+        .state
+        .serial(key)?
+        .and_then(|m| Sha256Digest::from_hex(&m.catalog_sha256))
+        .and_then(|sha| store::cached_catalog(site, endorser.name.as_str(), &sha, max)))
+}
+
 /// An authenticated catalog, the publication it came from, and the keys the
 /// endorser rotated to since the pinned one (empty: none).
 type Fetched = (Publication, Authenticated, Vec<PublicKey>);
@@ -363,9 +383,9 @@ type Fetched = (Publication, Authenticated, Vec<PublicKey>);
 fn authenticate_following_rotations(
     publication: Publication,
     key: &PublicKey,
-    max_catalog: u64,
+    (max_catalog, cached): (u64, Option<&CachedCatalog>),
 ) -> Result<Fetched> {
-    let refused = match publication.authenticate(key, max_catalog) {
+    let refused = match publication.authenticate_cached(key, max_catalog, cached) {
         Ok(a) => return Ok((publication, a, Vec::new())),
         Err(e) => e,
     };

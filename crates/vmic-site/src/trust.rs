@@ -428,6 +428,7 @@ pub(crate) fn remove_because(site: &mut Site, name: &str, reason: &str) -> Resul
             }
         }
     }
+    store::forget_catalog(site, name)?;
     let tx = site.state.transaction()?;
     tx.remove_endorser(name)?;
     let detail = format!(
