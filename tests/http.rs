@@ -738,3 +738,65 @@ fn an_unchanged_endorser_costs_one_signature_fetch() {
     );
     assert_eq!(store_count(&s), 1);
 }
+
+/// Catalog mirrors: sources that refuse connections, answer 500, or serve
+/// bytes that do not authenticate are passed over for the next one; the
+/// sync succeeds (exit 0), reports each source passed over, and tries
+/// them after the good one for a while.
+#[test]
+fn failing_and_tampered_sources_are_passed_over_reported_and_tried_last() {
+    let s = Site::new(&[("a.img", 5000)]);
+    s.publish();
+    let good = nginx::Nginx::serve(&s.path("out"));
+    let erroring = FaultServer::start(s.path("out"));
+    erroring.set(Fault::Error500("catalog".into()));
+    let tampered = s.path("tampered");
+    std::fs::create_dir_all(tampered.join("catalogs")).unwrap();
+    for name in ["catalog.json", "catalog.json.minisig"] {
+        std::fs::copy(s.path("out").join(name), tampered.join(name)).unwrap();
+    }
+    let named = generation(&s.path("out"));
+    let mut bytes = std::fs::read(&named).unwrap();
+    let at = bytes.iter().position(|&b| b == b'1').unwrap();
+    bytes[at] = b'2';
+    std::fs::write(
+        tampered.join("catalogs").join(named.file_name().unwrap()),
+        bytes,
+    )
+    .unwrap();
+    let refused = "http://127.0.0.1:9/";
+    let erroring_url = erroring.url();
+    let tampered_url = path_str(&tampered).to_string();
+    let good_url = good.url();
+    expect_ok(&s.trust_with(
+        refused,
+        &[
+            "--url",
+            &erroring_url,
+            "--url",
+            &tampered_url,
+            "--url",
+            &good_url,
+        ],
+    ));
+    s.set_config("retries = 3", "retries = 0");
+    let o = s.run(&["sync"]);
+    expect_ok(&o);
+    let err = stderr(&o);
+    assert!(
+        err.contains("source http://127.0.0.1:9/ passed over"),
+        "{err}"
+    );
+    assert!(err.contains("500"), "{err}");
+    assert!(
+        err.contains(&format!("source {tampered_url} passed over"))
+            && err.contains("does not match the signed data"),
+        "{err}"
+    );
+    assert_eq!(store_count(&s), 1);
+    let failures = || stdout(&s.run(&["log"])).matches("source-failed").count();
+    assert_eq!(failures(), 3);
+    // Next run: the good source first, nothing passed over.
+    expect_ok(&s.run(&["sync"]));
+    assert_eq!(failures(), 3);
+}

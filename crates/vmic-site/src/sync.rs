@@ -257,7 +257,17 @@ fn sync_endorser(
     let client = http_client(site, endorser.ca_file.as_ref())?;
     let max_catalog = site.config.policy.max_catalog_size;
     let cached = cached_copy(site, endorser, &key)?;
-    let fetched = first_source(endorser, &key, (max_catalog, cached.as_ref()), &client);
+    let sources = ordered_sources(site, endorser, now)?;
+    let mut skipped = Vec::new();
+    let limits = (max_catalog, cached.as_ref());
+    let fetched = first_source(&sources, &key, limits, (&client, &mut skipped));
+    if !opts.dry_run && !skipped.is_empty() {
+        let used = fetched
+            .as_ref()
+            .ok()
+            .and(sources.get(skipped.len()).copied());
+        record_source_health(site, endorser, (used, &skipped), (now, report))?;
+    }
     let (
         publication,
         Authenticated {
@@ -337,17 +347,20 @@ fn sync_endorser(
 /// the most severe failure is reported (a missing catalog only when every
 /// source said so).
 fn first_source(
-    endorser: &EndorserRow,
+    sources: &[&str],
     key: &PublicKey,
     limits: (u64, Option<&CachedCatalog>),
-    client: &HttpClient,
+    (client, skipped): (&HttpClient, &mut Vec<(String, Error)>),
 ) -> Result<Fetched> {
     let mut errors: Vec<Error> = Vec::new();
-    for source in endorser.sources() {
+    for source in sources {
         let attempt = Publication::open(source, client)
             .and_then(|p| authenticate_following_rotations(p, key, limits));
         match attempt {
-            Ok(found) => return Ok(found),
+            Ok(found) => {
+                skipped.extend(sources.iter().map(|s| s.to_string()).zip(errors));
+                return Ok(found);
+            }
             Err(e) => errors.push(e),
         }
     }
@@ -357,6 +370,53 @@ fn first_source(
     let kind = ErrorKind::most_severe(errors.iter().map(Error::kind)).unwrap_or(ErrorKind::Io);
     let messages: Vec<&str> = errors.iter().map(Error::message).collect();
     Err(Error::new(kind, messages.join("; ")))
+}
+
+/// How long a failed source is tried after the others.
+const UNHEALTHY_SECS: i64 = 3600;
+
+/// The endorser's sources, healthy ones first (each group in the order the
+/// operator gave).
+fn ordered_sources<'e>(
+    site: &Site,
+    endorser: &'e EndorserRow,
+    now: Timestamp,
+) -> Result<Vec<&'e str>> {
+    let unhealthy = site
+        .state
+        .unhealthy_sources(endorser.name.as_str(), &now.to_string())?;
+    let (mut healthy, sick): (Vec<&str>, Vec<&str>) = endorser
+        .sources()
+        .partition(|s| !unhealthy.iter().any(|u| u == s));
+    healthy.extend(sick);
+    Ok(healthy)
+}
+
+/// Sources passed over this run are reported (a source serving bytes that
+/// do not authenticate is worth knowing about) and tried last for a while;
+/// the one that served is healthy again.
+fn record_source_health(
+    site: &mut Site,
+    endorser: &EndorserRow,
+    (used, skipped): (Option<&str>, &[(String, Error)]),
+    (now, report): (Timestamp, &mut EndorserReport),
+) -> Result<()> {
+    let until = now
+        .checked_add(jiff::SignedDuration::from_secs(UNHEALTHY_SECS))
+        .unwrap_or(now)
+        .to_string();
+    let name = endorser.name.as_str();
+    let tx = site.state.transaction()?;
+    for (source, error) in skipped {
+        let note = format!("source {source} passed over: {}", error.message());
+        tx.mark_source_unhealthy(name, source, &until, error.message())?;
+        tx.audit("source-failed", Some(name), None, &note)?;
+        report.warnings.push(note);
+    }
+    if let Some(source) = used {
+        tx.mark_source_healthy(name, source)?;
+    }
+    tx.commit()
 }
 
 /// The site's copy of the catalog it accepted last under `key`, if kept.

@@ -170,6 +170,15 @@ CREATE TABLE vo_endorsers (
 );
 -- Every key an endorser was re-pinned away from (rotation statement, VO
 -- list or `trust rekey`), so a stale VO list cannot pin an old key again.
+-- Catalog sources that failed (down, or serving bytes that did not
+-- authenticate): tried after the healthy ones until `until`.
+CREATE TABLE source_health (
+    endorser TEXT NOT NULL,
+    source TEXT NOT NULL,
+    until TEXT NOT NULL,
+    error TEXT NOT NULL,
+    PRIMARY KEY (endorser, source)
+);
 CREATE TABLE key_history (
     endorser TEXT NOT NULL,
     pubkey TEXT NOT NULL,

@@ -171,7 +171,52 @@ impl State {
     }
 }
 
+impl State {
+    /// The sources of `endorser` known to be unhealthy at `now`.
+    pub fn unhealthy_sources(&self, endorser: &str, now: &str) -> Result<Vec<String>> {
+        if self.version < 5 {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT source FROM source_health WHERE endorser = ?1 AND until > ?2")
+            .map_err(sql)?;
+        let rows = stmt
+            .query_map(params![endorser, now], |r| r.get(0))
+            .map_err(sql)?;
+        rows.collect::<rusqlite::Result<Vec<String>>>().map_err(sql)
+    }
+}
+
 impl Tx<'_> {
+    /// `source` of `endorser` failed: try it after the others until `until`.
+    pub fn mark_source_unhealthy(
+        &self,
+        endorser: &str,
+        source: &str,
+        until: &str,
+        error: &str,
+    ) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT OR REPLACE INTO source_health (endorser, source, until, error) VALUES (?1, ?2, ?3, ?4)",
+                params![endorser, source, until, error],
+            )
+            .map(|_| ())
+            .map_err(sql)
+    }
+
+    /// `source` of `endorser` served a good catalog.
+    pub fn mark_source_healthy(&self, endorser: &str, source: &str) -> Result<()> {
+        self.tx
+            .execute(
+                "DELETE FROM source_health WHERE endorser = ?1 AND source = ?2",
+                params![endorser, source],
+            )
+            .map(|_| ())
+            .map_err(sql)
+    }
+
     /// Remember that `endorser` left key `from` for `to`.
     pub fn record_key_change(
         &self,
