@@ -800,3 +800,116 @@ fn failing_and_tampered_sources_are_passed_over_reported_and_tried_last() {
     expect_ok(&s.run(&["sync"]));
     assert_eq!(failures(), 3);
 }
+
+/// `vmic mirror`: a verified copy from nginx into a directory, served by a
+/// second nginx and synced by a site; a second run copies nothing; a
+/// tampered source leaves DEST serving its previous good generation.
+#[test]
+fn mirror_copies_verified_serves_sites_and_keeps_the_last_good_generation() {
+    let s = Site::new(&[("a.img", 300_000), ("b.img", 5000)]);
+    s.publish();
+    let upstream = nginx::Nginx::serve(&s.path("out"));
+    let dest = s.path("mirror");
+    let mirror = || {
+        vmic([
+            "mirror",
+            upstream.url().as_str(),
+            path_str(&dest),
+            "--pubkey",
+            path_str(&demo_pub()),
+            "--json",
+        ])
+    };
+    let report = |o: &std::process::Output| -> serde_json::Value {
+        serde_json::from_slice(&o.stdout).unwrap_or_default()
+    };
+    let o = mirror();
+    expect_ok(&o);
+    assert_eq!(report(&o)["copied"].as_array().unwrap().len(), 2);
+    expect_ok(&verify(&dest, &[]));
+    let served = nginx::Nginx::serve(&dest);
+    expect_ok(&s.trust_with(&served.url(), &[]));
+    expect_ok(&s.run(&["sync"]));
+    assert_eq!(store_count(&s), 2);
+    // Nothing new: nothing copied.
+    let o = mirror();
+    expect_ok(&o);
+    assert_eq!(report(&o)["copied"].as_array().unwrap().len(), 0);
+    assert_eq!(report(&o)["unchanged"], true);
+    // Upstream's next build has an image tampered in its web root.
+    std::fs::write(s.path("images/c.img"), pattern(100_000, 5)).unwrap();
+    s.publish();
+    let served_c = s.path("out/images/c.img");
+    let mut bytes = std::fs::read(&served_c).unwrap();
+    bytes[50_000] ^= 1;
+    std::fs::write(&served_c, bytes).unwrap();
+    expect_fail(&mirror(), 1, &["c.img", "keeps its previous catalog"]);
+    let at_dest = read_json(&dest.join("catalog.json"));
+    assert_eq!(
+        at_dest["serial"], 1,
+        "DEST still serves the last good catalog"
+    );
+    expect_ok(&verify(&dest, &[]));
+    // Upstream repaired: the next run completes.
+    std::fs::remove_file(&served_c).unwrap();
+    s.publish();
+    let o = mirror();
+    expect_ok(&o);
+    assert_eq!(report(&o)["copied"].as_array().unwrap().len(), 1);
+    expect_ok(&verify(&dest, &[]));
+    expect_ok(&s.run(&["sync"]));
+    assert_eq!(store_count(&s), 3);
+}
+
+/// `kill -9` during a mirror: DEST verifies at every moment (checked in a
+/// loop while the mirror runs), and a rerun completes.
+#[test]
+fn kill_9_during_a_mirror_leaves_dest_verifying_and_a_rerun_completes() {
+    let s = Site::new(&[("a.img", 5000)]);
+    s.publish();
+    let upstream = FaultServer::start(s.path("out"));
+    let dest = s.path("mirror");
+    let args = |dest: &std::path::Path| {
+        [
+            "mirror".to_string(),
+            upstream.url(),
+            path_str(dest).to_string(),
+            "--pubkey".into(),
+            path_str(&demo_pub()).to_string(),
+        ]
+    };
+    expect_ok(&vmic(args(&dest)));
+    // A new build with a big image in 64 KiB chunks, served slowly.
+    std::fs::write(s.path("images/big.img"), pattern(4 << 20, 3)).unwrap();
+    expect_ok(&build(s.tmp.path(), &["--chunk-size", "64K"]));
+    upstream.set(Fault::Trickle("big.img".into(), 32 << 10));
+    let mut child = vmic_command()
+        .args(args(&dest))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut checks = 0;
+    while upstream
+        .body_bytes_sent
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < 1 << 20
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the mirror never started"
+        );
+        expect_ok(&verify(&dest, &[]));
+        checks += 1;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(checks > 0);
+    expect_ok(&verify(&dest, &[]));
+    assert_eq!(read_json(&dest.join("catalog.json"))["serial"], 1);
+    upstream.set(Fault::None);
+    expect_ok(&vmic(args(&dest)));
+    assert_eq!(read_json(&dest.join("catalog.json"))["serial"], 2);
+    expect_ok(&verify(&dest, &[]));
+}

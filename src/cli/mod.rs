@@ -7,6 +7,7 @@ mod images;
 mod key;
 mod keygen;
 mod log;
+mod mirror;
 mod password;
 mod progress;
 mod resign;
@@ -101,6 +102,7 @@ enum Command {
     #[command(subcommand)]
     Key(key::Command),
     Verify(verify::Args),
+    Mirror(mirror::Args),
     Sign(sign::Args),
     /// Site setup.
     #[command(subcommand)]
@@ -199,6 +201,7 @@ pub fn run() -> i32 {
         Command::Keygen(args) => keygen::run(args, quiet),
         Command::Build(args) => build::run(args, quiet),
         Command::Resign(args) => resign::run(args, quiet),
+        Command::Mirror(args) => mirror::run(args, quiet),
         Command::Key(cmd) => key::run(cmd, quiet),
         Command::Verify(args) => verify::run(args, quiet),
         Command::Sign(args) => sign::run(args, quiet),

@@ -9,6 +9,7 @@ pub mod build;
 mod cache;
 pub mod generations;
 pub mod meta;
+pub mod mirror;
 mod render;
 pub mod resign;
 pub mod rotate;

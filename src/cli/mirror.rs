@@ -1,0 +1,69 @@
+//! `vmic mirror`: a verified, incremental copy of a publication.
+
+use std::path::PathBuf;
+
+use vmic_endorser::mirror::{MirrorOptions, mirror};
+use vmic_engine::fetch::{HttpClient, HttpConfig};
+use vmic_engine::hashing::Engine;
+use vmic_engine::publication::Publication;
+use vmic_format::error::Result;
+use vmic_format::limits::DEFAULT_MAX_CATALOG_BYTES;
+
+use super::password::load_public_key;
+use super::{JobsArg, Output};
+
+/// Copy a publication into DEST, verifying the signature and every chunk
+/// before anything becomes visible there; only what changed is fetched.
+#[derive(clap::Args)]
+pub struct Args {
+    /// http(s) URL, file:// URL or directory of the publication.
+    source: String,
+    /// The directory to serve the copy from.
+    dest: PathBuf,
+    /// The endorser's minisign public key.
+    #[arg(long, value_name = "FILE")]
+    pubkey: PathBuf,
+    #[command(flatten)]
+    jobs: JobsArg,
+    /// Refuse catalogs larger than this many bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_CATALOG_BYTES)]
+    max_catalog_size: u64,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args, quiet: bool) -> Result<i32> {
+    let out = Output {
+        quiet,
+        json: args.json,
+    };
+    let engine = Engine::new(args.jobs.jobs)?;
+    let key = load_public_key(&args.pubkey)?;
+    let client = HttpClient::new(&HttpConfig::default())?;
+    let source = Publication::open(&args.source, &client)?;
+    let progress = super::progress::for_terminal(out.show_progress(), "mirroring");
+    let opts = MirrorOptions {
+        key: &key,
+        dest: args.dest,
+        max_catalog_bytes: args.max_catalog_size,
+    };
+    let report = mirror(&source, &opts, &engine, progress.as_ref())?;
+    drop(progress);
+    if args.json {
+        super::print_json(&report);
+    } else {
+        out.say(format!(
+            "{} -> {}: serial {}{}, {} image(s) copied ({} bytes), {} kept, {} file(s) pruned",
+            report.source,
+            report.dest,
+            report.serial,
+            if report.unchanged { " (unchanged)" } else { "" },
+            report.copied.len(),
+            report.bytes_copied,
+            report.kept,
+            report.pruned.len()
+        ));
+    }
+    Ok(0)
+}
