@@ -913,3 +913,35 @@ fn kill_9_during_a_mirror_leaves_dest_verifying_and_a_rerun_completes() {
     assert_eq!(read_json(&dest.join("catalog.json"))["serial"], 2);
     expect_ok(&verify(&dest, &[]));
 }
+
+/// `vmic verify` of an http(s) source checks every image too, hashing it
+/// as it streams past (nothing is stored): a tampered image on the server
+/// is reported with its chunk.
+#[test]
+fn verify_over_http_checks_every_chunk_of_every_image() {
+    let s = Site::new(&[("a.img", 300_000), ("b.img", 5000)]);
+    expect_ok(&build(s.tmp.path(), &["--chunk-size", "64K"]));
+    let server = nginx::Nginx::serve(&s.path("out"));
+    let o = vmic([
+        "verify",
+        server.url().as_str(),
+        "--pubkey",
+        path_str(&demo_pub()),
+        "--json",
+    ]);
+    expect_ok(&o);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["images"].as_array().unwrap().len(), 2);
+    let served = s.path("out/images/a.img");
+    let mut bytes = std::fs::read(&served).unwrap();
+    bytes[200_000] ^= 1;
+    std::fs::write(&served, bytes).unwrap();
+    let o = vmic([
+        "verify",
+        server.url().as_str(),
+        "--pubkey",
+        path_str(&demo_pub()),
+    ]);
+    expect_fail(&o, 1, &["a.img", "chunk 3"]);
+}

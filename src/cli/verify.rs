@@ -15,7 +15,8 @@ use super::{JobsArg, Output};
 /// Verify the signature, format, expiry and every image of a catalog.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Published directory, its catalog.json, or a file:// URL.
+    /// Published directory, its catalog.json, a file:// URL, or an
+    /// http(s):// URL (remote images are hashed as they stream past).
     source: String,
     /// The endorser's minisign public key.
     #[arg(long, value_name = "FILE")]

@@ -18,6 +18,7 @@ pub mod partfile;
 pub mod publication;
 mod sha256x2;
 mod stream_check;
+pub mod stream_landing;
 #[cfg(test)]
 mod test_support;
 pub mod transport;

@@ -62,6 +62,33 @@ pub struct VerifyReport {
     pub hashing: Option<EngineStats>,
 }
 
+/// Fetch `image` from a remote publication and check every chunk as it
+/// streams past. A transfer failure is reported as unreadable (retryable).
+fn stream_check(
+    publication: &Publication,
+    image: &vmic_format::catalog::Image,
+    engine: &Engine,
+) -> Vec<Problem> {
+    let mut landing = crate::stream_landing::StreamLanding::new(&image.digests, engine);
+    match publication.fetch_image(image, &mut landing) {
+        Ok(()) => landing.finish(),
+        Err(e) if e.kind() == ErrorKind::Verification => {
+            let mut problems = landing.finish();
+            if problems.is_empty() {
+                problems.push(Problem::Unreadable {
+                    path: image.path.to_string(),
+                    error: e.message().to_string(),
+                });
+            }
+            problems
+        }
+        Err(e) => vec![Problem::Unreadable {
+            path: image.path.to_string(),
+            error: e.message().to_string(),
+        }],
+    }
+}
+
 /// The result for one image.
 #[derive(Debug, Serialize)]
 pub struct ImageResult {
@@ -204,10 +231,10 @@ fn check_images(
                 });
                 index.push(n);
             }
-            Ok(None) => results[n].problems.push(Problem::Unreadable {
-                path,
-                error: "remote sources cannot be verified in place".into(),
-            }),
+            // Remote: streamed through the chunk check, kept nowhere.
+            Ok(None) => results[n]
+                .problems
+                .extend(stream_check(publication, image, engine)),
             Err(e) => results[n].problems.push(Problem::OutsideSource {
                 path,
                 error: e.message().to_string(),
