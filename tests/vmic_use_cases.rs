@@ -1459,3 +1459,71 @@ fn a_vo_moving_an_endorsers_sources_or_key_is_applied_and_logged() {
     assert_eq!(v[0]["serial"], 2, "memory carried over: {v}");
     assert_eq!(st.s1.imported(), s(&["cern cern-os@1"]));
 }
+
+#[test]
+fn a_bundle_carried_to_a_site_with_no_network_syncs_with_the_same_checks() {
+    let st = start();
+    let bundle = st.w.path("bundle");
+    let o = st.s1.run(&["bundle", "--out", path_str(&bundle)]);
+    expect_ok(&o);
+    let saved_v1 = st.w.path("bundle-v1");
+    copy_dir(&bundle, &saved_v1);
+    // The air-gapped site trusts the same key under its own name, with a
+    // source it cannot reach.
+    let air = st.w.site("air");
+    let pubkey = format!("{}.pub", st.cern.key.display());
+    expect_ok(&air.run(&[
+        "trust",
+        "add",
+        "cern-offline",
+        "--pubkey",
+        &pubkey,
+        "--url",
+        "http://127.0.0.1:9/",
+    ]));
+    let other = st.w.endorser("elsewhere");
+    st.w.trust(&air, &other, &[]);
+    let o = air.run(&["sync", "--from", path_str(&bundle)]);
+    expect_ok(&o);
+    assert_eq!(air.imported(), s(&["cern-offline cern-os@1"]));
+    assert!(stderr(&o).contains("not in bundle"), "{}", stderr(&o));
+    // A newer bundle, then the older one carried in again: refused.
+    st.w.add_image(&st.cern, "cern-new", "1", 51);
+    st.w.publish(&st.cern);
+    expect_ok(&st.s1.sync());
+    std::fs::remove_dir_all(&bundle).unwrap();
+    expect_ok(&st.s1.run(&["bundle", "--out", path_str(&bundle), "cern"]));
+    expect_ok(&air.run(&["sync", "--from", path_str(&bundle)]));
+    assert!(
+        air.imported()
+            .contains(&"cern-offline cern-new@1".to_string())
+    );
+    expect_fail(
+        &air.run(&["sync", "--from", path_str(&saved_v1)]),
+        1,
+        &["rollback"],
+    );
+    // Bytes changed on the medium are caught like any download.
+    let fresh = st.w.site("fresh");
+    expect_ok(&fresh.run(&[
+        "trust",
+        "add",
+        "cern",
+        "--pubkey",
+        &pubkey,
+        "--url",
+        "http://127.0.0.1:9/",
+    ]));
+    let image = bundle.join("cern/images/cern-os.img");
+    let mut bytes = std::fs::read(&image).unwrap();
+    bytes[10] ^= 1;
+    std::fs::write(&image, bytes).unwrap();
+    expect_fail(
+        &fresh.run(&["sync", "--from", path_str(&bundle)]),
+        1,
+        &["quarantined"],
+    );
+    assert_eq!(fresh.imported(), s(&["cern cern-new@1"]));
+    // The connected site's store was not touched by the edit.
+    expect_ok(&st.s1.run(&["reverify"]));
+}

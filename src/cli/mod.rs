@@ -3,6 +3,7 @@
 
 mod approve;
 mod build;
+mod bundle;
 mod images;
 mod key;
 mod keygen;
@@ -115,6 +116,7 @@ enum Command {
     #[command(subcommand)]
     Vo(vo::Command),
     Sync(sync::Args),
+    Bundle(bundle::Args),
     /// List every image the site knows, with its state.
     Images(JsonArg),
     /// Approve an image (ID or ID@VERSION) for import.
@@ -208,6 +210,7 @@ pub fn run() -> i32 {
         Command::Site(cmd) => site::run(cmd, &cli.site, Output { quiet, json: false }),
         Command::Trust(cmd) => trust::run(cmd, &cli.site, quiet),
         Command::Vo(cmd) => vo::run(cmd, &cli.site, quiet),
+        Command::Bundle(args) => bundle::run(args, &cli.site, quiet),
         Command::Sync(args) => sync::run(args, &cli.site, quiet),
         Command::Images(json) => images::run(json.json, &cli.site, quiet),
         Command::Approve(args) => approve::run(args, true, &cli.site, quiet),

@@ -21,6 +21,10 @@ pub struct Args {
     /// Use expired catalogs (loudly); older serials are still refused.
     #[arg(long)]
     allow_expired: bool,
+    /// Read every endorser from this bundle (`vmic bundle`) instead of its
+    /// sources, matched by key; the same checks as a network sync.
+    #[arg(long, value_name = "DIR")]
+    from: Option<PathBuf>,
     #[command(flatten)]
     jobs: JobsArg,
     /// Print the whole report as JSON.
@@ -41,6 +45,7 @@ pub fn run(args: Args, site: &Option<PathBuf>, quiet: bool) -> Result<i32> {
         dry_run: args.dry_run,
         allow_expired: args.allow_expired,
         now: None,
+        from: args.from,
     };
     let progress = super::progress::for_terminal(out.show_progress(), "fetching");
     let report = sync(&mut site, &opts, &engine, progress.as_ref())?;

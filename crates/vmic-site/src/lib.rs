@@ -5,6 +5,7 @@
 
 #![deny(missing_docs)]
 
+pub mod bundle;
 pub mod config;
 mod hooks;
 pub mod model;

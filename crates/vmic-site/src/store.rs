@@ -441,24 +441,40 @@ pub fn keep_catalog(
     site: &Site,
     endorser: &str,
     sha256: &vmic_format::digest::Sha256Digest,
-    bytes: &[u8],
+    (bytes, signature): (&[u8], &str),
 ) -> Result<()> {
     let dir = catalog_cache_dir(site, endorser);
     let name = format!("{sha256}.json");
-    if dir.join(&name).is_file() {
+    let signature_name = format!("{name}.minisig");
+    if dir.join(&name).is_file() && dir.join(&signature_name).is_file() {
         return Ok(());
     }
     std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+    // The signature too: `vmic bundle` hands both on, exactly as signed.
+    crate::fsutil::atomic_write(&dir.join(&signature_name), signature.as_bytes())?;
     crate::fsutil::atomic_write(&dir.join(&name), bytes)?;
     for entry in std::fs::read_dir(&dir)
         .map_err(|e| Error::io("list", &dir, e))?
         .flatten()
     {
-        if entry.file_name().to_string_lossy() != name {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if file != name && file != signature_name {
             remove_if_present(&entry.path())?;
         }
     }
     Ok(())
+}
+
+/// The kept catalog with hash `sha256` of `endorser` and its signature.
+pub fn kept_catalog_files(
+    site: &Site,
+    endorser: &str,
+    sha256: &vmic_format::digest::Sha256Digest,
+) -> Option<(PathBuf, PathBuf)> {
+    let dir = catalog_cache_dir(site, endorser);
+    let catalog = dir.join(format!("{sha256}.json"));
+    let signature = dir.join(format!("{sha256}.json.minisig"));
+    (catalog.is_file() && signature.is_file()).then_some((catalog, signature))
 }
 
 #[cfg(test)]

@@ -41,6 +41,9 @@ pub struct SyncOptions {
     pub allow_expired: bool,
     /// Time to judge expiry against; `None` means now.
     pub now: Option<Timestamp>,
+    /// An air-gapped bundle (`vmic bundle`) to read every endorser from
+    /// instead of its sources; VO lists are not read.
+    pub from: Option<std::path::PathBuf>,
 }
 
 /// What a sync did (`vmic sync --json`).
@@ -118,7 +121,7 @@ pub fn sync(
 ) -> Result<SyncReport> {
     // VO lists first: they decide which endorsers there are. Syncing named
     // endorsers only leaves the VOs alone.
-    let mut vos = if opts.endorsers.is_empty() {
+    let mut vos = if opts.endorsers.is_empty() && opts.from.is_none() {
         crate::vo::sync_vos(site, opts.now.unwrap_or_else(Timestamp::now), opts.dry_run)?
     } else {
         Vec::new()
@@ -257,7 +260,21 @@ fn sync_endorser(
     let client = http_client(site, endorser.ca_file.as_ref())?;
     let max_catalog = site.config.policy.max_catalog_size;
     let cached = cached_copy(site, endorser, &key)?;
-    let sources = ordered_sources(site, endorser, now)?;
+    let sources = match &opts.from {
+        None => ordered_sources(site, endorser, now)?,
+        Some(bundle) => match crate::bundle::source_for(bundle, &key)? {
+            Some(dir) => vec![dir.display().to_string()],
+            None => {
+                report.warnings.push(format!(
+                    "not in bundle {} (no publication signed by key {}); not synced",
+                    bundle.display(),
+                    key.key_id
+                ));
+                return Ok(());
+            }
+        },
+    };
+    let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
     let mut skipped = Vec::new();
     let limits = (max_catalog, cached.as_ref());
     let fetched = first_source(&sources, &key, limits, (&client, &mut skipped));
@@ -274,7 +291,7 @@ fn sync_endorser(
             catalog,
             sha256,
             bytes,
-            ..
+            signature,
         },
         rotated,
     ) = match fetched {
@@ -332,7 +349,13 @@ fn sync_endorser(
     }
     let history = (memory.as_ref(), &sha256);
     apply_decisions(site, endorser, &key, &catalog, history, &decisions)?;
-    store::keep_catalog(site, endorser.name.as_str(), &sha256, &bytes)?;
+    let signature_text = signature.to_file_string();
+    store::keep_catalog(
+        site,
+        endorser.name.as_str(),
+        &sha256,
+        (&bytes, &signature_text),
+    )?;
     fetch_approved(site, endorser, &catalog, &publication, work, report)?;
     // Plan again on what is now in the store: a replaced version leaves
     // only once its replacement has been imported.
@@ -377,11 +400,7 @@ const UNHEALTHY_SECS: i64 = 3600;
 
 /// The endorser's sources, healthy ones first (each group in the order the
 /// operator gave).
-fn ordered_sources<'e>(
-    site: &Site,
-    endorser: &'e EndorserRow,
-    now: Timestamp,
-) -> Result<Vec<&'e str>> {
+fn ordered_sources(site: &Site, endorser: &EndorserRow, now: Timestamp) -> Result<Vec<String>> {
     let unhealthy = site
         .state
         .unhealthy_sources(endorser.name.as_str(), &now.to_string())?;
@@ -389,7 +408,7 @@ fn ordered_sources<'e>(
         .sources()
         .partition(|s| !unhealthy.iter().any(|u| u == s));
     healthy.extend(sick);
-    Ok(healthy)
+    Ok(healthy.into_iter().map(String::from).collect())
 }
 
 /// Sources passed over this run are reported (a source serving bytes that
