@@ -257,34 +257,9 @@ fn sync_endorser(
     let key = PublicKey::parse(&endorser.pubkey)
         .map_err(|e| e.context(format!("stored key of endorser {}", endorser.name)))?;
     let now = opts.now.unwrap_or_else(Timestamp::now);
-    let client = http_client(site, endorser.ca_file.as_ref())?;
-    let max_catalog = site.config.policy.max_catalog_size;
-    let cached = cached_copy(site, endorser, &key)?;
-    let sources = match &opts.from {
-        None => ordered_sources(site, endorser, now)?,
-        Some(bundle) => match crate::bundle::source_for(bundle, &key)? {
-            Some(dir) => vec![dir.display().to_string()],
-            None => {
-                report.warnings.push(format!(
-                    "not in bundle {} (no publication signed by key {}); not synced",
-                    bundle.display(),
-                    key.key_id
-                ));
-                return Ok(());
-            }
-        },
+    let Some(fetched) = fetch_catalog(site, endorser, &key, (opts, now), report)? else {
+        return Ok(());
     };
-    let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
-    let mut skipped = Vec::new();
-    let limits = (max_catalog, cached.as_ref());
-    let fetched = first_source(&sources, &key, limits, (&client, &mut skipped));
-    if !opts.dry_run && !skipped.is_empty() {
-        let used = fetched
-            .as_ref()
-            .ok()
-            .and(sources.get(skipped.len()).copied());
-        record_source_health(site, endorser, (used, &skipped), (now, report))?;
-    }
     let (
         publication,
         Authenticated {
@@ -364,6 +339,35 @@ fn sync_endorser(
     withdraw_planned(site, &after_fetch, report)
 }
 
+/// Fetch and authenticate the endorser's catalog from the first source that
+/// serves one, recording which sources were passed over; `None` when there
+/// is nothing to read (an endorser the bundle given with `--from` lacks).
+fn fetch_catalog(
+    site: &mut Site,
+    endorser: &EndorserRow,
+    key: &PublicKey,
+    (opts, now): (&SyncOptions, Timestamp),
+    report: &mut EndorserReport,
+) -> Result<Option<Result<Fetched>>> {
+    let client = http_client(site, endorser.ca_file.as_ref())?;
+    let cached = cached_copy(site, endorser, key)?;
+    let Some(sources) = sources_to_try(site, endorser, (key, now), opts, report)? else {
+        return Ok(None);
+    };
+    let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
+    let mut skipped = Vec::new();
+    let limits = (site.config.policy.max_catalog_size, cached.as_ref());
+    let fetched = first_source(&sources, key, limits, (&client, &mut skipped));
+    if !opts.dry_run && !skipped.is_empty() {
+        let used = fetched
+            .as_ref()
+            .ok()
+            .and(sources.get(skipped.len()).copied());
+        record_source_health(site, endorser, (used, &skipped), (now, report))?;
+    }
+    Ok(Some(fetched))
+}
+
 /// The catalog from the first of the endorser's sources that yields one
 /// that authenticates: a source that is down, or serves bad bytes, moves on
 /// to the next; only the signature decides. With every source failing,
@@ -387,12 +391,41 @@ fn first_source(
             Err(e) => errors.push(e),
         }
     }
-    if errors.len() == 1 || errors.iter().all(Error::is_absent) {
-        return Err(errors.remove(0));
+    if errors.len() <= 1 || errors.iter().all(Error::is_absent) {
+        return Err(errors
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Error::input("the endorser has no catalog source")));
     }
     let kind = ErrorKind::most_severe(errors.iter().map(Error::kind)).unwrap_or(ErrorKind::Io);
     let messages: Vec<&str> = errors.iter().map(Error::message).collect();
     Err(Error::new(kind, messages.join("; ")))
+}
+
+/// Where to read the endorser's catalog from: its sources, healthy ones
+/// first; or, with `--from`, the bundle's publication signed by its key
+/// (`None`, with a warning, when the bundle has none).
+fn sources_to_try(
+    site: &Site,
+    endorser: &EndorserRow,
+    (key, now): (&PublicKey, Timestamp),
+    opts: &SyncOptions,
+    report: &mut EndorserReport,
+) -> Result<Option<Vec<String>>> {
+    let Some(bundle) = &opts.from else {
+        return ordered_sources(site, endorser, now).map(Some);
+    };
+    match crate::bundle::source_for(bundle, key)? {
+        Some(dir) => Ok(Some(vec![dir.display().to_string()])),
+        None => {
+            report.warnings.push(format!(
+                "not in bundle {} (no publication signed by key {}); not synced",
+                bundle.display(),
+                key.key_id
+            ));
+            Ok(None)
+        }
+    }
 }
 
 /// How long a failed source is tried after the others.
