@@ -729,7 +729,7 @@ fn an_unchanged_endorser_costs_one_signature_fetch() {
     // edit makes the site fetch the generation instead.
     let kept: Vec<_> = common::harness::files_under(&s.path("site/catalogs/demo"))
         .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .filter(|p| p.extension().is_some_and(|e| e == "json") && !p.ends_with("validators.json"))
         .collect();
     assert_eq!(kept.len(), 1, "{kept:?}");
     std::fs::write(&kept[0], b"{}").unwrap();
@@ -947,4 +947,26 @@ fn verify_over_http_checks_every_chunk_of_every_image() {
         path_str(&demo_pub()),
     ]);
     expect_fail(&o, 1, &["a.img", "chunk 3"]);
+}
+
+/// Conditional polling against nginx: a signature that has settled is
+/// asked for with its validators (an unchanged endorser answers 304), and
+/// a new build is still seen at once.
+#[test]
+fn conditional_polling_sees_every_new_build() {
+    let s = Site::new(&[("a.img", 5000)]);
+    s.publish();
+    let server = nginx::Nginx::serve(&s.path("out"));
+    expect_ok(&s.trust_with(&server.url(), &[]));
+    // Validators of a file changed in the last seconds are not kept.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    expect_ok(&s.run(&["sync"]));
+    let validators = read_json(&s.path("site/catalogs/demo/validators.json"));
+    assert!(validators["etag"].is_string(), "{validators}");
+    expect_ok(&s.run(&["sync"]));
+    assert_eq!(store_count(&s), 1);
+    std::fs::write(s.path("images/b.img"), pattern(7000, 8)).unwrap();
+    s.publish();
+    expect_ok(&s.run(&["sync"]));
+    assert_eq!(store_count(&s), 2, "the new build was seen");
 }

@@ -102,6 +102,47 @@ pub trait Landing {
     }
 }
 
+/// What a server said identifies the version of a document it sent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Validators {
+    /// `ETag`.
+    pub etag: Option<String>,
+    /// `Last-Modified`.
+    pub last_modified: Option<String>,
+}
+
+impl Validators {
+    /// Whether there is anything to ask with.
+    pub fn is_empty(&self) -> bool {
+        self.etag.is_none() && self.last_modified.is_none()
+    }
+}
+
+/// The answer to a conditional request.
+#[derive(Debug)]
+pub enum Conditional {
+    /// Unchanged since the validators were given (HTTP 304).
+    NotModified,
+    /// The body, and what identifies this version of it.
+    Fresh(Vec<u8>, Validators),
+}
+
+/// Whether a document last modified at `last_modified` (an HTTP date) is
+/// old enough that its one-second validators cannot hide a later change.
+/// Without the header, the validators are the server's own (a content
+/// hash, typically) and are kept.
+fn settled(last_modified: Option<&str>) -> bool {
+    let Some(text) = last_modified else {
+        return true;
+    };
+    match jiff::fmt::rfc2822::parse(text) {
+        Ok(modified) => {
+            modified.timestamp() + jiff::SignedDuration::from_secs(2) < jiff::Timestamp::now()
+        }
+        Err(_) => false,
+    }
+}
+
 /// An HTTP(S) and `file://` client; cheap to clone, connections are shared.
 #[derive(Clone)]
 pub struct HttpClient {
@@ -149,6 +190,64 @@ impl HttpClient {
             min_rate: config.min_rate,
             rate_window: config.rate_window,
         })
+    }
+
+    /// The body of `url` unless it is unchanged since it was fetched with
+    /// `validators` (HTTP `If-None-Match` / `If-Modified-Since`; a 304
+    /// costs a couple of hundred bytes). Local files are always read.
+    pub fn get_conditional(
+        &self,
+        url: &str,
+        max: u64,
+        validators: &Validators,
+    ) -> Result<Conditional> {
+        match Location::parse(url)? {
+            Location::Local(path) => read_file_capped(url, &path, max)
+                .map(|b| Conditional::Fresh(b, Validators::default())),
+            Location::Http(_) => {
+                self.retrying(|| self.get_conditional_attempt(url, max, validators))
+            }
+        }
+    }
+
+    fn get_conditional_attempt(
+        &self,
+        url: &str,
+        max: u64,
+        validators: &Validators,
+    ) -> Result<Conditional, Failure> {
+        let mut request = self.agent.get(url);
+        if let Some(etag) = &validators.etag {
+            request = request.header("If-None-Match", etag.as_str());
+        }
+        if let Some(modified) = &validators.last_modified {
+            request = request.header("If-Modified-Since", modified.as_str());
+        }
+        let response = request.call().map_err(|e| network_failure(url, e))?;
+        if response.status() == StatusCode::NOT_MODIFIED {
+            return Ok(Conditional::NotModified);
+        }
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| v.len() <= 256 && !v.chars().any(char::is_control))
+                .map(String::from)
+        };
+        let mut fresh = Validators {
+            etag: header("etag"),
+            last_modified: header("last-modified"),
+        };
+        if !settled(fresh.last_modified.as_deref()) {
+            // Servers derive validators from a one-second modification
+            // time (nginx's ETag too): a file changed again within the
+            // second we read it would look unchanged forever. Validators
+            // of a file that young are not offered back.
+            fresh = Validators::default();
+        }
+        let bytes = self.read_document(url, response, max)?;
+        Ok(Conditional::Fresh(bytes, fresh))
     }
 
     /// The whole body of `url`, refusing anything larger than `max` bytes.
@@ -209,6 +308,16 @@ impl HttpClient {
             .get(url)
             .call()
             .map_err(|e| network_failure(url, e))?;
+        self.read_document(url, response, max)
+    }
+
+    /// A small document's whole body, within the deadline and the cap.
+    fn read_document(
+        &self,
+        url: &str,
+        response: ureq::http::Response<ureq::Body>,
+        max: u64,
+    ) -> Result<Vec<u8>, Failure> {
         check_status(url, response.status())?;
         let declared = response.body().content_length();
         if declared.is_some_and(|len| len > max) {
@@ -666,4 +775,21 @@ pub(crate) fn read_file_capped(url: &str, path: &Path, max: u64) -> Result<Vec<u
         return Err(too_large(url, max));
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::settled;
+
+    #[test]
+    fn validators_of_a_document_changed_within_the_last_seconds_are_not_kept() {
+        assert!(settled(Some("Wed, 02 Dec 2020 12:40:03 GMT")));
+        assert!(settled(None), "no date: the server's own validators");
+        let now = jiff::Timestamp::now();
+        let fresh = jiff::fmt::rfc2822::DateTimePrinter::new()
+            .timestamp_to_rfc9110_string(&now)
+            .unwrap();
+        assert!(!settled(Some(&fresh)), "{fresh}");
+        assert!(!settled(Some("yesterday")));
+    }
 }

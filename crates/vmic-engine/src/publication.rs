@@ -16,7 +16,7 @@ use vmic_format::publication::{CATALOG_FILE, generation_name, signature_name};
 use vmic_format::trusted_comment;
 
 use crate::error::{Error, Result};
-use crate::fetch::{HttpClient, Landing};
+use crate::fetch::{Conditional, HttpClient, Landing, Validators};
 use crate::relpath::SafeRelPath;
 use crate::transport::{DirTransport, Fallback, HttpTransport, Location, Transport, UrlTransport};
 
@@ -26,6 +26,9 @@ pub struct CachedCatalog {
     pub sha256: Sha256Digest,
     /// The exact bytes.
     pub bytes: Vec<u8>,
+    /// The signature accepted with them, and what the server said
+    /// identified it: the signature is then asked for conditionally.
+    pub signature: Option<(String, Validators)>,
 }
 
 /// A publication reached through a transport.
@@ -146,6 +149,7 @@ impl Publication {
     /// by stock minisign).
     pub fn authenticate(&self, key: &PublicKey, max_catalog_bytes: u64) -> Result<Authenticated> {
         self.authenticate_cached(key, max_catalog_bytes, None)
+            .map(|(authenticated, _)| authenticated)
     }
 
     /// [`Publication::authenticate`], with the reader's copy of a catalog
@@ -157,10 +161,42 @@ impl Publication {
         key: &PublicKey,
         max_catalog_bytes: u64,
         cached: Option<&CachedCatalog>,
-    ) -> Result<Authenticated> {
-        let signature = self.read_signature()?;
+    ) -> Result<(Authenticated, Validators)> {
+        let (signature, validators) = self.read_signature_since(cached)?;
         let (bytes, origin) = self.read_named_catalog(&signature, max_catalog_bytes, cached)?;
-        authenticate(&bytes, &signature, key, &origin)
+        let authenticated = authenticate(&bytes, &signature, key, &origin)?;
+        Ok((authenticated, validators))
+    }
+
+    /// The signature, with what the server said identifies it: asked for
+    /// conditionally when the reader kept the one it accepted (an
+    /// unchanged endorser then answers 304 with no body).
+    fn read_signature_since(&self, cached: Option<&CachedCatalog>) -> Result<(String, Validators)> {
+        let (kept, validators) = match cached.and_then(|c| c.signature.as_ref()) {
+            Some((kept, v)) if !v.is_empty() => (Some(kept), v.clone()),
+            _ => (None, Validators::default()),
+        };
+        let location = self.transport.locate(&self.signature);
+        let answer =
+            self.transport
+                .read_conditional(&self.signature, MAX_SIGNATURE_BYTES, &validators);
+        match answer {
+            Ok(Conditional::NotModified) => match kept {
+                Some(kept) => Ok((kept.clone(), validators)),
+                None => Err(Error::io_failure(format!(
+                    "{location}: the server answered 304 to a request that was not conditional"
+                ))),
+            },
+            Ok(Conditional::Fresh(bytes, fresh)) => {
+                let text = String::from_utf8(bytes).map_err(|_| {
+                    Error::verification(format!(
+                        "{location} is not text; it is not a minisign signature"
+                    ))
+                })?;
+                Ok((text, fresh))
+            }
+            Err(e) => Err(self.missing_signature(&location).unwrap_or(e)),
+        }
     }
 
     fn read_named_catalog(

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::fetch::{HttpClient, Landing, read_file_capped, read_local};
+use crate::fetch::{Conditional, HttpClient, Landing, Validators, read_file_capped, read_local};
 use crate::fsutil::resolve_inside;
 use crate::relpath::SafeRelPath;
 
@@ -29,6 +29,17 @@ pub trait Transport: Send + Sync {
     /// `None` when the bytes are not on a local filesystem.
     fn local_path(&self, _name: &SafeRelPath) -> Result<Option<PathBuf>> {
         Ok(None)
+    }
+    /// `name` unless it is unchanged since `validators` were given; a
+    /// transport without validators always reads it.
+    fn read_conditional(
+        &self,
+        name: &SafeRelPath,
+        max: u64,
+        _validators: &Validators,
+    ) -> Result<Conditional> {
+        self.read(name, max)
+            .map(|b| Conditional::Fresh(b, Validators::default()))
     }
 }
 
@@ -49,6 +60,15 @@ impl<T: Transport + ?Sized> Transport for &T {
 
     fn local_path(&self, name: &SafeRelPath) -> Result<Option<PathBuf>> {
         (**self).local_path(name)
+    }
+
+    fn read_conditional(
+        &self,
+        name: &SafeRelPath,
+        max: u64,
+        validators: &Validators,
+    ) -> Result<Conditional> {
+        (**self).read_conditional(name, max, validators)
     }
 }
 
@@ -183,6 +203,16 @@ impl Transport for HttpTransport {
 
     fn download(&self, name: &SafeRelPath, size: u64, landing: &mut dyn Landing) -> Result<()> {
         self.client.download(&self.locate(name), size, landing)
+    }
+
+    fn read_conditional(
+        &self,
+        name: &SafeRelPath,
+        max: u64,
+        validators: &Validators,
+    ) -> Result<Conditional> {
+        self.client
+            .get_conditional(&self.locate(name), max, validators)
     }
 }
 

@@ -405,26 +405,37 @@ fn catalog_cache_dir(site: &Site, endorser: &str) -> PathBuf {
 }
 
 /// The copy of the catalog with hash `sha256` accepted from `endorser`, if
-/// the site kept it and it is still those bytes.
+/// the site kept it and it is still those bytes, with the signature it
+/// came with and the server's validators for that signature.
 pub fn cached_catalog(
     site: &Site,
     endorser: &str,
     sha256: &vmic_format::digest::Sha256Digest,
     max: u64,
 ) -> Option<vmic_engine::publication::CachedCatalog> {
-    let path = catalog_cache_dir(site, endorser).join(format!("{sha256}.json"));
+    let dir = catalog_cache_dir(site, endorser);
+    let path = dir.join(format!("{sha256}.json"));
     let meta = std::fs::symlink_metadata(&path).ok()?;
     if !meta.is_file() || meta.len() > max {
         return None;
     }
     let bytes = std::fs::read(&path).ok()?;
-    (vmic_format::digest::Sha256Digest::of(&bytes) == *sha256).then_some(
-        vmic_engine::publication::CachedCatalog {
-            sha256: *sha256,
-            bytes,
-        },
-    )
+    if vmic_format::digest::Sha256Digest::of(&bytes) != *sha256 {
+        return None;
+    }
+    let signature = std::fs::read_to_string(dir.join(format!("{sha256}.json.minisig"))).ok();
+    let validators = std::fs::read(dir.join(VALIDATORS_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    Some(vmic_engine::publication::CachedCatalog {
+        sha256: *sha256,
+        bytes,
+        signature: signature.zip(validators),
+    })
 }
+
+/// What the server said identified the kept signature.
+const VALIDATORS_FILE: &str = "validators.json";
 
 /// Drop the kept catalog of an endorser no longer trusted.
 pub fn forget_catalog(site: &Site, endorser: &str) -> Result<()> {
@@ -441,24 +452,34 @@ pub fn keep_catalog(
     site: &Site,
     endorser: &str,
     sha256: &vmic_format::digest::Sha256Digest,
-    (bytes, signature): (&[u8], &str),
+    (bytes, signature, validators): (&[u8], String, vmic_engine::fetch::Validators),
 ) -> Result<()> {
     let dir = catalog_cache_dir(site, endorser);
     let name = format!("{sha256}.json");
     let signature_name = format!("{name}.minisig");
-    if dir.join(&name).is_file() && dir.join(&signature_name).is_file() {
-        return Ok(());
-    }
     std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
-    // The signature too: `vmic bundle` hands both on, exactly as signed.
-    crate::fsutil::atomic_write(&dir.join(&signature_name), signature.as_bytes())?;
-    crate::fsutil::atomic_write(&dir.join(&name), bytes)?;
+    // The signature too: `vmic bundle` hands both on, exactly as signed,
+    // and the next sync asks for the signature conditionally.
+    let validators = serde_json::to_vec(&validators)
+        .map_err(|e| Error::io_failure(format!("cannot serialise validators: {e}")))?;
+    for (file, content) in [
+        (signature_name.as_str(), signature.as_bytes()),
+        (VALIDATORS_FILE, validators.as_slice()),
+    ] {
+        // An unchanged endorser costs no write either.
+        if std::fs::read(dir.join(file)).ok().as_deref() != Some(content) {
+            crate::fsutil::atomic_write(&dir.join(file), content)?;
+        }
+    }
+    if !dir.join(&name).is_file() {
+        crate::fsutil::atomic_write(&dir.join(&name), bytes)?;
+    }
     for entry in std::fs::read_dir(&dir)
         .map_err(|e| Error::io("list", &dir, e))?
         .flatten()
     {
         let file = entry.file_name().to_string_lossy().into_owned();
-        if file != name && file != signature_name {
+        if file != name && file != signature_name && file != VALIDATORS_FILE {
             remove_if_present(&entry.path())?;
         }
     }

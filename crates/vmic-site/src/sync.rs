@@ -12,6 +12,7 @@
 use jiff::Timestamp;
 use serde::Serialize;
 
+use vmic_engine::fetch::Validators;
 use vmic_engine::fetch::{HttpClient, HttpConfig};
 use vmic_engine::hashing::{Engine, Progress};
 use vmic_engine::partfile::PartFile;
@@ -260,16 +261,18 @@ fn sync_endorser(
     let Some(fetched) = fetch_catalog(site, endorser, &key, (opts, now), report)? else {
         return Ok(());
     };
-    let (
+    let Fetched {
         publication,
-        Authenticated {
-            catalog,
-            sha256,
-            bytes,
-            signature,
-        },
+        authenticated:
+            Authenticated {
+                catalog,
+                sha256,
+                bytes,
+                signature,
+            },
         rotated,
-    ) = match fetched {
+        validators,
+    } = match fetched {
         Ok(found) => found,
         Err(e) => return no_fresh_catalog(site, endorser, (&key, now), opts, e, report),
     };
@@ -324,13 +327,8 @@ fn sync_endorser(
     }
     let history = (memory.as_ref(), &sha256);
     apply_decisions(site, endorser, &key, &catalog, history, &decisions)?;
-    let signature_text = signature.to_file_string();
-    store::keep_catalog(
-        site,
-        endorser.name.as_str(),
-        &sha256,
-        (&bytes, &signature_text),
-    )?;
+    let signed = (bytes.as_slice(), signature.to_file_string(), validators);
+    store::keep_catalog(site, endorser.name.as_str(), &sha256, signed)?;
     fetch_approved(site, endorser, &catalog, &publication, work, report)?;
     // Plan again on what is now in the store: a replaced version leaves
     // only once its replacement has been imported.
@@ -487,7 +485,14 @@ fn cached_copy(
 
 /// An authenticated catalog, the publication it came from, and the keys the
 /// endorser rotated to since the pinned one (empty: none).
-type Fetched = (Publication, Authenticated, Vec<PublicKey>);
+struct Fetched {
+    publication: Publication,
+    authenticated: Authenticated,
+    /// Keys rotated to since the pinned one (empty: none).
+    rotated: Vec<PublicKey>,
+    /// What the server said identifies the signature it sent.
+    validators: Validators,
+}
 
 /// Authenticate under the pinned key; a catalog signed by another key is
 /// accepted only at the end of a chain of rotation statements that starts
@@ -498,7 +503,14 @@ fn authenticate_following_rotations(
     (max_catalog, cached): (u64, Option<&CachedCatalog>),
 ) -> Result<Fetched> {
     let refused = match publication.authenticate_cached(key, max_catalog, cached) {
-        Ok(a) => return Ok((publication, a, Vec::new())),
+        Ok((authenticated, validators)) => {
+            return Ok(Fetched {
+                publication,
+                authenticated,
+                rotated: Vec::new(),
+                validators,
+            });
+        }
         Err(e) => e,
     };
     let signer = publication
@@ -513,7 +525,12 @@ fn authenticate_following_rotations(
     let chain = crate::rotation::follow(&publication, key, signer)?;
     let newest = chain.last().unwrap_or(key);
     let authenticated = publication.authenticate(newest, max_catalog)?;
-    Ok((publication, authenticated, chain))
+    Ok(Fetched {
+        publication,
+        authenticated,
+        rotated: chain,
+        validators: Validators::default(),
+    })
 }
 
 /// Pin the key the endorser rotated to (its history carries over), log
