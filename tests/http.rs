@@ -970,3 +970,48 @@ fn conditional_polling_sees_every_new_build() {
     expect_ok(&s.run(&["sync"]));
     assert_eq!(store_count(&s), 2, "the new build was seen");
 }
+
+/// A catalog may name full mirrors of its publication (signed, with
+/// `build --mirror`): a site that accepted it tries them after its own
+/// source, for images missing at the source and for the catalog when the
+/// source is down.
+#[test]
+fn mirrors_named_in_the_signed_catalog_serve_when_the_source_fails() {
+    let s = Site::new(&[("a.img", 5000)]);
+    let mirror_dir = s.path("mirror");
+    std::fs::create_dir_all(&mirror_dir).unwrap();
+    let mirror_server = nginx::Nginx::serve(&mirror_dir);
+    let mirror_url = mirror_server.url();
+    let publish = |extra: &str| {
+        expect_ok(&build(s.tmp.path(), &["--mirror", &mirror_url]));
+        expect_ok(&vmic([
+            "mirror",
+            extra,
+            path_str(&mirror_dir),
+            "--pubkey",
+            path_str(&demo_pub()),
+        ]));
+    };
+    publish(path_str(&s.path("out")));
+    let primary = nginx::Nginx::serve(&s.path("out"));
+    expect_ok(&s.trust_with(&primary.url(), &[]));
+    expect_ok(&s.run(&["sync"]));
+    assert_eq!(
+        read_json(&s.path("out/catalog.json"))["mirrors"][0],
+        mirror_url
+    );
+    // An image the source lacks (a partial upload) comes from the mirror.
+    std::fs::write(s.path("images/b.img"), pattern(6000, 4)).unwrap();
+    publish(path_str(&s.path("out")));
+    std::fs::remove_file(s.path("out/images/b.img")).unwrap();
+    expect_ok(&s.run(&["sync"]));
+    assert_eq!(store_count(&s), 2);
+    // The source goes down: the catalog comes from the mirror too.
+    drop(primary);
+    std::fs::write(s.path("images/c.img"), pattern(7000, 5)).unwrap();
+    publish(path_str(&s.path("out")));
+    let o = s.run(&["sync"]);
+    expect_ok(&o);
+    assert!(stderr(&o).contains("passed over"), "{}", stderr(&o));
+    assert_eq!(store_count(&s), 3);
+}

@@ -27,6 +27,11 @@ pub struct Args {
     /// URL the output directory will be served from; adds absolute image URLs.
     #[arg(long, value_name = "URL")]
     base_url: Option<String>,
+    /// Base URL of a full mirror of the publication (e.g. kept by `vmic
+    /// mirror`), named in the signed catalog; sites try it after their own
+    /// sources. Repeat for several.
+    #[arg(long, value_name = "URL")]
+    mirror: Vec<String>,
     /// Do not copy images into OUT_DIR/images (publish them separately).
     #[arg(long, conflicts_with = "link_images")]
     no_images: bool,
@@ -86,6 +91,11 @@ pub fn run(args: Args, quiet: bool) -> Result<i32> {
         key: &key,
         expires_secs,
         base_url: args.base_url,
+        mirrors: args
+            .mirror
+            .iter()
+            .map(|u| vmic_format::catalog::HttpUrl::parse(u).map_err(|e| Error::input(e.0)))
+            .collect::<Result<Vec<_>>>()?,
         images: match (args.no_images, args.link_images) {
             (true, _) => None,
             (false, true) => Some(Placement::HardLink),

@@ -48,6 +48,9 @@ pub struct BuildOptions<'a> {
     pub expires_secs: Option<u64>,
     /// Public base URL; each image gets `BASE/images/PATH` as a mirror URL.
     pub base_url: Option<String>,
+    /// Base URLs of full mirrors of the publication, named in the signed
+    /// catalog (`vmic mirror` keeps such a copy).
+    pub mirrors: Vec<HttpUrl>,
     /// How images are put into `OUT_DIR/images`; `None` leaves them out.
     pub images: Option<Placement>,
     /// Where builds keep their state (digest cache, lock), one
@@ -253,6 +256,7 @@ fn assemble(
         images,
         revoked: revocations(settings, previous.map(|p| &p.catalog), issued),
     })
+    .and_then(|catalog| catalog.with_mirrors(opts.mirrors.clone()))
     .map_err(|e| {
         Error::input(format!(
             "cannot build a valid catalog: {e} (check the sidecars and catalog.toml in {})",

@@ -77,6 +77,7 @@ pub fn resign(opts: &ResignOptions) -> Result<ResignReport> {
         images: old.images().to_vec(),
         revoked: old.revoked().to_vec(),
     })
+    .and_then(|catalog| catalog.with_mirrors(old.mirrors().to_vec()))
     .map_err(|e| Error::input(format!("cannot re-sign the catalog: {e}")))?;
     publish_catalog(&out_dir, &catalog, opts.key)?;
     Ok(ResignReport {

@@ -38,6 +38,8 @@ pub struct Publication {
     client: HttpClient,
     catalog: SafeRelPath,
     signature: SafeRelPath,
+    /// Full mirrors of the publication, tried for images after it.
+    mirrors: Vec<String>,
 }
 
 impl Publication {
@@ -88,6 +90,7 @@ impl Publication {
             client: client.clone(),
             catalog,
             signature,
+            mirrors: Vec::new(),
         })
     }
 
@@ -247,13 +250,24 @@ impl Publication {
         self.transport.local_path(&image.path)
     }
 
+    /// Also fetch images from these full mirrors of the publication (the
+    /// signed catalog's `mirrors`), after the publication itself.
+    pub fn add_mirrors(&mut self, bases: &[vmic_format::catalog::HttpUrl]) {
+        self.mirrors
+            .extend(bases.iter().map(|b| b.as_str().to_string()));
+    }
+
     /// Bring `image` into `landing`: from the publication, then from the
-    /// image's own mirror URLs, in order.
+    /// full mirrors the catalog names, then from the image's own mirror
+    /// URLs, in order.
     pub fn fetch_image(&self, image: &Image, landing: &mut dyn Landing) -> Result<()> {
-        if image.urls.is_empty() {
+        if image.urls.is_empty() && self.mirrors.is_empty() {
             return self.transport.download(&image.path, image.size(), landing);
         }
         let mut carriers: Vec<Box<dyn Transport + '_>> = vec![Box::new(&*self.transport)];
+        for base in &self.mirrors {
+            carriers.push(Box::new(HttpTransport::new(base, self.client.clone())));
+        }
         for url in &image.urls {
             carriers.push(Box::new(UrlTransport::new(
                 url.as_str(),

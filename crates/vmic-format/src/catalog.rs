@@ -25,6 +25,9 @@ pub use crate::limits::{MAX_IMAGE_SIZE, MAX_IMAGES};
 use crate::minisign::KeyId;
 use crate::relpath::SafeRelPath;
 
+/// Mirrors one catalog may name.
+pub const MAX_MIRRORS: usize = 16;
+
 /// The format string vmic writes.
 pub const FORMAT: &str = "vmic.catalog/1";
 const FORMAT_PREFIX: &str = "vmic.catalog/";
@@ -41,6 +44,11 @@ pub struct Catalog {
     issued: Timestamp,
     expires: Timestamp,
     previous_sha256: Option<Sha256Digest>,
+    /// Base URLs of full mirrors of this publication, signed: readers may
+    /// fetch the catalog and images from them too (tried after their own
+    /// sources). Absent from catalogs that name none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    mirrors: Vec<HttpUrl>,
     images: Vec<Image>,
     revoked: Vec<Revocation>,
     /// Look-ups by id and version, so every reader's work stays linear in
@@ -344,6 +352,8 @@ struct RawCatalog {
     expires: Timestamp,
     #[serde(default)]
     previous_sha256: Option<Sha256Digest>,
+    #[serde(default)]
+    mirrors: Vec<HttpUrl>,
     images: Vec<Image>,
     #[serde(default)]
     revoked: Vec<Revocation>,
@@ -382,7 +392,8 @@ impl TryFrom<RawCatalog> for Catalog {
             previous_sha256: raw.previous_sha256,
             images: raw.images,
             revoked: raw.revoked,
-        })?;
+        })?
+        .with_mirrors(raw.mirrors)?;
         catalog.format = raw.format;
         Ok(catalog)
     }
@@ -398,6 +409,7 @@ impl Catalog {
             issued: parts.issued,
             expires: parts.expires,
             previous_sha256: parts.previous_sha256,
+            mirrors: Vec::new(),
             images: parts.images,
             revoked: parts.revoked,
             index: CatalogIndex::default(),
@@ -495,6 +507,29 @@ impl Catalog {
     /// The explicit revocations.
     pub fn revoked(&self) -> &[Revocation] {
         &self.revoked
+    }
+
+    /// Base URLs of full mirrors of this publication.
+    pub fn mirrors(&self) -> &[HttpUrl] {
+        &self.mirrors
+    }
+
+    /// The same catalog naming `mirrors` (at most [`MAX_MIRRORS`], no
+    /// duplicates).
+    pub fn with_mirrors(
+        mut self,
+        mirrors: Vec<HttpUrl>,
+    ) -> std::result::Result<Catalog, InvalidValue> {
+        if mirrors.len() > MAX_MIRRORS {
+            return Err(InvalidValue(format!("more than {MAX_MIRRORS} mirrors")));
+        }
+        for (i, m) in mirrors.iter().enumerate() {
+            if mirrors[..i].contains(m) {
+                return Err(InvalidValue(format!("mirror {m} is listed twice")));
+            }
+        }
+        self.mirrors = mirrors;
+        Ok(self)
     }
 
     /// The revocation covering `id@version`, if any.

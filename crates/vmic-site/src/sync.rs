@@ -262,7 +262,7 @@ fn sync_endorser(
         return Ok(());
     };
     let Fetched {
-        publication,
+        mut publication,
         authenticated:
             Authenticated {
                 catalog,
@@ -276,6 +276,7 @@ fn sync_endorser(
         Ok(found) => found,
         Err(e) => return no_fresh_catalog(site, endorser, (&key, now), opts, e, report),
     };
+    publication.add_mirrors(catalog.mirrors());
     // A dry run checks the history against the pinned key's memory.
     let key = match rotated.is_empty() || opts.dry_run {
         true => key,
@@ -349,9 +350,18 @@ fn fetch_catalog(
 ) -> Result<Option<Result<Fetched>>> {
     let client = http_client(site, endorser.ca_file.as_ref())?;
     let cached = cached_copy(site, endorser, key)?;
-    let Some(sources) = sources_to_try(site, endorser, (key, now), opts, report)? else {
+    let Some(mut sources) = sources_to_try(site, endorser, (key, now), opts, report)? else {
         return Ok(None);
     };
+    // The full mirrors the last accepted catalog names, after the site's
+    // own sources (a bundle is read alone).
+    if opts.from.is_none() {
+        for mirror in cached.iter().flat_map(catalog_mirrors) {
+            if !sources.contains(&mirror) {
+                sources.push(mirror);
+            }
+        }
+    }
     let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
     let mut skipped = Vec::new();
     let limits = (site.config.policy.max_catalog_size, cached.as_ref());
@@ -398,6 +408,14 @@ fn first_source(
     let kind = ErrorKind::most_severe(errors.iter().map(Error::kind)).unwrap_or(ErrorKind::Io);
     let messages: Vec<&str> = errors.iter().map(Error::message).collect();
     Err(Error::new(kind, messages.join("; ")))
+}
+
+/// The mirror base URLs a kept catalog names (its bytes were authenticated
+/// when accepted; whatever a mirror serves is authenticated again).
+fn catalog_mirrors(cached: &CachedCatalog) -> Vec<String> {
+    Catalog::parse(&cached.bytes)
+        .map(|c| c.mirrors().iter().map(|m| m.as_str().to_string()).collect())
+        .unwrap_or_default()
 }
 
 /// Where to read the endorser's catalog from: its sources, healthy ones
