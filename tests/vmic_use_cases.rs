@@ -1527,3 +1527,37 @@ fn a_bundle_carried_to_a_site_with_no_network_syncs_with_the_same_checks() {
     // The connected site's store was not touched by the edit.
     expect_ok(&st.s1.run(&["reverify"]));
 }
+
+#[test]
+fn a_vo_list_source_serving_a_forged_list_is_passed_over_and_reported() {
+    let w = World::new();
+    let manager = w.key("atlas-manager");
+    let cern = w.endorser("cern");
+    w.vo_list(&manager, &[&cern], &[]);
+    // A first source serving a list edited after signing (an extra endorser).
+    let forged = w.path("www/forged-vo");
+    copy_dir(&w.path("www/atlas-vo"), &forged);
+    let text = std::fs::read_to_string(forged.join("vo.json")).unwrap();
+    std::fs::write(forged.join("vo.json"), text.replace("\"cern\"", "\"evil\"")).unwrap();
+    let s1 = w.site("s1");
+    let pubkey = format!("{}.pub", manager.display());
+    expect_ok(&s1.run(&[
+        "vo",
+        "add",
+        "atlas",
+        "--pubkey",
+        &pubkey,
+        "--url",
+        &w.url("forged-vo"),
+        "--url",
+        &w.url("atlas-vo"),
+    ]));
+    let o = s1.sync();
+    expect_ok(&o);
+    assert!(
+        stderr(&o).contains("forged-vo/ passed over"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(s1.trusted(), s(&["cern"]));
+}

@@ -386,7 +386,7 @@ fn sync_vo(
         .map(|k| PublicKey::parse(k))
         .collect::<Result<Vec<_>>>()?;
     let client = crate::sync::http_client(site, vo.ca_file.as_ref())?;
-    let (fetched, rotated_keys) = fetch_list(vo, &keys, &client)?;
+    let (fetched, rotated_keys) = fetch_list(vo, &keys, &client, report)?;
     let list = &fetched.list;
     report.serial = Some(list.serial.get());
     if list.vo != vo.name {
@@ -565,12 +565,28 @@ fn check_history(memory: Option<&VoMemory>, fetched: &AuthenticatedVo) -> Result
 /// Read the list and every signature a pinned key may have made from the
 /// first source that yields a list meeting the threshold; a source that
 /// fails or serves bad bytes moves on to the next.
-fn fetch_list(vo: &VoRow, keys: &[PublicKey], client: &HttpClient) -> Result<FetchedList> {
-    let mut errors = Vec::new();
+fn fetch_list(
+    vo: &VoRow,
+    keys: &[PublicKey],
+    client: &HttpClient,
+    report: &mut VoReport,
+) -> Result<FetchedList> {
+    let mut errors: Vec<Error> = Vec::new();
     for url in &vo.urls {
         let attempt = open_source(url, client).and_then(|t| read_rotated(&*t, keys, vo.threshold));
         match attempt {
-            Ok(list) => return Ok(list),
+            Ok(list) => {
+                // Sources passed over are worth knowing about (one may
+                // serve a forged or stale list).
+                for (source, e) in vo.urls.iter().zip(&errors) {
+                    report.warnings.push(format!(
+                        "VO {}: source {source} passed over: {}",
+                        vo.name,
+                        e.message()
+                    ));
+                }
+                return Ok(list);
+            }
             Err(e) => errors.push(e),
         }
     }
