@@ -1561,3 +1561,62 @@ fn a_vo_list_source_serving_a_forged_list_is_passed_over_and_reported() {
     );
     assert_eq!(s1.trusted(), s(&["cern"]));
 }
+
+#[test]
+fn a_vo_list_is_mirrored_verified_and_sites_sync_from_the_mirror() {
+    let w = World::new();
+    let (a, b) = (w.key("mgr-a"), w.key("mgr-b"));
+    let cern = w.endorser("cern");
+    w.vo_list(&a, &[&cern], &[]);
+    let vo_dir = w.path("www/atlas-vo");
+    expect_ok(&vmic([
+        "vo",
+        "sign",
+        path_str(&vo_dir),
+        "--key",
+        path_str(&b),
+    ]));
+    let mirror_dir = w.path("www/atlas-vo-mirror");
+    let (a_pub, b_pub) = (
+        format!("{}.pub", a.display()),
+        format!("{}.pub", b.display()),
+    );
+    let mirror = || {
+        vmic([
+            "mirror",
+            "--vo",
+            w.url("atlas-vo").as_str(),
+            path_str(&mirror_dir),
+            "--pubkey",
+            &a_pub,
+            "--pubkey",
+            &b_pub,
+            "--threshold",
+            "2",
+        ])
+    };
+    expect_ok(&mirror());
+    let s1 = w.site("s1");
+    expect_ok(&s1.run(&[
+        "vo",
+        "add",
+        "atlas",
+        "--pubkey",
+        &a_pub,
+        "--pubkey",
+        &b_pub,
+        "--threshold",
+        "2",
+        "--url",
+        &w.url("atlas-vo-mirror"),
+    ]));
+    expect_ok(&s1.sync());
+    assert_eq!(s1.trusted(), s(&["cern"]));
+    // A list edited at the source is refused; the mirror keeps its copy.
+    let text = std::fs::read_to_string(vo_dir.join("vo.json")).unwrap();
+    std::fs::write(vo_dir.join("vo.json"), text.replace("\"cern\"", "\"evil\"")).unwrap();
+    expect_fail(&mirror(), 1, &["valid signature"]);
+    let kept = std::fs::read_to_string(mirror_dir.join("vo.json")).unwrap();
+    assert!(kept.contains("\"cern\"") && !kept.contains("evil"));
+    expect_ok(&s1.sync());
+}

@@ -317,3 +317,68 @@ fn save_verified(dest: &Path, verified: &Verified) -> Result<()> {
         .map_err(|e| Error::io_failure(format!("cannot serialise the mirror state: {e}")))?;
     atomic_write(&dest.join(STATE_DIR).join("verified.json"), &bytes)
 }
+
+/// Copy a VO list (`vmic mirror --vo`): authenticated against the managers'
+/// keys and threshold first; an older serial than DEST's is refused; the
+/// signatures are written before the list, and the page is rendered here.
+pub fn mirror_vo(
+    source: &dyn vmic_engine::transport::Transport,
+    dest: &Path,
+    (keys, threshold): (&[PublicKey], u32),
+) -> Result<MirrorReport> {
+    std::fs::create_dir_all(dest.join(STATE_DIR)).map_err(|e| Error::io("create", dest, e))?;
+    let dest = dest
+        .canonicalize()
+        .map_err(|e| Error::io("resolve", dest, e))?;
+    let _lock = DirLock::acquire(&dest.join(STATE_DIR), "mirror.lock", "mirror")?;
+    let files = vmic_engine::vo_source::read_vo_files(source, keys)?;
+    let fresh = files.authenticate(keys, threshold)?;
+    let list_path = dest.join(vmic_format::vo::VO_FILE);
+    let current = std::fs::read(&list_path).ok();
+    let held = current
+        .as_deref()
+        .and_then(|b| vmic_format::vo::VoList::parse(b).ok());
+    if let Some(old) = held.filter(|old| old.serial > fresh.list.serial) {
+        return Err(Error::verification(format!(
+            "the source serves VO list serial {}, older than serial {} at {}; it keeps its list",
+            fresh.list.serial,
+            old.serial,
+            dest.display()
+        )));
+    }
+    let unchanged = current.as_deref() == Some(files.bytes.as_slice());
+    for (name, text) in &files.signatures {
+        atomic_write(&dest.join(name), text.as_bytes())?;
+    }
+    atomic_write(&list_path, &files.bytes)?;
+    let html = crate::vo::render(&fresh.list)?;
+    atomic_write(&dest.join(INDEX_FILE), html.as_bytes())?;
+    for (name, bytes) in crate::render::SITE_ASSETS {
+        atomic_write(&dest.join(name), bytes)?;
+    }
+    let pruned = remove_stale_signatures(&dest, &files.signatures)?;
+    Ok(MirrorReport {
+        source: files.origin,
+        dest: dest.display().to_string(),
+        serial: fresh.list.serial.get(),
+        unchanged,
+        pruned,
+        ..Default::default()
+    })
+}
+
+/// Signatures of earlier lists no longer apply.
+fn remove_stale_signatures(dest: &Path, kept: &[(String, String)]) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    let entries = std::fs::read_dir(dest).map_err(|e| Error::io("list", dest, e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let signature = name.starts_with("vo.json.") && name.ends_with(".minisig");
+        if signature && !kept.iter().any(|(k, _)| *k == name) {
+            std::fs::remove_file(entry.path())
+                .map_err(|e| Error::io("remove", &entry.path(), e))?;
+            removed.push(name);
+        }
+    }
+    Ok(removed)
+}

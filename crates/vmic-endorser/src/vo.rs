@@ -316,7 +316,7 @@ pub fn cosign_vo(out_dir: &Path, key: &SecretKey) -> Result<VoReport> {
     Ok(report(&list, &bytes, own))
 }
 
-fn render(list: &VoList) -> Result<String> {
+pub(crate) fn render(list: &VoList) -> Result<String> {
     let mut env = minijinja::Environment::new();
     env.add_template("vo.html", VO_TEMPLATE)
         .map_err(|e| Error::io_failure(format!("built-in template is broken: {e}")))?;

@@ -23,6 +23,7 @@ pub mod stream_landing;
 mod test_support;
 pub mod transport;
 pub mod verify;
+pub mod vo_source;
 
 // The format crate's modules, by their old names inside this crate.
 pub use vmic_format::{Error, ErrorKind, Result};

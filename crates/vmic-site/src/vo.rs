@@ -14,14 +14,11 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use vmic_engine::fetch::HttpClient;
-use vmic_engine::transport::{DirTransport, HttpTransport, Location, Transport};
+use vmic_engine::transport::Transport;
+use vmic_engine::vo_source::{open_vo_source, read_vo_files};
 use vmic_format::ids::EndorserName;
 use vmic_format::minisign::PublicKey;
-use vmic_format::relpath::SafeRelPath;
-use vmic_format::vo::{
-    AuthenticatedVo, MAX_VO_BYTES, MAX_VO_KEYS, RemovedImages, VO_FILE, VO_SIGNATURE_FILE,
-    VoEndorser, VoList, VoRemoved, authenticate_vo, cosignature_name,
-};
+use vmic_format::vo::{AuthenticatedVo, MAX_VO_KEYS, RemovedImages, VoEndorser, VoList, VoRemoved};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{ApproveMode, HookEvent, MemberStatus, StoredText};
@@ -573,7 +570,8 @@ fn fetch_list(
 ) -> Result<FetchedList> {
     let mut errors: Vec<Error> = Vec::new();
     for url in &vo.urls {
-        let attempt = open_source(url, client).and_then(|t| read_rotated(&*t, keys, vo.threshold));
+        let attempt =
+            open_vo_source(url, client).and_then(|t| read_rotated(&*t, keys, vo.threshold));
         match attempt {
             Ok(list) => {
                 // Sources passed over are worth knowing about (one may
@@ -593,20 +591,6 @@ fn fetch_list(
     let kind = ErrorKind::most_severe(errors.iter().map(Error::kind)).unwrap_or(ErrorKind::Io);
     let messages: Vec<&str> = errors.iter().map(Error::message).collect();
     Err(Error::new(kind, messages.join("; ")))
-}
-
-fn open_source(url: &str, client: &HttpClient) -> Result<Box<dyn Transport>> {
-    Ok(match Location::parse(url)? {
-        Location::Http(url) => {
-            let base = url.strip_suffix(VO_FILE).unwrap_or(&url).to_string();
-            Box::new(HttpTransport::new(&base, client.clone()))
-        }
-        Location::Local(path) if path.is_dir() => Box::new(DirTransport::new(&path)),
-        Location::Local(path) => {
-            let dir = path.parent().map(PathBuf::from).unwrap_or_default();
-            Box::new(DirTransport::new(&dir))
-        }
-    })
 }
 
 /// An authenticated list, and the managers' keys after the rotations
@@ -645,26 +629,7 @@ fn read_list(
     keys: &[PublicKey],
     threshold: u32,
 ) -> Result<AuthenticatedVo> {
-    let name = |n: &str| SafeRelPath::parse(n).map_err(|e| Error::input(e.message()));
-    let list_name = name(VO_FILE)?;
-    let bytes = transport.read(&list_name, MAX_VO_BYTES)?;
-    let mut signatures = Vec::new();
-    let mut files = vec![VO_SIGNATURE_FILE.to_string()];
-    files.extend(keys.iter().map(|k| cosignature_name(&k.key_id)));
-    for file in files {
-        let limit = vmic_format::limits::MAX_SIGNATURE_BYTES;
-        // A co-signature not (yet) made is simply not there.
-        if let Ok(text) = transport.read(&name(&file)?, limit) {
-            signatures.push(String::from_utf8_lossy(&text).into_owned());
-        }
-    }
-    authenticate_vo(
-        &bytes,
-        &signatures,
-        keys,
-        threshold as usize,
-        &transport.locate(&list_name),
-    )
+    read_vo_files(transport, keys)?.authenticate(keys, threshold)
 }
 
 /// Bring the site's endorsers in line with an authenticated list.
