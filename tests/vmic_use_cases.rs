@@ -1620,3 +1620,22 @@ fn a_vo_list_is_mirrored_verified_and_sites_sync_from_the_mirror() {
     assert!(kept.contains("\"cern\"") && !kept.contains("evil"));
     expect_ok(&s1.sync());
 }
+
+#[test]
+fn a_vo_removed_and_supported_again_is_reconciled_with_the_same_list() {
+    let st = start();
+    let o = st.s1.run(&["vo", "remove", "atlas"]);
+    expect_ok(&o);
+    assert!(
+        stdout(&o).contains("1 endorser(s) removed"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(st.s1.trusted().is_empty());
+    assert!(st.s1.imported().is_empty());
+    // The rollback memory of the list stayed; the reconciliation is redone.
+    expect_ok(&st.w.support_vo(&st.s1, &[&st.manager], 1, "auto"));
+    expect_ok(&st.s1.sync());
+    assert_eq!(st.s1.trusted(), s(&["cern"]));
+    assert_eq!(st.s1.imported(), s(&["cern cern-os@1"]));
+}

@@ -76,6 +76,7 @@ pub fn add(site: &mut Site, req: VoAdd) -> Result<VoRow> {
         added_at: now(),
         last_sync: None,
         last_error: None,
+        reconciled_serial: None,
     };
     let tx = site.state.transaction()?;
     tx.add_vo(&row)?;
@@ -408,9 +409,11 @@ fn sync_vo(
         }
         return Err(refused);
     }
-    if memory
-        .as_ref()
-        .is_some_and(|m| m.highest_serial == list.serial.get())
+    // Unchanged: the list accepted before, and the endorsers reconciled
+    // with it (a VO removed and added again is reconciled again).
+    let serial = list.serial.get();
+    if memory.as_ref().is_some_and(|m| m.highest_serial == serial)
+        && vo.reconciled_serial == Some(serial)
     {
         report.unchanged = true;
     }

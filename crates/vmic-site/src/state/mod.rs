@@ -148,7 +148,10 @@ CREATE TABLE vos (
     added_at TEXT NOT NULL,
     last_sync TEXT,
     last_error TEXT,
-    expiry_warned_serial INTEGER
+    expiry_warned_serial INTEGER,
+    -- The list serial this site's endorsers were last reconciled with: a
+    -- VO removed and added again is reconciled again with the same list.
+    reconciled_serial INTEGER
 );
 -- Rollback memory of VO lists, by VO name: kept after `vo remove`.
 CREATE TABLE vo_rollback (

@@ -33,6 +33,8 @@ pub struct VoRow {
     pub last_sync: Option<String>,
     /// What failed then, if anything.
     pub last_error: Option<String>,
+    /// The list serial the site's endorsers were last reconciled with.
+    pub reconciled_serial: Option<u64>,
 }
 
 /// The rollback memory of a VO's list.
@@ -78,7 +80,7 @@ impl State {
         }
         let mut stmt = self
             .conn
-            .prepare("SELECT name, pubkeys, threshold, urls, ca_file, endorsers, added_at, last_sync, last_error FROM vos ORDER BY name")
+            .prepare("SELECT name, pubkeys, threshold, urls, ca_file, endorsers, added_at, last_sync, last_error, reconciled_serial FROM vos ORDER BY name")
             .map_err(sql)?;
         let rows = stmt
             .query_map([], |r| {
@@ -94,6 +96,7 @@ impl State {
                     added_at: r.get(6)?,
                     last_sync: r.get(7)?,
                     last_error: r.get(8)?,
+                    reconciled_serial: r.get::<_, Option<i64>>(9)?.map(|s| s as u64),
                 })
             })
             .map_err(sql)?;
@@ -300,8 +303,15 @@ impl Tx<'_> {
             .map_err(sql)
     }
 
-    /// Raise the rollback memory of a VO's list; it never goes down.
+    /// Raise the rollback memory of a VO's list (it never goes down), and
+    /// note that the site's endorsers are reconciled with that list.
     pub fn accept_vo_serial(&self, name: &str, memory: &VoMemory) -> Result<()> {
+        self.tx
+            .execute(
+                "UPDATE vos SET reconciled_serial = ?2 WHERE name = ?1",
+                params![name, memory.highest_serial as i64],
+            )
+            .map_err(sql)?;
         self.tx
             .execute(
                 "INSERT INTO vo_rollback (vo, highest_serial, list_sha256, expires, accepted_at) VALUES (?1, ?2, ?3, ?4, ?5) \
