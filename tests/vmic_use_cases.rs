@@ -1639,3 +1639,50 @@ fn a_vo_removed_and_supported_again_is_reconciled_with_the_same_list() {
     assert_eq!(st.s1.trusted(), s(&["cern"]));
     assert_eq!(st.s1.imported(), s(&["cern cern-os@1"]));
 }
+
+#[test]
+fn a_bundle_carries_the_vo_list_to_an_air_gapped_site_of_the_vo() {
+    let st = start();
+    let desy = st.w.endorser("desy");
+    st.w.vo_list(&st.manager, &[&st.cern, &desy], &[]);
+    expect_ok(&st.s1.sync());
+    let bundle = st.w.path("bundle");
+    expect_ok(&st.s1.run(&["bundle", "--out", path_str(&bundle)]));
+    // The air-gapped site knows only the VO's manager key; its sources are
+    // unreachable.
+    let air = st.w.site("air");
+    let manager_pub = format!("{}.pub", st.manager.display());
+    expect_ok(&air.run(&[
+        "vo",
+        "add",
+        "atlas",
+        "--pubkey",
+        &manager_pub,
+        "--url",
+        "http://127.0.0.1:9/",
+    ]));
+    let o = air.run(&["sync", "--from", path_str(&bundle)]);
+    expect_ok(&o);
+    assert_eq!(air.trusted(), s(&["cern", "desy"]));
+    assert_eq!(air.imported(), s(&["cern cern-os@1", "desy desy-os@1"]));
+    // A VO list edited on the medium is refused like any forged list.
+    let list = bundle.join("vos/atlas/vo.json");
+    let text = std::fs::read_to_string(&list).unwrap();
+    std::fs::write(&list, text.replace("\"desy\"", "\"evil\"")).unwrap();
+    let other = st.w.site("other");
+    expect_ok(&other.run(&[
+        "vo",
+        "add",
+        "atlas",
+        "--pubkey",
+        &manager_pub,
+        "--url",
+        "http://127.0.0.1:9/",
+    ]));
+    expect_fail(
+        &other.run(&["sync", "--from", path_str(&bundle)]),
+        1,
+        &["valid signature"],
+    );
+    assert!(other.trusted().is_empty());
+}

@@ -33,6 +33,7 @@ pub fn open_vo_source(url: &str, client: &HttpClient) -> Result<Box<dyn Transpor
 }
 
 /// A VO list's bytes and the signature files found beside it.
+#[derive(Debug)]
 pub struct VoFiles {
     /// `vo.json`, as served.
     pub bytes: Vec<u8>,

@@ -34,6 +34,19 @@ pub struct BundleIndex {
     pub created: String,
     /// One entry per endorser.
     pub endorsers: Vec<BundleEntry>,
+    /// The VO lists the site accepted, by VO name.
+    #[serde(default)]
+    pub vos: Vec<BundleVo>,
+}
+
+/// One VO list in a bundle.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleVo {
+    /// The VO's name (the list names it too, and is checked).
+    pub name: String,
+    /// The list's directory inside the bundle.
+    pub dir: String,
 }
 
 /// One endorser in a bundle.
@@ -92,6 +105,7 @@ pub fn write_bundle(site: &Site, names: &[String], out: &Path) -> Result<BundleR
         format: BUNDLE_FORMAT.to_string(),
         created: crate::state::now(),
         endorsers: std::mem::take(&mut report.endorsers),
+        vos: bundle_vos(site, out)?,
     };
     let text = serde_json::to_vec_pretty(&index)
         .map_err(|e| Error::io_failure(format!("cannot serialise the bundle index: {e}")))?;
@@ -161,8 +175,31 @@ fn bundle_endorser(
     Ok((entry, image_bytes))
 }
 
-/// The publication in bundle `dir` for the endorser trusted with `key`.
-pub fn source_for(dir: &Path, key: &PublicKey) -> Result<Option<PathBuf>> {
+/// Copy every VO list the site kept into `out/vos/<name>/`.
+fn bundle_vos(site: &Site, out: &Path) -> Result<Vec<BundleVo>> {
+    let mut vos = Vec::new();
+    for vo in site.state.vos()? {
+        let kept = crate::store::vo_list_dir(site, vo.name.as_str());
+        let Ok(entries) = std::fs::read_dir(&kept) else {
+            continue;
+        };
+        let dir = format!("vos/{}", vo.name);
+        let target = out.join(&dir);
+        std::fs::create_dir_all(&target).map_err(|e| Error::io("create", &target, e))?;
+        for entry in entries.flatten() {
+            let bytes =
+                std::fs::read(entry.path()).map_err(|e| Error::io("read", &entry.path(), e))?;
+            atomic_write(&target.join(entry.file_name()), &bytes)?;
+        }
+        vos.push(BundleVo {
+            name: vo.name.to_string(),
+            dir,
+        });
+    }
+    Ok(vos)
+}
+
+fn read_index(dir: &Path) -> Result<BundleIndex> {
     let path = dir.join(BUNDLE_FILE);
     let bytes = std::fs::read(&path).map_err(|e| Error::io("read bundle index", &path, e))?;
     let index: BundleIndex = serde_json::from_slice(&bytes).map_err(|e| {
@@ -178,11 +215,37 @@ pub fn source_for(dir: &Path, key: &PublicKey) -> Result<Option<PathBuf>> {
             index.format
         )));
     }
+    Ok(index)
+}
+
+/// A directory the bundle index names, inside the bundle.
+fn inside(dir: &Path, rel: &str) -> Result<PathBuf> {
+    let rel = vmic_format::relpath::SafeRelPath::parse(rel).map_err(|e| {
+        Error::input(format!(
+            "{}: {}",
+            dir.join(BUNDLE_FILE).display(),
+            e.message()
+        ))
+    })?;
+    Ok(rel.join_to(dir))
+}
+
+/// The list of VO `name` in bundle `dir`, if it has one (authenticated
+/// by the caller with its own pinned manager keys).
+pub fn vo_source_for(dir: &Path, name: &str) -> Result<Option<PathBuf>> {
+    let index = read_index(dir)?;
+    match index.vos.iter().find(|v| v.name == name) {
+        Some(entry) => inside(dir, &entry.dir).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The publication in bundle `dir` for the endorser trusted with `key`.
+pub fn source_for(dir: &Path, key: &PublicKey) -> Result<Option<PathBuf>> {
+    let index = read_index(dir)?;
     let wanted = key.to_base64();
-    let Some(entry) = index.endorsers.iter().find(|e| e.pubkey == wanted) else {
-        return Ok(None);
-    };
-    let rel = vmic_format::relpath::SafeRelPath::parse(&entry.dir)
-        .map_err(|e| Error::input(format!("{}: {}", path.display(), e.message())))?;
-    Ok(Some(rel.join_to(dir)))
+    match index.endorsers.iter().find(|e| e.pubkey == wanted) {
+        Some(entry) => inside(dir, &entry.dir).map(Some),
+        None => Ok(None),
+    }
 }

@@ -498,6 +498,33 @@ pub fn kept_catalog_files(
     (catalog.is_file() && signature.is_file()).then_some((catalog, signature))
 }
 
+/// Where the site keeps the VO list it accepted last from `vo`.
+pub fn vo_list_dir(site: &Site, vo: &str) -> PathBuf {
+    site.root.join("vos").join(vo)
+}
+
+/// Keep the VO list just accepted, with its signature files, exactly as
+/// served (for `vmic bundle`); the files of earlier lists go.
+pub fn keep_vo_list(site: &Site, vo: &str, files: &vmic_engine::vo_source::VoFiles) -> Result<()> {
+    let dir = vo_list_dir(site, vo);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+    let mut names = vec![vmic_format::vo::VO_FILE.to_string()];
+    for (name, text) in &files.signatures {
+        crate::fsutil::atomic_write(&dir.join(name), text.as_bytes())?;
+        names.push(name.clone());
+    }
+    crate::fsutil::atomic_write(&dir.join(vmic_format::vo::VO_FILE), &files.bytes)?;
+    for entry in std::fs::read_dir(&dir)
+        .map_err(|e| Error::io("list", &dir, e))?
+        .flatten()
+    {
+        if !names.contains(&entry.file_name().to_string_lossy().into_owned()) {
+            remove_if_present(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

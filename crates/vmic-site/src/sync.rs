@@ -122,8 +122,9 @@ pub fn sync(
 ) -> Result<SyncReport> {
     // VO lists first: they decide which endorsers there are. Syncing named
     // endorsers only leaves the VOs alone.
-    let mut vos = if opts.endorsers.is_empty() && opts.from.is_none() {
-        crate::vo::sync_vos(site, opts.now.unwrap_or_else(Timestamp::now), opts.dry_run)?
+    let mut vos = if opts.endorsers.is_empty() {
+        let when = (opts.now.unwrap_or_else(Timestamp::now), opts.dry_run);
+        crate::vo::sync_vos(site, when, opts.from.as_deref())?
     } else {
         Vec::new()
     };

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use vmic_engine::fetch::HttpClient;
 use vmic_engine::transport::Transport;
-use vmic_engine::vo_source::{open_vo_source, read_vo_files};
+use vmic_engine::vo_source::{VoFiles, open_vo_source, read_vo_files};
 use vmic_format::ids::EndorserName;
 use vmic_format::minisign::PublicKey;
 use vmic_format::vo::{AuthenticatedVo, MAX_VO_KEYS, RemovedImages, VoEndorser, VoList, VoRemoved};
@@ -315,7 +315,7 @@ pub struct VoReport {
     pub leaving: Vec<(String, String)>,
     /// The list reconciled, remembered once the removals are done.
     #[serde(skip)]
-    accepted: Option<AuthenticatedVo>,
+    accepted: Option<(AuthenticatedVo, VoFiles)>,
 }
 
 /// Finish what the VO lists asked (after the sync of the other endorsers):
@@ -338,15 +338,22 @@ pub fn finish_vos(site: &mut Site, reports: &mut [VoReport]) -> Result<()> {
                 removal.withdrawn.len()
             ));
         }
-        if let Some(accepted) = report.accepted.take() {
+        if let Some((accepted, files)) = report.accepted.take() {
             remember_list(site, &report.name, &accepted)?;
+            crate::store::keep_vo_list(site, &report.name, &files)?;
         }
     }
     Ok(())
 }
 
 /// Fetch, authenticate and apply every supported VO's list.
-pub fn sync_vos(site: &mut Site, now: Timestamp, dry_run: bool) -> Result<Vec<VoReport>> {
+/// With `from`, each VO's list is read from that bundle (by the VO's name;
+/// authenticated with the site's pinned manager keys) instead of its URLs.
+pub fn sync_vos(
+    site: &mut Site,
+    (now, dry_run): (Timestamp, bool),
+    from: Option<&std::path::Path>,
+) -> Result<Vec<VoReport>> {
     let mut reports = Vec::new();
     for vo in site.state.vos()? {
         vmic_engine::cancel::check()?;
@@ -354,7 +361,7 @@ pub fn sync_vos(site: &mut Site, now: Timestamp, dry_run: bool) -> Result<Vec<Vo
             name: vo.name.to_string(),
             ..Default::default()
         };
-        if let Err(e) = sync_vo(site, &vo, (now, dry_run), &mut report) {
+        if let Err(e) = sync_vo(site, &vo, (now, dry_run, from), &mut report) {
             report.failure = Some(e.kind());
             report.error = Some(format!("VO {}: {}", vo.name, e.message()));
         }
@@ -375,16 +382,30 @@ pub fn sync_vos(site: &mut Site, now: Timestamp, dry_run: bool) -> Result<Vec<Vo
 fn sync_vo(
     site: &mut Site,
     vo: &VoRow,
-    (now, dry_run): (Timestamp, bool),
+    (now, dry_run, from): (Timestamp, bool, Option<&std::path::Path>),
     report: &mut VoReport,
 ) -> Result<()> {
+    let urls = match from {
+        None => vo.urls.clone(),
+        Some(bundle) => match crate::bundle::vo_source_for(bundle, vo.name.as_str())? {
+            Some(dir) => vec![dir.display().to_string()],
+            None => {
+                report.warnings.push(format!(
+                    "VO {}: not in bundle {}; its list is not read",
+                    vo.name,
+                    bundle.display()
+                ));
+                return Ok(());
+            }
+        },
+    };
     let keys = vo
         .pubkeys
         .iter()
         .map(|k| PublicKey::parse(k))
         .collect::<Result<Vec<_>>>()?;
     let client = crate::sync::http_client(site, vo.ca_file.as_ref())?;
-    let (fetched, rotated_keys) = fetch_list(vo, &keys, &client, report)?;
+    let (fetched, files, rotated_keys) = fetch_list((vo, &urls), &keys, &client, report)?;
     let list = &fetched.list;
     report.serial = Some(list.serial.get());
     if list.vo != vo.name {
@@ -434,7 +455,7 @@ fn sync_vo(
         return Ok(());
     }
     reconcile(site, vo, list, report)?;
-    report.accepted = Some(fetched);
+    report.accepted = Some((fetched, files));
     Ok(())
 }
 
@@ -566,20 +587,20 @@ fn check_history(memory: Option<&VoMemory>, fetched: &AuthenticatedVo) -> Result
 /// first source that yields a list meeting the threshold; a source that
 /// fails or serves bad bytes moves on to the next.
 fn fetch_list(
-    vo: &VoRow,
+    (vo, urls): (&VoRow, &[String]),
     keys: &[PublicKey],
     client: &HttpClient,
     report: &mut VoReport,
 ) -> Result<FetchedList> {
     let mut errors: Vec<Error> = Vec::new();
-    for url in &vo.urls {
+    for url in urls {
         let attempt =
             open_vo_source(url, client).and_then(|t| read_rotated(&*t, keys, vo.threshold));
         match attempt {
             Ok(list) => {
                 // Sources passed over are worth knowing about (one may
                 // serve a forged or stale list).
-                for (source, e) in vo.urls.iter().zip(&errors) {
+                for (source, e) in urls.iter().zip(&errors) {
                     report.warnings.push(format!(
                         "VO {}: source {source} passed over: {}",
                         vo.name,
@@ -598,7 +619,7 @@ fn fetch_list(
 
 /// An authenticated list, and the managers' keys after the rotations
 /// followed to reach the threshold (`None`: the pinned keys served).
-type FetchedList = (AuthenticatedVo, Option<Vec<PublicKey>>);
+type FetchedList = (AuthenticatedVo, VoFiles, Option<Vec<PublicKey>>);
 
 /// The list under the pinned keys; short of the threshold, under the keys
 /// the managers rotated to by statements both keys signed.
@@ -608,7 +629,7 @@ fn read_rotated(
     threshold: u32,
 ) -> Result<FetchedList> {
     let refused = match read_list(transport, keys, threshold) {
-        Ok(list) => return Ok((list, None)),
+        Ok((list, files)) => return Ok((list, files, None)),
         Err(e) if e.kind() == ErrorKind::Verification => e,
         Err(e) => return Err(e),
     };
@@ -623,16 +644,18 @@ fn read_rotated(
     if !rotated {
         return Err(refused);
     }
-    let list = read_list(transport, &effective, threshold)?;
-    Ok((list, Some(effective)))
+    let (list, files) = read_list(transport, &effective, threshold)?;
+    Ok((list, files, Some(effective)))
 }
 
 fn read_list(
     transport: &dyn Transport,
     keys: &[PublicKey],
     threshold: u32,
-) -> Result<AuthenticatedVo> {
-    read_vo_files(transport, keys)?.authenticate(keys, threshold)
+) -> Result<(AuthenticatedVo, VoFiles)> {
+    let files = read_vo_files(transport, keys)?;
+    let list = files.authenticate(keys, threshold)?;
+    Ok((list, files))
 }
 
 /// Bring the site's endorsers in line with an authenticated list.
