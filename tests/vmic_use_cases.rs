@@ -1686,3 +1686,52 @@ fn a_bundle_carries_the_vo_list_to_an_air_gapped_site_of_the_vo() {
     );
     assert!(other.trusted().is_empty());
 }
+
+#[test]
+fn a_bundle_carries_the_rotation_chain_to_a_site_pinned_to_the_old_key() {
+    let st = start();
+    // The air-gapped site trusted cern (old key) from an earlier bundle.
+    let air = st.w.site("air");
+    let old_pub = format!("{}.pub", st.cern.key.display());
+    expect_ok(&air.run(&[
+        "trust",
+        "add",
+        "cern",
+        "--pubkey",
+        &old_pub,
+        "--url",
+        "http://127.0.0.1:9/",
+    ]));
+    let bundle = st.w.path("bundle");
+    expect_ok(&st.s1.run(&["bundle", "--out", path_str(&bundle)]));
+    expect_ok(&air.run(&["sync", "--from", path_str(&bundle)]));
+    // cern rotates its key; the connected site follows.
+    let key2 = st.w.key("cern-2");
+    let out = st.w.path("www/cern");
+    expect_ok(&vmic([
+        "key",
+        "rotate",
+        "--key",
+        path_str(&st.cern.key),
+        "--new-key",
+        path_str(&key2),
+        "--out",
+        path_str(&out),
+    ]));
+    let cern2 = Endorser {
+        name: "cern".into(),
+        key: key2.clone(),
+        images: st.cern.images.clone(),
+    };
+    st.w.add_image(&cern2, "cern-new", "1", 61);
+    st.w.publish(&cern2);
+    expect_ok(&st.s1.sync());
+    std::fs::remove_dir_all(&bundle).unwrap();
+    expect_ok(&st.s1.run(&["bundle", "--out", path_str(&bundle)]));
+    // The air-gapped site, still pinned to the old key, finds the
+    // publication and follows the chain the bundle carries.
+    expect_ok(&air.run(&["sync", "--from", path_str(&bundle)]));
+    assert_eq!(trusted_key_id(&air, "cern"), key_id(&key2));
+    assert!(air.imported().contains(&"cern cern-new@1".to_string()));
+    assert!(air.hooks().contains("key-rotated cern"));
+}

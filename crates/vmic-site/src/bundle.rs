@@ -57,6 +57,10 @@ pub struct BundleEntry {
     pub name: String,
     /// Its whole key: what an air-gapped site matches.
     pub pubkey: String,
+    /// Keys it had before (rotation statements in `<dir>/keys/` lead from
+    /// them): a site still pinned to one finds this publication too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub former_keys: Vec<String>,
     /// The publication's directory inside the bundle.
     pub dir: String,
     /// The catalog's serial.
@@ -165,14 +169,31 @@ fn bundle_endorser(
         count += 1;
         image_bytes += image.size();
     }
+    copy_rotations(site, name, &dir)?;
     let entry = BundleEntry {
         name: name.to_string(),
         pubkey: key.to_base64(),
+        former_keys: site.state.former_keys(name)?,
         dir: name.to_string(),
         serial: memory.highest_serial,
         images: count,
     };
     Ok((entry, image_bytes))
+}
+
+/// The rotation statements the site followed for `name`, into the
+/// publication's `keys/`.
+fn copy_rotations(site: &Site, name: &str, dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(crate::store::rotations_dir(site, name)) else {
+        return Ok(());
+    };
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys).map_err(|e| Error::io("create", &keys, e))?;
+    for entry in entries.flatten() {
+        let bytes = std::fs::read(entry.path()).map_err(|e| Error::io("read", &entry.path(), e))?;
+        atomic_write(&keys.join(entry.file_name()), &bytes)?;
+    }
+    Ok(())
 }
 
 /// Copy every VO list the site kept into `out/vos/<name>/`.
@@ -244,7 +265,17 @@ pub fn vo_source_for(dir: &Path, name: &str) -> Result<Option<PathBuf>> {
 pub fn source_for(dir: &Path, key: &PublicKey) -> Result<Option<PathBuf>> {
     let index = read_index(dir)?;
     let wanted = key.to_base64();
-    match index.endorsers.iter().find(|e| e.pubkey == wanted) {
+    let found = index
+        .endorsers
+        .iter()
+        .find(|e| e.pubkey == wanted)
+        .or_else(|| {
+            index
+                .endorsers
+                .iter()
+                .find(|e| e.former_keys.contains(&wanted))
+        });
+    match found {
         Some(entry) => inside(dir, &entry.dir).map(Some),
         None => Ok(None),
     }

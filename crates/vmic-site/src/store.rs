@@ -439,11 +439,35 @@ const VALIDATORS_FILE: &str = "validators.json";
 
 /// Drop the kept catalog of an endorser no longer trusted.
 pub fn forget_catalog(site: &Site, endorser: &str) -> Result<()> {
-    let dir = catalog_cache_dir(site, endorser);
-    match std::fs::remove_dir_all(&dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove", &dir, e)),
-        _ => Ok(()),
+    for dir in [
+        catalog_cache_dir(site, endorser),
+        rotations_dir(site, endorser),
+    ] {
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io("remove", &dir, e));
+            }
+            _ => {}
+        }
     }
+    Ok(())
+}
+
+/// Where the rotation statements an endorser's publication held are kept.
+pub fn rotations_dir(site: &Site, endorser: &str) -> PathBuf {
+    site.root.join("rotations").join(endorser)
+}
+
+/// Keep the rotation statements (and their signatures) followed for
+/// `endorser`; `files` are named as in the publication (`keys/…`).
+pub fn keep_rotations(site: &Site, endorser: &str, files: &[(String, Vec<u8>)]) -> Result<()> {
+    let dir = rotations_dir(site, endorser);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+    for (name, bytes) in files {
+        let base = name.rsplit('/').next().unwrap_or(name);
+        crate::fsutil::atomic_write(&dir.join(base), bytes)?;
+    }
+    Ok(())
 }
 
 /// Keep the catalog just accepted from `endorser` (and only that one), so

@@ -281,7 +281,7 @@ fn sync_endorser(
     // A dry run checks the history against the pinned key's memory.
     let key = match rotated.is_empty() || opts.dry_run {
         true => key,
-        false => follow_rotation(site, endorser, &key, &rotated)?,
+        false => follow_rotation(site, endorser, (&key, &rotated), &publication)?,
     };
     if endorser.missing_since.is_some() && !opts.dry_run {
         catalog_found_again(site, endorser)?;
@@ -557,11 +557,29 @@ fn authenticate_following_rotations(
 fn follow_rotation(
     site: &mut Site,
     endorser: &EndorserRow,
-    pinned: &PublicKey,
-    chain: &[PublicKey],
+    (pinned, chain): (&PublicKey, &[PublicKey]),
+    publication: &Publication,
 ) -> Result<PublicKey> {
     let newest = chain.last().cloned().unwrap_or_else(|| pinned.clone());
     let name = endorser.name.as_str();
+    // The statements are kept, so a bundle can carry the chain to sites
+    // still pinned to an older key.
+    let left = std::iter::once(pinned)
+        .chain(chain.iter())
+        .take(chain.len());
+    let mut statements = Vec::new();
+    for key in left {
+        let statement = vmic_format::rotation::rotation_name(&key.key_id);
+        for file in [
+            statement.clone(),
+            format!("{statement}.minisig"),
+            vmic_format::rotation::new_key_signature_name(&key.key_id),
+        ] {
+            let bytes = publication.read_file(&file, vmic_format::rotation::MAX_ROTATION_BYTES)?;
+            statements.push((file, bytes));
+        }
+    }
+    store::keep_rotations(site, name, &statements)?;
     crate::trust::rekey(
         site,
         name,
