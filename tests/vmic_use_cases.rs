@@ -1735,3 +1735,58 @@ fn a_bundle_carries_the_rotation_chain_to_a_site_pinned_to_the_old_key() {
     assert!(air.imported().contains(&"cern cern-new@1".to_string()));
     assert!(air.hooks().contains("key-rotated cern"));
 }
+
+#[test]
+fn a_mirror_follows_and_carries_the_rotation_chain_of_its_endorser() {
+    let st = start();
+    let mirror_dir = st.w.path("www/cern-mirror");
+    let old_pub = format!("{}.pub", st.cern.key.display());
+    let mirror = || {
+        vmic([
+            "mirror",
+            st.w.url("cern").as_str(),
+            path_str(&mirror_dir),
+            "--pubkey",
+            &old_pub,
+        ])
+    };
+    expect_ok(&mirror());
+    let key2 = st.w.key("cern-2");
+    expect_ok(&vmic([
+        "key",
+        "rotate",
+        "--key",
+        path_str(&st.cern.key),
+        "--new-key",
+        path_str(&key2),
+        "--out",
+        path_str(&st.w.path("www/cern")),
+    ]));
+    let cern2 = Endorser {
+        name: "cern".into(),
+        key: key2.clone(),
+        images: st.cern.images.clone(),
+    };
+    st.w.publish(&cern2);
+    // The operator's key is the old one: the mirror follows the chain.
+    expect_ok(&mirror());
+    assert!(
+        mirror_dir
+            .join(format!("keys/rotate-{}.json", key_id(&st.cern.key)))
+            .is_file()
+    );
+    // A site pinned to the old key follows it at the mirror too.
+    let s3 = st.w.site("s3");
+    expect_ok(&s3.run(&[
+        "trust",
+        "add",
+        "cern",
+        "--pubkey",
+        &old_pub,
+        "--url",
+        &st.w.url("cern-mirror"),
+    ]));
+    expect_ok(&s3.sync());
+    assert_eq!(trusted_key_id(&s3, "cern"), key_id(&key2));
+    assert_eq!(s3.imported(), s(&["cern cern-os@1"]));
+}

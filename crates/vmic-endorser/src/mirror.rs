@@ -82,7 +82,23 @@ pub fn mirror(
         .canonicalize()
         .map_err(|e| Error::io("resolve", &opts.dest, e))?;
     let _lock = DirLock::acquire(&dest.join(STATE_DIR), "mirror.lock", "mirror")?;
-    let fresh = source.authenticate(opts.key, opts.max_catalog_bytes)?;
+    // An endorser that rotated its key: the chain from the operator's key
+    // is followed, and copied, so sites pinned to an older key follow it at
+    // the mirror too.
+    let followed = vmic_engine::rotation_chain::authenticate_following(
+        source,
+        opts.key,
+        (opts.max_catalog_bytes, None),
+    )?;
+    let statements =
+        vmic_engine::rotation_chain::statement_files(source, opts.key, &followed.rotated)?;
+    let fresh = followed.authenticated;
+    let signer = followed.rotated.last().unwrap_or(opts.key).clone();
+    let opts = &MirrorOptions {
+        key: &signer,
+        dest: opts.dest.clone(),
+        max_catalog_bytes: opts.max_catalog_bytes,
+    };
     refuse_older_than_dest(&dest, &fresh, opts)?;
     let mut report = MirrorReport {
         source: source.describe(),
@@ -104,6 +120,13 @@ pub fn mirror(
         save_verified(&dest, &verified)?;
     }
     report.unchanged = current_sha(&dest).is_some_and(|sha| sha == fresh.sha256);
+    for (name, bytes) in &statements {
+        let path = dest.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
+        }
+        atomic_write(&path, bytes)?;
+    }
     publish_entry_points(source, &dest, &fresh, opts)?;
     report.pruned = prune(&dest, &fresh.sha256, &mut verified)?;
     save_verified(&dest, &verified)?;

@@ -16,6 +16,7 @@ pub mod fsutil;
 pub mod hashing;
 pub mod partfile;
 pub mod publication;
+pub mod rotation_chain;
 mod sha256x2;
 mod stream_check;
 pub mod stream_landing;

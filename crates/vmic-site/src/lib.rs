@@ -11,7 +11,6 @@ mod hooks;
 pub mod model;
 pub mod plan;
 pub mod review;
-mod rotation;
 pub mod site;
 pub mod state;
 mod store;

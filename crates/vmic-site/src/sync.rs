@@ -519,36 +519,14 @@ struct Fetched {
 fn authenticate_following_rotations(
     publication: Publication,
     key: &PublicKey,
-    (max_catalog, cached): (u64, Option<&CachedCatalog>),
+    limits: (u64, Option<&CachedCatalog>),
 ) -> Result<Fetched> {
-    let refused = match publication.authenticate_cached(key, max_catalog, cached) {
-        Ok((authenticated, validators)) => {
-            return Ok(Fetched {
-                publication,
-                authenticated,
-                rotated: Vec::new(),
-                validators,
-            });
-        }
-        Err(e) => e,
-    };
-    let signer = publication
-        .read_signature()
-        .ok()
-        .and_then(|text| vmic_format::minisign::Signature::parse(&text).ok())
-        .map(|s| s.key_id)
-        .filter(|id| *id != key.key_id);
-    let Some(signer) = signer else {
-        return Err(refused);
-    };
-    let chain = crate::rotation::follow(&publication, key, signer)?;
-    let newest = chain.last().unwrap_or(key);
-    let authenticated = publication.authenticate(newest, max_catalog)?;
+    let followed = vmic_engine::rotation_chain::authenticate_following(&publication, key, limits)?;
     Ok(Fetched {
         publication,
-        authenticated,
-        rotated: chain,
-        validators: Validators::default(),
+        authenticated: followed.authenticated,
+        rotated: followed.rotated,
+        validators: followed.validators,
     })
 }
 
@@ -564,21 +542,7 @@ fn follow_rotation(
     let name = endorser.name.as_str();
     // The statements are kept, so a bundle can carry the chain to sites
     // still pinned to an older key.
-    let left = std::iter::once(pinned)
-        .chain(chain.iter())
-        .take(chain.len());
-    let mut statements = Vec::new();
-    for key in left {
-        let statement = vmic_format::rotation::rotation_name(&key.key_id);
-        for file in [
-            statement.clone(),
-            format!("{statement}.minisig"),
-            vmic_format::rotation::new_key_signature_name(&key.key_id),
-        ] {
-            let bytes = publication.read_file(&file, vmic_format::rotation::MAX_ROTATION_BYTES)?;
-            statements.push((file, bytes));
-        }
-    }
+    let statements = vmic_engine::rotation_chain::statement_files(publication, pinned, chain)?;
     store::keep_rotations(site, name, &statements)?;
     crate::trust::rekey(
         site,

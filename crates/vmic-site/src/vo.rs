@@ -636,8 +636,10 @@ fn read_rotated(
     let mut rotated = false;
     let mut effective = Vec::with_capacity(keys.len());
     for key in keys {
-        let chain =
-            crate::rotation::follow_to_end(&crate::rotation::TransportFiles(transport), key)?;
+        let chain = vmic_engine::rotation_chain::follow_to_end(
+            &vmic_engine::rotation_chain::TransportFiles(transport),
+            key,
+        )?;
         rotated |= !chain.is_empty();
         effective.push(chain.last().cloned().unwrap_or_else(|| key.clone()));
     }

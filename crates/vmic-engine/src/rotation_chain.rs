@@ -4,8 +4,8 @@
 //! was replaced — and the new one perhaps again, up to
 //! [`MAX_ROTATION_CHAIN`] steps.
 
-use vmic_engine::publication::Publication;
-use vmic_engine::transport::Transport;
+use crate::publication::Publication;
+use crate::transport::Transport;
 use vmic_format::limits::MAX_SIGNATURE_BYTES;
 use vmic_format::minisign::{KeyId, PublicKey};
 use vmic_format::relpath::SafeRelPath;
@@ -17,7 +17,7 @@ use vmic_format::rotation::{
 use crate::error::{Error, ErrorKind, Result};
 
 /// Where rotation statements are read from.
-pub(crate) trait Files {
+pub trait Files {
     /// The bytes of `name` (relative to the publication), at most `max`.
     fn read(&self, name: &str, max: u64) -> Result<Vec<u8>>;
     /// Where `name` is, for messages.
@@ -34,7 +34,7 @@ impl Files for Publication {
 }
 
 /// The files of a transport's root (a VO list's directory).
-pub(crate) struct TransportFiles<'a>(pub &'a dyn Transport);
+pub struct TransportFiles<'a>(pub &'a dyn Transport);
 
 impl Files for TransportFiles<'_> {
     fn read(&self, name: &str, max: u64) -> Result<Vec<u8>> {
@@ -51,11 +51,7 @@ impl Files for TransportFiles<'_> {
 
 /// The keys from `pinned` to the one whose id is `target`, each step
 /// authenticated by both keys; never empty.
-pub(crate) fn follow(
-    files: &dyn Files,
-    pinned: &PublicKey,
-    target: KeyId,
-) -> Result<Vec<PublicKey>> {
+pub fn follow(files: &dyn Files, pinned: &PublicKey, target: KeyId) -> Result<Vec<PublicKey>> {
     let mut chain: Vec<PublicKey> = Vec::new();
     let mut key = pinned.clone();
     for _ in 0..MAX_ROTATION_CHAIN {
@@ -86,7 +82,7 @@ pub(crate) fn follow(
 
 /// The keys `pinned` was rotated to, as far as statements go (empty: not
 /// rotated).
-pub(crate) fn follow_to_end(files: &dyn Files, pinned: &PublicKey) -> Result<Vec<PublicKey>> {
+pub fn follow_to_end(files: &dyn Files, pinned: &PublicKey) -> Result<Vec<PublicKey>> {
     let mut chain: Vec<PublicKey> = Vec::new();
     let mut key = pinned.clone();
     for _ in 0..MAX_ROTATION_CHAIN {
@@ -131,4 +127,75 @@ fn step(files: &dyn Files, key: &PublicKey) -> Result<PublicKey> {
     let by_old = text(&format!("{name}.minisig"))?;
     let by_new = text(&new_key_signature_name(&key.key_id))?;
     authenticate_rotation(&bytes, &by_old, &by_new, key, &files.locate(&name))
+}
+
+/// A catalog authenticated under the pinned key or, when it is signed by
+/// another key, at the end of a chain of rotation statements from it.
+pub struct Followed {
+    /// The catalog.
+    pub authenticated: vmic_format::authenticate::Authenticated,
+    /// What the server said identifies the signature (conditional polling).
+    pub validators: crate::fetch::Validators,
+    /// The keys rotated to since the pinned one (empty: none).
+    pub rotated: Vec<PublicKey>,
+}
+
+/// Authenticate `publication`'s catalog under `pinned`, following rotation
+/// statements to the key that signs it now if need be.
+pub fn authenticate_following(
+    publication: &Publication,
+    pinned: &PublicKey,
+    (max_catalog, cached): (u64, Option<&crate::publication::CachedCatalog>),
+) -> Result<Followed> {
+    let refused = match publication.authenticate_cached(pinned, max_catalog, cached) {
+        Ok((authenticated, validators)) => {
+            return Ok(Followed {
+                authenticated,
+                validators,
+                rotated: Vec::new(),
+            });
+        }
+        Err(e) => e,
+    };
+    let signer = publication
+        .read_signature()
+        .ok()
+        .and_then(|text| vmic_format::minisign::Signature::parse(&text).ok())
+        .map(|s| s.key_id)
+        .filter(|id| *id != pinned.key_id);
+    let Some(signer) = signer else {
+        return Err(refused);
+    };
+    let rotated = follow(publication, pinned, signer)?;
+    let newest = rotated.last().unwrap_or(pinned);
+    Ok(Followed {
+        authenticated: publication.authenticate(newest, max_catalog)?,
+        validators: crate::fetch::Validators::default(),
+        rotated,
+    })
+}
+
+/// The statement files (statement, old-key and new-key signatures) that
+/// lead from `pinned` along `chain`, named as in the publication.
+pub fn statement_files(
+    publication: &Publication,
+    pinned: &PublicKey,
+    chain: &[PublicKey],
+) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut files = Vec::new();
+    for key in std::iter::once(pinned)
+        .chain(chain.iter())
+        .take(chain.len())
+    {
+        let statement = rotation_name(&key.key_id);
+        for name in [
+            statement.clone(),
+            format!("{statement}.minisig"),
+            new_key_signature_name(&key.key_id),
+        ] {
+            let bytes = publication.read_file(&name, MAX_ROTATION_BYTES)?;
+            files.push((name, bytes));
+        }
+    }
+    Ok(files)
 }
