@@ -236,3 +236,28 @@ fn a_public_key_or_a_binary_file_given_as_a_key_is_an_input_error() {
     ]);
     expect_fail(&o, 2, &["binary.pub"]);
 }
+
+/// A catalog re-signed with stock `minisign -S` (a trusted comment naming
+/// no generation) still verifies and syncs, by the plain `catalog.json`.
+#[test]
+fn a_catalog_resigned_by_stock_minisign_verifies_and_syncs_by_the_plain_path() {
+    require_tool("minisign");
+    let h = common::harness::Harness::new(&[("a.img", 5000)]);
+    h.publish();
+    let out = h.path("out");
+    let s = Command::new("minisign")
+        .args(["-S", "-s", path_str(&demo_key()), "-m"])
+        .arg(out.join("catalog.json"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
+    let signature = std::fs::read_to_string(out.join("catalog.json.minisig")).unwrap();
+    assert!(!signature.contains("sha256:"), "{signature}");
+    // Not even the generation is needed then.
+    std::fs::remove_dir_all(out.join("catalogs")).unwrap();
+    expect_ok(&verify(&out, &[]));
+    expect_ok(&h.trust_with(path_str(&out), &[]));
+    expect_ok(&h.run(&["sync"]));
+    assert_eq!(h.store_files().len(), 1);
+}
