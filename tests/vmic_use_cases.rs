@@ -771,18 +771,27 @@ fn vo_list_signed_by_fewer_than_threshold_distinct_pinned_keys_is_refused() {
     assert_eq!(report["vos"][0]["exit_code"], 1);
     assert_eq!(report["exit_code"], 1);
     assert!(s1.trusted().is_empty());
-    // Two signatures by one key are not two: A's signature copied under B's name.
+    // Two signatures by one key are not two: A's signature copied under
+    // B's names (at the entry point and beside the generation).
     let vo_dir = w.path("www/atlas-vo");
     let a_sig = vo_dir.join(format!("vo.json.{}.minisig", key_id(&a)));
-    std::fs::copy(
-        &a_sig,
-        vo_dir.join(format!("vo.json.{}.minisig", key_id(&b))),
-    )
-    .unwrap();
+    for (from, to) in [
+        (
+            a_sig.clone(),
+            vo_dir.join(format!("vo.json.{}.minisig", key_id(&b))),
+        ),
+        (
+            generation_signature(&vo_dir, &a),
+            generation_signature(&vo_dir, &b),
+        ),
+    ] {
+        std::fs::copy(from, to).unwrap();
+    }
     expect_fail(&s1.sync(), 1, &["1 valid signature(s)"]);
     assert!(s1.trusted().is_empty());
     // A key outside the set does not count, even as a valid signature.
     std::fs::remove_file(vo_dir.join(format!("vo.json.{}.minisig", key_id(&b)))).unwrap();
+    std::fs::remove_file(generation_signature(&vo_dir, &b)).unwrap();
     let o = vmic([
         "vo",
         "sign",
@@ -793,8 +802,8 @@ fn vo_list_signed_by_fewer_than_threshold_distinct_pinned_keys_is_refused() {
     expect_ok(&o);
     expect_fail(&s1.sync(), 1, &["1 valid signature(s)"]);
     // Even served under a pinned manager's file name.
-    let outsider_sig = vo_dir.join(format!("vo.json.{}.minisig", key_id(&outsider)));
-    let b_sig = vo_dir.join(format!("vo.json.{}.minisig", key_id(&b)));
+    let outsider_sig = generation_signature(&vo_dir, &outsider);
+    let b_sig = generation_signature(&vo_dir, &b);
     std::fs::rename(&outsider_sig, &b_sig).unwrap();
     expect_fail(
         &s1.sync(),
@@ -1537,8 +1546,10 @@ fn a_vo_list_source_serving_a_forged_list_is_passed_over_and_reported() {
     // A first source serving a list edited after signing (an extra endorser).
     let forged = w.path("www/forged-vo");
     copy_dir(&w.path("www/atlas-vo"), &forged);
-    let text = std::fs::read_to_string(forged.join("vo.json")).unwrap();
-    std::fs::write(forged.join("vo.json"), text.replace("\"cern\"", "\"evil\"")).unwrap();
+    // (The generation the signatures name: what readers fetch.)
+    let list = vo_generation(&forged);
+    let text = std::fs::read_to_string(&list).unwrap();
+    std::fs::write(&list, text.replace("\"cern\"", "\"evil\"")).unwrap();
     let s1 = w.site("s1");
     let pubkey = format!("{}.pub", manager.display());
     expect_ok(&s1.run(&[
@@ -1613,8 +1624,9 @@ fn a_vo_list_is_mirrored_verified_and_sites_sync_from_the_mirror() {
     expect_ok(&s1.sync());
     assert_eq!(s1.trusted(), s(&["cern"]));
     // A list edited at the source is refused; the mirror keeps its copy.
-    let text = std::fs::read_to_string(vo_dir.join("vo.json")).unwrap();
-    std::fs::write(vo_dir.join("vo.json"), text.replace("\"cern\"", "\"evil\"")).unwrap();
+    let list = vo_generation(&vo_dir);
+    let text = std::fs::read_to_string(&list).unwrap();
+    std::fs::write(&list, text.replace("\"cern\"", "\"evil\"")).unwrap();
     expect_fail(&mirror(), 1, &["valid signature"]);
     let kept = std::fs::read_to_string(mirror_dir.join("vo.json")).unwrap();
     assert!(kept.contains("\"cern\"") && !kept.contains("evil"));
@@ -1789,4 +1801,64 @@ fn a_mirror_follows_and_carries_the_rotation_chain_of_its_endorser() {
     expect_ok(&s3.sync());
     assert_eq!(trusted_key_id(&s3, "cern"), key_id(&key2));
     assert_eq!(s3.imported(), s(&["cern cern-os@1"]));
+}
+
+/// The generation `lists/<sha256>.json` of the list now in `vo_dir`.
+fn vo_generation(vo_dir: &Path) -> PathBuf {
+    let bytes = std::fs::read(vo_dir.join("vo.json")).unwrap();
+    let sha = vmic_format::digest::Sha256Digest::of(&bytes);
+    vo_dir.join(format!("lists/{sha}.json"))
+}
+
+/// The signature by `key`'s manager beside that generation.
+fn generation_signature(vo_dir: &Path, key: &Path) -> PathBuf {
+    PathBuf::from(format!(
+        "{}.{}.minisig",
+        vo_generation(vo_dir).display(),
+        key_id(key)
+    ))
+}
+
+#[test]
+fn a_vo_list_awaiting_its_second_signature_leaves_sites_on_the_previous_list() {
+    let w = World::new();
+    let (a, b) = (w.key("mgr-a"), w.key("mgr-b"));
+    let cern = w.endorser("cern");
+    w.vo_list(&a, &[&cern], &[]);
+    let vo_dir = w.path("www/atlas-vo");
+    expect_ok(&vmic([
+        "vo",
+        "sign",
+        path_str(&vo_dir),
+        "--key",
+        path_str(&b),
+    ]));
+    let s1 = w.site("s1");
+    expect_ok(&w.support_vo(&s1, &[&a, &b], 2, "auto"));
+    expect_ok(&s1.sync());
+    assert_eq!(s1.trusted(), s(&["cern"]));
+    // Manager A publishes list 2; B has not co-signed yet. Sites stay on
+    // list 1, whole, without an alarm.
+    let desy = w.endorser("desy");
+    w.vo_list(&a, &[&cern, &desy], &[]);
+    let o = s1.sync();
+    expect_ok(&o);
+    assert!(
+        stdout(&o).contains("VO atlas list serial 1: ok"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(s1.trusted(), s(&["cern"]));
+    // B co-signs. Even with the plain vo.json broken mid-upload, sites read
+    // the generation the signatures name, and take list 2.
+    expect_ok(&vmic([
+        "vo",
+        "sign",
+        path_str(&vo_dir),
+        "--key",
+        path_str(&b),
+    ]));
+    std::fs::write(vo_dir.join("vo.json"), b"{\"half\":").unwrap();
+    expect_ok(&s1.sync());
+    assert_eq!(s1.trusted(), s(&["cern", "desy"]));
 }

@@ -354,10 +354,12 @@ pub fn mirror_vo(
         .canonicalize()
         .map_err(|e| Error::io("resolve", dest, e))?;
     let _lock = DirLock::acquire(&dest.join(STATE_DIR), "mirror.lock", "mirror")?;
-    let files = vmic_engine::vo_source::read_vo_files(source, keys)?;
-    let fresh = files.authenticate(keys, threshold)?;
     let list_path = dest.join(vmic_format::vo::VO_FILE);
     let current = std::fs::read(&list_path).ok();
+    let known = current.as_deref().map(Sha256Digest::of);
+    let candidates = vmic_engine::vo_source::read_vo_candidates(source, keys, known.as_ref())?;
+    let newest = vmic_engine::vo_source::newest_authentic(candidates, keys, threshold)?;
+    let (fresh, files) = (newest.list, newest.files);
     let held = current
         .as_deref()
         .and_then(|b| vmic_format::vo::VoList::parse(b).ok());

@@ -254,13 +254,17 @@ fn load_removed(entries: &[RemovedToml], dir: &Path) -> Result<Vec<VoRemoved>> {
 /// Write the list and its first signature. Co-signatures of the previous
 /// bytes no longer apply and are removed first.
 fn publish(out_dir: &Path, list: &VoList, key: &SecretKey) -> Result<VoReport> {
-    remove_cosignatures(out_dir)?;
     let bytes = list.to_bytes()?;
-    atomic_write(&out_dir.join(VO_FILE), &bytes)?;
     let signature = sign_bytes(list, &bytes, key);
+    // The generation and its signature first: a reader that follows a new
+    // signature finds them; one still reading the previous list keeps
+    // finding that list's generation and all its signatures.
+    write_generation(out_dir, &bytes, key, &signature)?;
+    remove_cosignatures(out_dir)?;
     atomic_write(&out_dir.join(VO_SIGNATURE_FILE), signature.as_bytes())?;
     let own = cosignature_name(&key.key_id);
     atomic_write(&out_dir.join(&own), signature.as_bytes())?;
+    atomic_write(&out_dir.join(VO_FILE), &bytes)?;
     atomic_write(&out_dir.join("index.html"), render(list)?.as_bytes())?;
     for (name, bytes) in crate::render::SITE_ASSETS {
         atomic_write(&out_dir.join(name), bytes)?;
@@ -268,8 +272,22 @@ fn publish(out_dir: &Path, list: &VoList, key: &SecretKey) -> Result<VoReport> {
     Ok(report(list, &bytes, own))
 }
 
+/// `lists/<sha>.json` (immutable) and this manager's signature of it.
+fn write_generation(out_dir: &Path, bytes: &[u8], key: &SecretKey, signature: &str) -> Result<()> {
+    let sha = Sha256Digest::of(bytes);
+    let dir = out_dir.join(vmic_format::vo::VO_GENERATIONS_DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+    let list = out_dir.join(vmic_format::vo::vo_generation_name(&sha));
+    if !list.is_file() {
+        atomic_write(&list, bytes)?;
+    }
+    let own = vmic_format::vo::vo_generation_signature_name(&sha, &key.key_id);
+    atomic_write(&out_dir.join(own), signature.as_bytes())
+}
+
 fn sign_bytes(list: &VoList, bytes: &[u8], key: &SecretKey) -> String {
-    let comment = vo_comment(list, &key.key_id, Timestamp::now().as_second());
+    let sha = Sha256Digest::of(bytes);
+    let comment = vo_comment(list, &sha, &key.key_id, Timestamp::now().as_second());
     key.sign(bytes, &comment, "signature from vmic VO manager key")
         .to_file_string()
 }
@@ -309,10 +327,9 @@ pub fn cosign_vo(out_dir: &Path, key: &SecretKey) -> Result<VoReport> {
     let bytes = read_small(&path)?;
     let list = VoList::parse(&bytes).map_err(|e| e.context(path.display()))?;
     let own = cosignature_name(&key.key_id);
-    atomic_write(
-        &out_dir.join(&own),
-        sign_bytes(&list, &bytes, key).as_bytes(),
-    )?;
+    let signature = sign_bytes(&list, &bytes, key);
+    write_generation(out_dir, &bytes, key, &signature)?;
+    atomic_write(&out_dir.join(&own), signature.as_bytes())?;
     Ok(report(&list, &bytes, own))
 }
 

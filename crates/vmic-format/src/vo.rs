@@ -39,6 +39,23 @@ pub const MAX_VO_KEYS: usize = 32;
 /// Largest vo.json accepted.
 pub const MAX_VO_BYTES: u64 = 16 << 20;
 
+/// Immutable generations of the list: `lists/<sha256>.json`, with each
+/// manager's signature beside it (`lists/<sha256>.json.<KEYID>.minisig`).
+/// A list being co-signed does not disturb the one before: readers find
+/// every generation a signature's trusted comment names (`sha256:`), and
+/// each generation's own set of signatures.
+pub const VO_GENERATIONS_DIR: &str = "lists";
+
+/// The generation file of the list whose SHA-256 is `sha256`.
+pub fn vo_generation_name(sha256: &Sha256Digest) -> String {
+    format!("{VO_GENERATIONS_DIR}/{sha256}.json")
+}
+
+/// The signature by `key_id` of the generation `sha256`.
+pub fn vo_generation_signature_name(sha256: &Sha256Digest, key_id: &minisign::KeyId) -> String {
+    format!("{}.{key_id}.minisig", vo_generation_name(sha256))
+}
+
 /// The co-signature file of the manager whose key id is `key_id`.
 pub fn cosignature_name(key_id: &minisign::KeyId) -> String {
     format!("{VO_FILE}.{key_id}.minisig")
@@ -369,10 +386,16 @@ fn check_format_version(format: &str) -> Result<()> {
     }
 }
 
-/// The trusted comment a manager signs `vo.json` with.
-pub fn vo_comment(list: &VoList, key: &minisign::KeyId, timestamp: i64) -> String {
+/// The trusted comment a manager signs `vo.json` with; `sha256` (of the
+/// signed bytes) names the list's generation.
+pub fn vo_comment(
+    list: &VoList,
+    sha256: &Sha256Digest,
+    key: &minisign::KeyId,
+    timestamp: i64,
+) -> String {
     format!(
-        "timestamp:{timestamp}\tfile:{VO_FILE}\tvo:{}\tserial:{}\texpires:{}\tkey:{key}",
+        "timestamp:{timestamp}\tfile:{VO_FILE}\tvo:{}\tserial:{}\texpires:{}\tkey:{key}\tsha256:{sha256}",
         list.vo, list.serial, list.expires
     )
 }
@@ -493,8 +516,12 @@ mod tests {
     }
 
     fn sign(k: &SecretKey, l: &VoList, bytes: &[u8]) -> String {
-        k.sign(bytes, &vo_comment(l, &k.key_id, 1), "sig")
-            .to_file_string()
+        k.sign(
+            bytes,
+            &vo_comment(l, &Sha256Digest::of(bytes), &k.key_id, 1),
+            "sig",
+        )
+        .to_file_string()
     }
 
     #[test]

@@ -15,7 +15,10 @@ use serde::Serialize;
 
 use vmic_engine::fetch::HttpClient;
 use vmic_engine::transport::Transport;
-use vmic_engine::vo_source::{VoFiles, open_vo_source, read_vo_files};
+use vmic_engine::vo_source::{
+    Newest, VoFiles, newest_authentic, open_vo_source, read_vo_candidates,
+};
+use vmic_format::digest::Sha256Digest;
 use vmic_format::ids::EndorserName;
 use vmic_format::minisign::PublicKey;
 use vmic_format::vo::{AuthenticatedVo, MAX_VO_KEYS, RemovedImages, VoEndorser, VoList, VoRemoved};
@@ -405,7 +408,15 @@ fn sync_vo(
         .map(|k| PublicKey::parse(k))
         .collect::<Result<Vec<_>>>()?;
     let client = crate::sync::http_client(site, vo.ca_file.as_ref())?;
-    let (fetched, files, rotated_keys) = fetch_list((vo, &urls), &keys, &client, report)?;
+    let pins = Pins {
+        keys: &keys,
+        threshold: vo.threshold,
+        known: site
+            .state
+            .vo_memory(vo.name.as_str())?
+            .and_then(|m| Sha256Digest::from_hex(&m.list_sha256)),
+    };
+    let (fetched, files, rotated_keys) = fetch_list((vo, &urls), &pins, &client, report)?;
     let list = &fetched.list;
     report.serial = Some(list.serial.get());
     if list.vo != vo.name {
@@ -588,14 +599,13 @@ fn check_history(memory: Option<&VoMemory>, fetched: &AuthenticatedVo) -> Result
 /// fails or serves bad bytes moves on to the next.
 fn fetch_list(
     (vo, urls): (&VoRow, &[String]),
-    keys: &[PublicKey],
+    pins: &Pins,
     client: &HttpClient,
     report: &mut VoReport,
 ) -> Result<FetchedList> {
     let mut errors: Vec<Error> = Vec::new();
     for url in urls {
-        let attempt =
-            open_vo_source(url, client).and_then(|t| read_rotated(&*t, keys, vo.threshold));
+        let attempt = open_vo_source(url, client).and_then(|t| read_rotated(&*t, pins));
         match attempt {
             Ok(list) => {
                 // Sources passed over are worth knowing about (one may
@@ -621,17 +631,29 @@ fn fetch_list(
 /// followed to reach the threshold (`None`: the pinned keys served).
 type FetchedList = (AuthenticatedVo, VoFiles, Option<Vec<PublicKey>>);
 
+/// What a site trusts a VO's list by: the managers' keys, how many must
+/// sign, and the hash of the list it accepted last (still a candidate).
+struct Pins<'a> {
+    keys: &'a [PublicKey],
+    threshold: u32,
+    known: Option<Sha256Digest>,
+}
+
 /// The list under the pinned keys; short of the threshold, under the keys
 /// the managers rotated to by statements both keys signed.
-fn read_rotated(
-    transport: &dyn Transport,
-    keys: &[PublicKey],
-    threshold: u32,
-) -> Result<FetchedList> {
-    let refused = match read_list(transport, keys, threshold) {
-        Ok((list, files)) => return Ok((list, files, None)),
-        Err(e) if e.kind() == ErrorKind::Verification => e,
+fn read_rotated(transport: &dyn Transport, pins: &Pins) -> Result<FetchedList> {
+    let keys = pins.keys;
+    let (refused, held) = match read_list(transport, pins) {
+        Ok(newest) if !newest.newer_refused => return Ok((newest.list, newest.files, None)),
+        // A newer list the pinned keys do not carry: perhaps rotated keys do.
+        Ok(newest) => (None, Some(newest)),
+        Err(e) if e.kind() == ErrorKind::Verification => (Some(e), None),
         Err(e) => return Err(e),
+    };
+    let fallback = |refused: Option<Error>, held: Option<Newest>| match (held, refused) {
+        (Some(held), _) => Ok((held.list, held.files, None)),
+        (None, Some(e)) => Err(e),
+        (None, None) => Err(Error::absent("no VO list found")),
     };
     let mut rotated = false;
     let mut effective = Vec::with_capacity(keys.len());
@@ -644,20 +666,29 @@ fn read_rotated(
         effective.push(chain.last().cloned().unwrap_or_else(|| key.clone()));
     }
     if !rotated {
-        return Err(refused);
+        return fallback(refused, held);
     }
-    let (list, files) = read_list(transport, &effective, threshold)?;
-    Ok((list, files, Some(effective)))
+    let rotated_pins = Pins {
+        keys: &effective,
+        threshold: pins.threshold,
+        known: pins.known,
+    };
+    match read_list(transport, &rotated_pins) {
+        Ok(newest)
+            if held
+                .as_ref()
+                .is_none_or(|h| newest.list.list.serial > h.list.list.serial) =>
+        {
+            Ok((newest.list, newest.files, Some(effective)))
+        }
+        _ => fallback(refused, held),
+    }
 }
 
-fn read_list(
-    transport: &dyn Transport,
-    keys: &[PublicKey],
-    threshold: u32,
-) -> Result<(AuthenticatedVo, VoFiles)> {
-    let files = read_vo_files(transport, keys)?;
-    let list = files.authenticate(keys, threshold)?;
-    Ok((list, files))
+/// The newest list this source offers that meets the threshold.
+fn read_list(transport: &dyn Transport, pins: &Pins) -> Result<Newest> {
+    let candidates = read_vo_candidates(transport, pins.keys, pins.known.as_ref())?;
+    newest_authentic(candidates, pins.keys, pins.threshold)
 }
 
 /// Bring the site's endorsers in line with an authenticated list.
