@@ -826,6 +826,28 @@ fn vo_list_signed_by_fewer_than_threshold_distinct_pinned_keys_is_refused() {
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
+    // `vmic verify --vo` says the same as the site.
+    let (a_pub, b_pub, c_pub) = (
+        format!("{}.pub", a.display()),
+        format!("{}.pub", b.display()),
+        format!("{}.pub", c.display()),
+    );
+    let verify_vo = || {
+        vmic([
+            "verify",
+            "--vo",
+            path_str(&vo_dir),
+            "--pubkey",
+            &a_pub,
+            "--pubkey",
+            &b_pub,
+            "--pubkey",
+            &c_pub,
+            "--threshold",
+            "2",
+        ])
+    };
+    expect_fail(&verify_vo(), 1, &["1 valid signature(s)", "2 needed"]);
     // A second manager of the set co-signs: accepted.
     expect_ok(&vmic([
         "vo",
@@ -834,6 +856,13 @@ fn vo_list_signed_by_fewer_than_threshold_distinct_pinned_keys_is_refused() {
         "--key",
         path_str(&b),
     ]));
+    let o = verify_vo();
+    expect_ok(&o);
+    assert!(
+        stdout(&o).contains("signed by 2 of the given keys"),
+        "{}",
+        stdout(&o)
+    );
     expect_ok(&s1.sync());
     assert_eq!(s1.imported(), s(&["cern cern-os@1"]));
 }

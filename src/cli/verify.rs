@@ -18,9 +18,17 @@ pub struct Args {
     /// Published directory, its catalog.json, a file:// URL, or an
     /// http(s):// URL (remote images are hashed as they stream past).
     source: String,
-    /// The endorser's minisign public key.
-    #[arg(long, value_name = "FILE")]
-    pubkey: PathBuf,
+    /// The endorser's minisign public key (with --vo: a VO manager's key;
+    /// repeat for each).
+    #[arg(long, value_name = "FILE", required = true)]
+    pubkey: Vec<PathBuf>,
+    /// SOURCE is a VO list (vo.json): check its signatures against the
+    /// managers' keys and --threshold, its format and its expiry.
+    #[arg(long)]
+    vo: bool,
+    /// With --vo: signatures by distinct keys the list needs.
+    #[arg(long, value_name = "K", default_value_t = 1, requires = "vo")]
+    threshold: u32,
     /// Check only the signed catalog, not the images.
     #[arg(long)]
     catalog_only: bool,
@@ -37,13 +45,80 @@ pub struct Args {
     json: bool,
 }
 
+/// `verify --vo`: the newest list the source offers that meets the
+/// threshold, then its expiry.
+fn verify_vo(args: &Args, out: Output) -> Result<i32> {
+    let keys = args
+        .pubkey
+        .iter()
+        .map(|p| load_public_key(p))
+        .collect::<Result<Vec<_>>>()?;
+    let client = HttpClient::new(&HttpConfig::default())?;
+    let checked = vmic_engine::vo_source::open_vo_source(&args.source, &client)
+        .and_then(|t| vmic_engine::vo_source::read_vo_candidates(&*t, &keys, None))
+        .and_then(|c| vmic_engine::vo_source::newest_authentic(c, &keys, args.threshold));
+    let newest = match checked {
+        Ok(newest) => newest,
+        Err(e) => return Ok(super::report_error(&e)),
+    };
+    let list = &newest.list.list;
+    let expired = list.is_expired_at(jiff::Timestamp::now());
+    let signed_by: Vec<String> = newest
+        .list
+        .signed_by
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if args.json {
+        super::print_json(&serde_json::json!({
+            "ok": !expired || args.allow_expired,
+            "vo": list.vo.as_str(),
+            "serial": list.serial.get(),
+            "expires": list.expires.to_string(),
+            "expired": expired,
+            "signed_by": signed_by,
+            "endorsers": list.endorsers.len(),
+            "removed": list.removed.len(),
+        }));
+    } else {
+        out.say(format!(
+            "VO {} list serial {}: signed by {} of the given keys ({}), {} endorser(s), {} removed, valid until {}",
+            list.vo,
+            list.serial,
+            signed_by.len(),
+            signed_by.join(", "),
+            list.endorsers.len(),
+            list.removed.len(),
+            list.expires
+        ));
+    }
+    if expired && !args.allow_expired {
+        super::alert(format!(
+            "vmic: error: VO {}'s list expired at {}",
+            list.vo, list.expires
+        ));
+        return Ok(super::exit_code(Some(
+            vmic_format::error::ErrorKind::Verification,
+        )));
+    }
+    Ok(0)
+}
+
 pub fn run(args: Args, quiet: bool) -> Result<i32> {
     let out = Output {
         quiet,
         json: args.json,
     };
+    if args.vo {
+        return verify_vo(&args, out);
+    }
     let engine = Engine::new(args.jobs.jobs)?;
-    let key = load_public_key(&args.pubkey)?;
+    let [pubkey] = args.pubkey.as_slice() else {
+        return Err(vmic_format::error::Error::input(
+            "give one --pubkey for an endorser's catalog (several only with --vo)",
+        ));
+    };
+    let key = load_public_key(pubkey)?;
     let opts = VerifyOptions {
         key: &key,
         catalog_only: args.catalog_only,
