@@ -146,7 +146,7 @@ fn build_into(
     let state_dir = state_dir(&opts.state_root, out_dir)?;
     let _lock = DirLock::acquire(&state_dir, LOCK_FILE, "build")?;
     refuse_planted_images_link(out_dir)?;
-    refuse_rotated_key(out_dir, opts.key)?;
+    crate::rotate::refuse_rotated_key(out_dir, opts.key, "key")?;
     let previous = load_previous(out_dir)?;
     let mut warnings = Vec::new();
     let cache_path = state_dir.join(CACHE_FILE);
@@ -818,20 +818,6 @@ fn comment_fields(catalog: &Catalog) -> CatalogComment {
         expires: catalog.expires(),
         key: catalog.endorser().key_id,
         sha256: None,
-    }
-}
-
-/// After `vmic key rotate`, the old key no longer signs this publication:
-/// sites have moved on and would refuse its catalog.
-fn refuse_rotated_key(out_dir: &Path, key: &SecretKey) -> Result<()> {
-    match crate::rotate::rotated_to(out_dir, &key.public_key())? {
-        Some(new) => Err(Error::input(format!(
-            "key {} was rotated to {} in {}; sign with the new key",
-            key.key_id,
-            new.key_id,
-            out_dir.display()
-        ))),
-        None => Ok(()),
     }
 }
 

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::{DirLock, open_regular};
 use crate::minisign::SecretKey;
 use vmic_format::authenticate::{Authenticated, authenticate};
+use vmic_format::limits::DEFAULT_MAX_CATALOG_BYTES;
 
 /// What `vmic resign` needs.
 pub struct ResignOptions<'a> {
@@ -95,8 +96,8 @@ pub fn resign(opts: &ResignOptions) -> Result<ResignReport> {
 /// only what this key signed is signed again.
 pub(crate) fn authenticate_current(out_dir: &Path, key: &SecretKey) -> Result<Authenticated> {
     let catalog_path = out_dir.join(CATALOG_FILE);
-    let bytes = read_regular(&catalog_path)?;
-    let signature = read_regular(&out_dir.join(SIGNATURE_FILE))?;
+    let bytes = read_regular(&catalog_path, DEFAULT_MAX_CATALOG_BYTES)?;
+    let signature = read_regular(&out_dir.join(SIGNATURE_FILE), DEFAULT_MAX_CATALOG_BYTES)?;
     let signature = String::from_utf8(signature).map_err(|_| {
         Error::verification(format!(
             "{} is not a minisign signature",
@@ -116,11 +117,13 @@ pub(crate) fn authenticate_current(out_dir: &Path, key: &SecretKey) -> Result<Au
     })
 }
 
-fn read_regular(path: &Path) -> Result<Vec<u8>> {
+/// A regular file of the publication (no symlink followed, no FIFO
+/// waited on), at most `max` bytes of it.
+pub(crate) fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>> {
     use std::io::Read;
     let mut bytes = Vec::new();
     open_regular(path, path)?
-        .take(vmic_format::limits::DEFAULT_MAX_CATALOG_BYTES)
+        .take(max)
         .read_to_end(&mut bytes)
         .map_err(|e| Error::io("read", path, e))?;
     Ok(bytes)

@@ -103,6 +103,21 @@ fn is_vo_publication(out_dir: &Path) -> bool {
             .exists()
 }
 
+/// After `vmic key rotate`, the old key no longer signs this publication
+/// (or VO list): sites have moved on and would refuse what it signs.
+/// `role` names the key in the message ("key", "VO manager key").
+pub(crate) fn refuse_rotated_key(out_dir: &Path, key: &SecretKey, role: &str) -> Result<()> {
+    match rotated_to(out_dir, &key.public_key())? {
+        Some(new) => Err(Error::input(format!(
+            "{role} {} was rotated to {} in {}; sign with the new key",
+            key.key_id,
+            new.key_id,
+            out_dir.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The key `key` was rotated to in this publication, if it was.
 pub fn rotated_to(out_dir: &Path, key: &PublicKey) -> Result<Option<PublicKey>> {
     let path = out_dir.join(rotation_name(&key.key_id));

@@ -10,7 +10,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::fsutil::{DirLock, atomic_write, open_regular};
+use crate::fsutil::{DirLock, atomic_write};
 use crate::minisign::{PublicKey, SecretKey, Signature};
 use vmic_format::digest::Sha256Digest;
 use vmic_format::ids::{EndorserName, Serial};
@@ -109,7 +109,7 @@ pub fn build_vo(opts: &VoBuildOptions) -> Result<VoReport> {
     let spec: VoToml = vmic_format::strict_toml::parse(&text, &opts.toml.display().to_string())?;
     std::fs::create_dir_all(&opts.out_dir).map_err(|e| Error::io("create", &opts.out_dir, e))?;
     let _lock = DirLock::acquire(&opts.out_dir, LOCK_FILE, "vo build")?;
-    refuse_rotated_key(&opts.out_dir, opts.key)?;
+    crate::rotate::refuse_rotated_key(&opts.out_dir, opts.key, "VO manager key")?;
     let previous = previous_list(&opts.out_dir, &spec.vo.name, opts.key)?;
     let now = opts.now.unwrap_or_else(Timestamp::now);
     let issued = Timestamp::from_second(now.as_second()).unwrap_or(now);
@@ -147,10 +147,10 @@ fn previous_list(
     if !path.exists() {
         return Ok(None);
     }
-    let bytes = read_small(&path)?;
+    let bytes = read_vo_file(&path)?;
     let own = out_dir.join(cosignature_name(&key.key_id));
     if own.exists() {
-        let text = String::from_utf8(read_small(&own)?)
+        let text = String::from_utf8(read_vo_file(&own)?)
             .map_err(|_| Error::verification(format!("{} is not text", own.display())))?;
         let signature = Signature::parse(&text).map_err(|e| e.context(own.display()))?;
         crate::minisign::verify(&key.public_key(), &bytes, &signature).map_err(|e| {
@@ -173,25 +173,12 @@ fn previous_list(
     Ok(Some((list, Sha256Digest::of(&bytes))))
 }
 
-/// After `vmic key rotate`, a manager's old key no longer signs this list.
-fn refuse_rotated_key(out_dir: &Path, key: &SecretKey) -> Result<()> {
-    match crate::rotate::rotated_to(out_dir, &key.public_key())? {
-        Some(new) => Err(Error::input(format!(
-            "VO manager key {} was rotated to {} in {}; sign with the new key",
-            key.key_id,
-            new.key_id,
-            out_dir.display()
-        ))),
-        None => Ok(()),
-    }
-}
-
 /// The list in `out_dir` carries a valid co-signature by `key`: only a
 /// manager of this list may rotate its key here.
 pub(crate) fn check_own_signature(out_dir: &Path, key: &SecretKey) -> Result<()> {
-    let bytes = read_small(&out_dir.join(VO_FILE))?;
+    let bytes = read_vo_file(&out_dir.join(VO_FILE))?;
     let own = out_dir.join(cosignature_name(&key.key_id));
-    let text = String::from_utf8(read_small(&own)?)
+    let text = String::from_utf8(read_vo_file(&own)?)
         .map_err(|_| Error::verification(format!("{} is not text", own.display())))?;
     let signature = Signature::parse(&text).map_err(|e| e.context(own.display()))?;
     crate::minisign::verify(&key.public_key(), &bytes, &signature).map_err(|e| {
@@ -322,9 +309,9 @@ fn report(list: &VoList, bytes: &[u8], signature: String) -> VoReport {
 /// list is signed, and the report says what is being vouched for.
 pub fn cosign_vo(out_dir: &Path, key: &SecretKey) -> Result<VoReport> {
     let _lock = DirLock::acquire(out_dir, LOCK_FILE, "vo sign")?;
-    refuse_rotated_key(out_dir, key)?;
+    crate::rotate::refuse_rotated_key(out_dir, key, "VO manager key")?;
     let path = out_dir.join(VO_FILE);
-    let bytes = read_small(&path)?;
+    let bytes = read_vo_file(&path)?;
     let list = VoList::parse(&bytes).map_err(|e| e.context(path.display()))?;
     let own = cosignature_name(&key.key_id);
     let signature = sign_bytes(&list, &bytes, key);
@@ -348,12 +335,6 @@ pub(crate) fn render(list: &VoList) -> Result<String> {
         .map_err(|e| Error::io_failure(format!("cannot render index.html: {e}")))
 }
 
-fn read_small(path: &Path) -> Result<Vec<u8>> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    open_regular(path, path)?
-        .take(vmic_format::vo::MAX_VO_BYTES)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::io("read", path, e))?;
-    Ok(bytes)
+fn read_vo_file(path: &Path) -> Result<Vec<u8>> {
+    crate::resign::read_regular(path, vmic_format::vo::MAX_VO_BYTES)
 }
