@@ -17,21 +17,28 @@ use serde::{Deserialize, Serialize};
 
 use crate::chunks::ChunkDigests;
 use crate::digest::Sha256Digest;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ids::{ImageId, InvalidValue, Serial, Version};
 use crate::image_format::FormatName;
 use crate::limits::MAX_TEXT;
 pub use crate::limits::{MAX_IMAGE_SIZE, MAX_IMAGES};
 use crate::minisign::KeyId;
 use crate::relpath::SafeRelPath;
+use crate::versioned::Versioned;
 
 /// Mirrors one catalog may name.
 pub const MAX_MIRRORS: usize = 16;
 
 /// The format string vmic writes.
 pub const FORMAT: &str = "vmic.catalog/1";
-const FORMAT_PREFIX: &str = "vmic.catalog/";
-const SUPPORTED_MAJOR: u64 = 1;
+/// Catalogs as versioned documents.
+const DOCUMENT: Versioned = Versioned {
+    prefix: "vmic.catalog/",
+    major: 1,
+    current: FORMAT,
+    noun: "catalog",
+    file: "catalog.json",
+};
 
 /// A validated catalog. Only [`Catalog::parse`] and [`Catalog::new`] make
 /// one, so every catalog in memory meets every rule.
@@ -383,7 +390,9 @@ impl TryFrom<RawCatalog> for Catalog {
     type Error = InvalidValue;
 
     fn try_from(raw: RawCatalog) -> std::result::Result<Catalog, InvalidValue> {
-        check_format_version(&raw.format).map_err(|e| InvalidValue(e.message().into()))?;
+        DOCUMENT
+            .check(&raw.format)
+            .map_err(|e| InvalidValue(e.message().into()))?;
         let mut catalog = Catalog::new(CatalogParts {
             endorser: raw.endorser,
             serial: raw.serial,
@@ -420,25 +429,12 @@ impl Catalog {
 
     /// Parse and validate catalog bytes. Call only on signature-checked bytes.
     pub fn parse(bytes: &[u8]) -> Result<Catalog> {
-        let invalid =
-            |e: &dyn fmt::Display| Error::verification(format!("catalog.json is invalid: {e}"));
-        #[derive(Deserialize)]
-        struct Header {
-            format: String,
-        }
-        // The version first, so a future format is named as such rather
-        // than reported as whatever field it changed.
-        let header: Header = serde_json::from_slice(bytes).map_err(|e| invalid(&e))?;
-        check_format_version(&header.format)?;
-        serde_json::from_slice(bytes).map_err(|e| invalid(&e))
+        DOCUMENT.parse(bytes)
     }
 
     /// The exact bytes to publish and sign.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let mut bytes = serde_json::to_vec_pretty(self)
-            .map_err(|e| Error::io_failure(format!("cannot serialise the catalog: {e}")))?;
-        bytes.push(b'\n');
-        Ok(bytes)
+        DOCUMENT.to_bytes(self)
     }
 
     /// Whether the catalog has expired at `now`.
@@ -625,31 +621,6 @@ impl Catalog {
             }
         }
         Ok(())
-    }
-}
-
-/// `vmic.catalog/MAJOR` or `vmic.catalog/MAJOR.MINOR`, each a plain
-/// decimal number without sign or leading zero.
-fn check_format_version(format: &str) -> Result<()> {
-    let number = |t: &str| -> Option<u64> {
-        let canonical = !t.is_empty()
-            && t.bytes().all(|b| b.is_ascii_digit())
-            && (t == "0" || !t.starts_with('0'));
-        canonical.then(|| t.parse().ok()).flatten()
-    };
-    let major = format.strip_prefix(FORMAT_PREFIX).and_then(|v| {
-        let (major, minor) = v.split_once('.').unwrap_or((v, "0"));
-        number(minor)?;
-        number(major)
-    });
-    match major {
-        Some(SUPPORTED_MAJOR) => Ok(()),
-        Some(other) => Err(Error::verification(format!(
-            "catalog format {format:?} has major version {other}; this vmic understands only version {SUPPORTED_MAJOR}. Upgrade vmic to read it"
-        ))),
-        None => Err(Error::verification(format!(
-            "catalog format {format:?} is not a vmic catalog (expected {FORMAT:?})"
-        ))),
     }
 }
 

@@ -25,6 +25,7 @@ pub mod relpath;
 pub mod rotation;
 pub mod strict_toml;
 pub mod trusted_comment;
+mod versioned;
 pub mod vo;
 
 pub use error::{Error, ErrorKind, Result};

@@ -18,14 +18,21 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::ids::{EndorserName, Serial};
-use crate::limits::{MAX_TEXT, MAX_TOKEN};
+use crate::limits::MAX_TEXT;
 use crate::minisign::{self, PublicKey, Signature};
 use crate::trusted_comment;
+use crate::versioned::Versioned;
 
 /// The format string vmic writes.
 pub const VO_FORMAT: &str = "vmic.vo/1";
-const FORMAT_PREFIX: &str = "vmic.vo/";
-const SUPPORTED_MAJOR: u64 = 1;
+/// VO lists as versioned documents.
+const DOCUMENT: Versioned = Versioned {
+    prefix: "vmic.vo/",
+    major: 1,
+    current: VO_FORMAT,
+    noun: "VO list",
+    file: VO_FILE,
+};
 /// The list's file name in a VO publication.
 pub const VO_FILE: &str = "vo.json";
 /// The first manager's signature, as `minisign -Vm vo.json` finds it.
@@ -285,23 +292,12 @@ impl VoList {
 
     /// Parse and validate `vo.json` bytes.
     pub fn parse(bytes: &[u8]) -> Result<VoList> {
-        let invalid =
-            |e: &dyn std::fmt::Display| Error::verification(format!("{VO_FILE} is invalid: {e}"));
-        #[derive(Deserialize)]
-        struct Header {
-            format: String,
-        }
-        let header: Header = serde_json::from_slice(bytes).map_err(|e| invalid(&e))?;
-        check_format_version(&header.format)?;
-        serde_json::from_slice(bytes).map_err(|e| invalid(&e))
+        DOCUMENT.parse(bytes)
     }
 
     /// The exact bytes to publish and sign.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let mut bytes = serde_json::to_vec_pretty(self)
-            .map_err(|e| Error::io_failure(format!("cannot serialise the VO list: {e}")))?;
-        bytes.push(b'\n');
-        Ok(bytes)
+        DOCUMENT.to_bytes(self)
     }
 
     /// Whether the list has expired at `now`.
@@ -366,23 +362,6 @@ impl VoList {
             }
         }
         Ok(())
-    }
-}
-
-fn check_format_version(format: &str) -> Result<()> {
-    let major = format
-        .strip_prefix(FORMAT_PREFIX)
-        .and_then(|v| v.split('.').next())
-        .and_then(|v| v.parse::<u64>().ok());
-    match major {
-        Some(SUPPORTED_MAJOR) => Ok(()),
-        Some(m) => Err(Error::verification(format!(
-            "{VO_FILE} has format {format:?} (major version {m}); this vmic reads version {SUPPORTED_MAJOR}: upgrade vmic"
-        ))),
-        None => Err(Error::verification(format!(
-            "{VO_FILE} has format {:?}, not {FORMAT_PREFIX}N",
-            format.chars().take(MAX_TOKEN).collect::<String>()
-        ))),
     }
 }
 
@@ -555,7 +534,7 @@ mod tests {
             VoList::parse(future)
                 .unwrap_err()
                 .message()
-                .contains("upgrade")
+                .contains("Upgrade vmic")
         );
     }
 }
