@@ -362,13 +362,11 @@ pub fn reuse_identical(
     engine: &crate::hashing::Engine,
 ) -> Result<Option<(PathBuf, String)>> {
     let store = site.store();
-    let same_bytes = site.state.images()?.into_iter().find(|other| {
-        other.state == ImageState::Imported
-            && other.sha256 == image.sha256
-            && other.size == image.size()
-            && (other.endorser != row.endorser
-                || other.id != row.id
-                || other.version != row.version)
+    // One query for the rows holding these bytes, not a scan of every
+    // image at every download.
+    let holders = site.state.imported_with(&image.sha256, image.size())?;
+    let same_bytes = holders.into_iter().find(|other| {
+        (other.endorser != row.endorser || other.id != row.id || other.version != row.version)
             && other.store_path.is_some()
     });
     let Some(other) = same_bytes else {

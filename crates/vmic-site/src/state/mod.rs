@@ -612,6 +612,16 @@ impl State {
         query_images(&self.conn, "endorser = ?1", params![endorser])
     }
 
+    /// Imported images whose signed bytes are `sha256` and `size`, under
+    /// whatever endorser and name.
+    pub fn imported_with(&self, sha256: &Sha256Digest, size: u64) -> Result<Vec<ImageRow>> {
+        query_images(
+            &self.conn,
+            "state = ?1 AND sha256 = ?2 AND size = ?3",
+            params![ImageState::Imported.as_str(), sha256.to_hex(), size as i64],
+        )
+    }
+
     /// The whole audit log, oldest first.
     pub fn audit(&self) -> Result<Vec<AuditRow>> {
         let mut stmt = self
