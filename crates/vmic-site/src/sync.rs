@@ -351,28 +351,29 @@ fn fetch_catalog(
 ) -> Result<Option<Result<Fetched>>> {
     let client = http_client(site, endorser.ca_file.as_ref())?;
     let cached = cached_copy(site, endorser, key)?;
-    let Some(mut sources) = sources_to_try(site, endorser, (key, now), opts, report)? else {
+    let Some(sources) = sources_to_try(site, endorser, (key, now), opts, report)? else {
         return Ok(None);
     };
-    // The full mirrors the last accepted catalog names, after the site's
-    // own sources (a bundle is read alone).
-    if opts.from.is_none() {
-        for mirror in cached.iter().flat_map(catalog_mirrors) {
-            if !sources.contains(&mirror) {
-                sources.push(mirror);
-            }
-        }
-    }
-    let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
-    let mut skipped = Vec::new();
+    // The full mirrors the last accepted catalog names come after the
+    // site's own sources (a bundle is read alone). They are read from the
+    // kept catalog only when the own sources have all failed.
+    let own = sources.clone();
+    let mirrors = cached
+        .iter()
+        .filter(|_| opts.from.is_none())
+        .flat_map(catalog_mirrors)
+        .filter(move |m| !own.contains(m));
+    let mut tried = SourcesTried::default();
     let limits = (site.config.policy.max_catalog_size, cached.as_ref());
-    let fetched = first_source(&sources, key, limits, (&client, &mut skipped));
-    if !opts.dry_run && !skipped.is_empty() {
-        let used = fetched
-            .as_ref()
-            .ok()
-            .and(sources.get(skipped.len()).copied());
-        record_source_health(site, endorser, (used, &skipped), (now, report))?;
+    let fetched = first_source(
+        sources.into_iter().chain(mirrors),
+        key,
+        limits,
+        (&client, &mut tried),
+    );
+    if !opts.dry_run && !tried.skipped.is_empty() {
+        let used = tried.used.as_deref().filter(|_| fetched.is_ok());
+        record_source_health(site, endorser, (used, &tried.skipped), (now, report))?;
     }
     Ok(Some(fetched))
 }
@@ -383,32 +384,56 @@ fn fetch_catalog(
 /// the most severe failure is reported (a missing catalog only when every
 /// source said so).
 fn first_source(
-    sources: &[&str],
+    sources: impl IntoIterator<Item = String>,
     key: &PublicKey,
     limits: (u64, Option<&CachedCatalog>),
-    (client, skipped): (&HttpClient, &mut Vec<(String, Error)>),
+    (client, tried): (&HttpClient, &mut SourcesTried),
 ) -> Result<Fetched> {
-    let mut errors: Vec<Error> = Vec::new();
+    let mut failed: Vec<(String, Error)> = Vec::new();
     for source in sources {
-        let attempt = Publication::open(source, client)
+        let attempt = Publication::open(&source, client)
             .and_then(|p| authenticate_following_rotations(p, key, limits));
         match attempt {
             Ok(found) => {
-                skipped.extend(sources.iter().map(|s| s.to_string()).zip(errors));
+                tried.skipped = failed;
+                tried.used = Some(source);
                 return Ok(found);
             }
-            Err(e) => errors.push(e),
+            Err(e) => failed.push((source, e)),
         }
     }
+    Err(all_sources_failed(
+        failed.into_iter().map(|(_, e)| e).collect(),
+        "the endorser has no catalog source",
+    ))
+}
+
+/// Which sources a fetch passed over, and which one served.
+#[derive(Default)]
+struct SourcesTried {
+    skipped: Vec<(String, Error)>,
+    used: Option<String>,
+}
+
+/// The failure to report when every source failed: the only one, or a
+/// missing document when every source said so, else the most severe kind
+/// with every message.
+fn all_sources_failed(mut errors: Vec<Error>, none: &str) -> Error {
     if errors.len() <= 1 || errors.iter().all(Error::is_absent) {
-        return Err(errors
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| Error::input("the endorser has no catalog source")));
+        return if errors.is_empty() {
+            Error::input(none)
+        } else {
+            errors.swap_remove(0)
+        };
     }
+    combined(&errors)
+}
+
+/// Several failures as one: the most severe kind, every message.
+pub(crate) fn combined(errors: &[Error]) -> Error {
     let kind = ErrorKind::most_severe(errors.iter().map(Error::kind)).unwrap_or(ErrorKind::Io);
     let messages: Vec<&str> = errors.iter().map(Error::message).collect();
-    Err(Error::new(kind, messages.join("; ")))
+    Error::new(kind, messages.join("; "))
 }
 
 /// The mirror base URLs a kept catalog names (its bytes were authenticated

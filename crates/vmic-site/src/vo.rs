@@ -622,9 +622,7 @@ fn fetch_list(
             Err(e) => errors.push(e),
         }
     }
-    let kind = ErrorKind::most_severe(errors.iter().map(Error::kind)).unwrap_or(ErrorKind::Io);
-    let messages: Vec<&str> = errors.iter().map(Error::message).collect();
-    Err(Error::new(kind, messages.join("; ")))
+    Err(crate::sync::combined(&errors))
 }
 
 /// An authenticated list, and the managers' keys after the rotations
