@@ -381,7 +381,8 @@ pub fn mirror_vo(
     for (name, bytes) in crate::render::SITE_ASSETS {
         atomic_write(&dest.join(name), bytes)?;
     }
-    let pruned = remove_stale_signatures(&dest, &files.signatures)?;
+    let kept: Vec<&str> = files.signatures.iter().map(|(n, _)| n.as_str()).collect();
+    let pruned = crate::vo::remove_cosignatures(&dest, &kept)?;
     Ok(MirrorReport {
         source: files.origin,
         dest: dest.display().to_string(),
@@ -390,20 +391,4 @@ pub fn mirror_vo(
         pruned,
         ..Default::default()
     })
-}
-
-/// Signatures of earlier lists no longer apply.
-fn remove_stale_signatures(dest: &Path, kept: &[(String, String)]) -> Result<Vec<String>> {
-    let mut removed = Vec::new();
-    let entries = std::fs::read_dir(dest).map_err(|e| Error::io("list", dest, e))?;
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let signature = name.starts_with("vo.json.") && name.ends_with(".minisig");
-        if signature && !kept.iter().any(|(k, _)| *k == name) {
-            std::fs::remove_file(entry.path())
-                .map_err(|e| Error::io("remove", &entry.path(), e))?;
-            removed.push(name);
-        }
-    }
-    Ok(removed)
 }

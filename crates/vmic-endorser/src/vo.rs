@@ -247,7 +247,7 @@ fn publish(out_dir: &Path, list: &VoList, key: &SecretKey) -> Result<VoReport> {
     // signature finds them; one still reading the previous list keeps
     // finding that list's generation and all its signatures.
     write_generation(out_dir, &bytes, key, &signature)?;
-    remove_cosignatures(out_dir)?;
+    remove_cosignatures(out_dir, &[])?;
     atomic_write(&out_dir.join(VO_SIGNATURE_FILE), signature.as_bytes())?;
     let own = cosignature_name(&key.key_id);
     atomic_write(&out_dir.join(&own), signature.as_bytes())?;
@@ -279,17 +279,22 @@ fn sign_bytes(list: &VoList, bytes: &[u8], key: &SecretKey) -> String {
         .to_file_string()
 }
 
-fn remove_cosignatures(out_dir: &Path) -> Result<()> {
-    let entries = std::fs::read_dir(out_dir).map_err(|e| Error::io("list", out_dir, e))?;
+/// Remove the entry-point signatures (`vo.json.*.minisig`) in `dir` other
+/// than those named in `keep`: they signed an earlier list. Returns the
+/// names removed.
+pub(crate) fn remove_cosignatures(dir: &Path, keep: &[&str]) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))?;
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with("vo.json.") && name.ends_with(".minisig") {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let signature = name.starts_with("vo.json.") && name.ends_with(".minisig");
+        if signature && !keep.contains(&name.as_str()) {
             std::fs::remove_file(entry.path())
                 .map_err(|e| Error::io("remove", &entry.path(), e))?;
+            removed.push(name);
         }
     }
-    Ok(())
+    Ok(removed)
 }
 
 fn report(list: &VoList, bytes: &[u8], signature: String) -> VoReport {
