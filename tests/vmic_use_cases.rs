@@ -1021,19 +1021,7 @@ fn a_key_rotation_chain_is_followed_and_the_old_key_is_refused_afterwards() {
     st.w.trust(&s3, &st.cern, &[]);
     expect_ok(&s3.sync());
     let key2 = st.w.key("cern-2");
-    let rotate = |old: &Path, new: &Path| {
-        vmic([
-            "key",
-            "rotate",
-            "--key",
-            path_str(old),
-            "--new-key",
-            path_str(new),
-            "--out",
-            path_str(&out),
-        ])
-    };
-    expect_ok(&rotate(&st.cern.key, &key2));
+    expect_ok(&key_rotate(&st.cern.key, &key2, &out));
     // Both signatures of the statement check with stock minisign.
     if has_tool("minisign") {
         let statement = out.join(format!("keys/rotate-{}.json", key_id(&st.cern.key)));
@@ -1077,7 +1065,7 @@ fn a_key_rotation_chain_is_followed_and_the_old_key_is_refused_afterwards() {
     assert_eq!(st.s1.imported(), s(&["cern cern-os@1"]));
     // A second rotation; S3, still pinned to the first key, follows both.
     let key3 = st.w.key("cern-3");
-    expect_ok(&rotate(&key2, &key3));
+    expect_ok(&key_rotate(&key2, &key3, &out));
     let cern3 = Endorser {
         name: "cern".into(),
         key: key3.clone(),
@@ -1121,16 +1109,7 @@ fn a_rotation_statement_not_signed_by_the_new_key_is_refused() {
     let theirs = w.key("attacker");
     let third = w.key("third");
     let out = w.path("www/cern");
-    expect_ok(&vmic([
-        "key",
-        "rotate",
-        "--key",
-        path_str(&cern.key),
-        "--new-key",
-        path_str(&theirs),
-        "--out",
-        path_str(&out),
-    ]));
+    expect_ok(&key_rotate(&cern.key, &theirs, &out));
     let statement = out.join(format!("keys/rotate-{}.json", key_id(&cern.key)));
     expect_ok(&vmic([
         "sign",
@@ -1241,16 +1220,7 @@ fn a_vo_manager_key_rotation_is_followed_and_the_old_key_is_refused_afterwards()
     let st = start();
     let vo_dir = st.w.path("www/atlas-vo");
     let m2 = st.w.key("atlas-manager-2");
-    expect_ok(&vmic([
-        "key",
-        "rotate",
-        "--key",
-        path_str(&st.manager),
-        "--new-key",
-        path_str(&m2),
-        "--out",
-        path_str(&vo_dir),
-    ]));
+    expect_ok(&key_rotate(&st.manager, &m2, &vo_dir));
     let desy = st.w.endorser("desy");
     // The VO tool refuses the old key from now on.
     let toml = st.w.path("atlas.toml");
@@ -1457,16 +1427,7 @@ fn a_vo_moving_an_endorsers_sources_or_key_is_applied_and_logged() {
     std::fs::rename(st.w.path("www/cern"), st.w.path("www/cern-new-home")).unwrap();
     let out = st.w.path("www/cern-new-home");
     // The endorser continues its chain under the new key (serial 2).
-    expect_ok(&vmic([
-        "key",
-        "rotate",
-        "--key",
-        path_str(&st.cern.key),
-        "--new-key",
-        path_str(&key2),
-        "--out",
-        path_str(&out),
-    ]));
+    expect_ok(&key_rotate(&st.cern.key, &key2, &out));
     std::fs::remove_dir_all(out.join("keys")).unwrap();
     expect_ok(&vmic([
         "build",
@@ -1749,16 +1710,7 @@ fn a_bundle_carries_the_rotation_chain_to_a_site_pinned_to_the_old_key() {
     // cern rotates its key; the connected site follows.
     let key2 = st.w.key("cern-2");
     let out = st.w.path("www/cern");
-    expect_ok(&vmic([
-        "key",
-        "rotate",
-        "--key",
-        path_str(&st.cern.key),
-        "--new-key",
-        path_str(&key2),
-        "--out",
-        path_str(&out),
-    ]));
+    expect_ok(&key_rotate(&st.cern.key, &key2, &out));
     let cern2 = Endorser {
         name: "cern".into(),
         key: key2.clone(),
@@ -1793,16 +1745,7 @@ fn a_mirror_follows_and_carries_the_rotation_chain_of_its_endorser() {
     };
     expect_ok(&mirror());
     let key2 = st.w.key("cern-2");
-    expect_ok(&vmic([
-        "key",
-        "rotate",
-        "--key",
-        path_str(&st.cern.key),
-        "--new-key",
-        path_str(&key2),
-        "--out",
-        path_str(&st.w.path("www/cern")),
-    ]));
+    expect_ok(&key_rotate(&st.cern.key, &key2, &st.w.path("www/cern")));
     let cern2 = Endorser {
         name: "cern".into(),
         key: key2.clone(),
@@ -1890,4 +1833,18 @@ fn a_vo_list_awaiting_its_second_signature_leaves_sites_on_the_previous_list() {
     std::fs::write(vo_dir.join("vo.json"), b"{\"half\":").unwrap();
     expect_ok(&s1.sync());
     assert_eq!(s1.trusted(), s(&["cern", "desy"]));
+}
+
+/// `vmic key rotate --key OLD --new-key NEW --out DIR`.
+fn key_rotate(old: &Path, new: &Path, out: &Path) -> Output {
+    vmic([
+        "key",
+        "rotate",
+        "--key",
+        path_str(old),
+        "--new-key",
+        path_str(new),
+        "--out",
+        path_str(out),
+    ])
 }
