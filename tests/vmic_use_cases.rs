@@ -84,15 +84,22 @@ impl World {
     }
 
     fn publish(&self, e: &Endorser) {
+        expect_ok(&self.build(e, &[]));
+    }
+
+    /// `vmic build` of the endorser's images into `www/NAME` with its key.
+    fn build(&self, e: &Endorser, extra: &[&str]) -> Output {
         let out = self.path(&format!("www/{}", e.name));
-        expect_ok(&vmic([
+        let mut args = vec![
             "build",
             path_str(&e.images),
             "--key",
             path_str(&e.key),
             "--out",
             path_str(&out),
-        ]));
+        ];
+        args.extend(extra);
+        vmic(args)
     }
 
     /// Write VO.toml for VO `atlas` listing `endorsers`, removing `removed`
@@ -485,16 +492,7 @@ fn uc_1_5_1_an_endorser_on_holiday_keeps_his_catalog_valid_with_resign() {
     let e = w.endorser("cern");
     let out = w.path("www/cern");
     // Published for 3 days: inside the site's 7-day warning window.
-    expect_ok(&vmic([
-        "build",
-        path_str(&e.images),
-        "--key",
-        path_str(&e.key),
-        "--out",
-        path_str(&out),
-        "--expires",
-        "3d",
-    ]));
+    expect_ok(&w.build(&e, &["--expires", "3d"]));
     let s1 = w.site("s1");
     w.trust(&s1, &e, &[]);
     let o = s1.sync();
@@ -1189,17 +1187,7 @@ fn replacement_with_identical_bytes_is_neither_approved_again_nor_downloaded_aga
 fn uc_1_5_1_images_stay_through_the_grace_period_of_an_endorser_on_holiday() {
     let w = World::new();
     let e = w.endorser("cern");
-    let out = w.path("www/cern");
-    expect_ok(&vmic([
-        "build",
-        path_str(&e.images),
-        "--key",
-        path_str(&e.key),
-        "--out",
-        path_str(&out),
-        "--expires",
-        "2s",
-    ]));
+    expect_ok(&w.build(&e, &["--expires", "2s"]));
     let s1 = w.site("s1");
     w.trust(&s1, &e, &["--grace", "1h"]);
     expect_ok(&s1.sync());
