@@ -24,7 +24,7 @@ use vmic_format::publication::{
 };
 
 use crate::error::{Error, Result};
-use crate::fsutil::{DirLock, atomic_write};
+use crate::fsutil::{DirLock, atomic_write, remove_if_present};
 
 /// Where the mirror keeps its own state inside DEST (a dotted directory:
 /// serve DEST with dotfiles denied, docs/PUBLISHING.md).
@@ -280,12 +280,7 @@ fn copy_sums(
 /// Stale checksums would contradict the new catalog: better none.
 fn remove_sums(dest: &Path) -> Result<()> {
     for name in [SUMS_FILE, SUMS_SIGNATURE_FILE] {
-        match std::fs::remove_file(dest.join(name)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(Error::io("remove", &dest.join(name), e));
-            }
-            _ => {}
-        }
+        remove_if_present(&dest.join(name))?;
     }
     Ok(())
 }
@@ -315,13 +310,7 @@ fn prune(dest: &Path, current: &Sha256Digest, verified: &mut Verified) -> Result
         .cloned()
         .collect();
     for rel in stale {
-        let path = dest.join(&rel);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(Error::io("remove", &path, e));
-            }
-            _ => {}
-        }
+        remove_if_present(&dest.join(&rel))?;
         verified.files.remove(&rel);
         pruned.push(rel);
     }

@@ -31,6 +31,15 @@ fn atomic_write_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     sync_dir(dir)
 }
 
+/// Remove a file; a missing one is fine.
+pub fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", path, e)),
+    }
+}
+
 /// Create a new secret file with mode 0600. Refuses to replace an existing
 /// file unless `force`; even then the old file is replaced atomically.
 pub fn write_secret(path: &Path, bytes: &[u8], force: bool) -> Result<()> {

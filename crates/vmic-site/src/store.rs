@@ -252,14 +252,7 @@ pub fn ensure_real_dir(dir: &Path) -> Result<()> {
     }
 }
 
-/// Remove a file; a missing one is fine.
-pub fn remove_if_present(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io("remove", path, e)),
-    }
-}
+pub use crate::fsutil::remove_if_present;
 
 /// Restore the store invariant after a crash: delete files no imported image
 /// owns (including anything planted), drop partial downloads nobody waits
