@@ -184,16 +184,21 @@ fn bundle_endorser(
 /// The rotation statements the site followed for `name`, into the
 /// publication's `keys/`.
 fn copy_rotations(site: &Site, name: &str, dir: &Path) -> Result<()> {
-    let Ok(entries) = std::fs::read_dir(crate::store::rotations_dir(site, name)) else {
-        return Ok(());
+    copy_kept_files(&crate::store::rotations_dir(site, name), &dir.join("keys")).map(|_| ())
+}
+
+/// Copy the files the site kept in `from` into `to`; false when it kept
+/// none there.
+fn copy_kept_files(from: &Path, to: &Path) -> Result<bool> {
+    let Ok(entries) = std::fs::read_dir(from) else {
+        return Ok(false);
     };
-    let keys = dir.join("keys");
-    std::fs::create_dir_all(&keys).map_err(|e| Error::io("create", &keys, e))?;
+    std::fs::create_dir_all(to).map_err(|e| Error::io("create", to, e))?;
     for entry in entries.flatten() {
         let bytes = std::fs::read(entry.path()).map_err(|e| Error::io("read", &entry.path(), e))?;
-        atomic_write(&keys.join(entry.file_name()), &bytes)?;
+        atomic_write(&to.join(entry.file_name()), &bytes)?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Copy every VO list the site kept into `out/vos/<name>/`.
@@ -201,16 +206,9 @@ fn bundle_vos(site: &Site, out: &Path) -> Result<Vec<BundleVo>> {
     let mut vos = Vec::new();
     for vo in site.state.vos()? {
         let kept = crate::store::vo_list_dir(site, vo.name.as_str());
-        let Ok(entries) = std::fs::read_dir(&kept) else {
-            continue;
-        };
         let dir = format!("vos/{}", vo.name);
-        let target = out.join(&dir);
-        std::fs::create_dir_all(&target).map_err(|e| Error::io("create", &target, e))?;
-        for entry in entries.flatten() {
-            let bytes =
-                std::fs::read(entry.path()).map_err(|e| Error::io("read", &entry.path(), e))?;
-            atomic_write(&target.join(entry.file_name()), &bytes)?;
+        if !copy_kept_files(&kept, &out.join(&dir))? {
+            continue;
         }
         vos.push(BundleVo {
             name: vo.name.to_string(),
