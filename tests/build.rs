@@ -35,7 +35,7 @@ fn fixtures_build_into_a_complete_publication() {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     let cat = read_json(&out.join("catalog.json"));
-    assert_eq!(cat["format"], "vmic.catalog/1");
+    assert_eq!(cat["format"], "vmic.catalog/2");
     assert_eq!(cat["serial"], 1);
     assert_eq!(cat["endorser"]["name"], "vmic demo endorser");
     assert_eq!(cat["endorser"]["vo"], "demo.vo.example.org");
@@ -74,6 +74,16 @@ fn fixtures_build_into_a_complete_publication() {
             .unwrap()
             .contains("end of life")
     );
+    // Format 2: each entry names its chunk index, which holds the digests.
+    let index = &centos["chunk_index"];
+    assert_eq!(centos["chunking"], "fixed");
+    assert!(centos.get("chunks").is_none());
+    let index_file = out.join(format!("chunks/{}.json", index["sha256"].as_str().unwrap()));
+    let index_bytes = std::fs::read(&index_file).unwrap();
+    assert_eq!(index["size"], index_bytes.len());
+    let index_json: serde_json::Value = serde_json::from_slice(&index_bytes).unwrap();
+    assert_eq!(index_json["format"], "vmic.chunks/1");
+    assert_eq!(index_json["size"], centos["size"]);
     // Images are present in the publication with the declared bytes.
     expect_ok(&verify(&out, &[]));
 }

@@ -233,8 +233,8 @@ fn correctly_signed_hostile_catalogs_are_refused() {
             Box::new(|v| v["images"][0]["size"] = serde_json::json!(1u64 << 62)),
         ),
         (
-            "major version 2",
-            Box::new(|v| v["format"] = "vmic.catalog/2".into()),
+            "major version 3",
+            Box::new(|v| v["format"] = "vmic.catalog/3".into()),
         ),
         (
             "not a vmic catalog",
@@ -244,10 +244,50 @@ fn correctly_signed_hostile_catalogs_are_refused() {
             "may contain only",
             Box::new(|v| v["images"][0]["id"] = "../../x".into()),
         ),
+        // Version 1, inline chunks: one digest short.
         (
             "chunk digests",
             Box::new(|v| {
-                v["images"][0]["chunks"].as_array_mut().unwrap().pop();
+                v["format"] = "vmic.catalog/1".into();
+                let image = v["images"][0].as_object_mut().unwrap();
+                image.remove("chunk_index");
+                image.insert("chunks".into(), serde_json::json!([]));
+            }),
+        ),
+        // Version 2: a chunk index longer than its chunks could need (a
+        // reader would otherwise be made to read it), both forms at once,
+        // inline chunks in a version 2 catalog, an unknown field shape.
+        (
+            "the most",
+            Box::new(|v| v["images"][0]["chunk_index"]["size"] = serde_json::json!(1u64 << 40)),
+        ),
+        (
+            "both",
+            Box::new(|v| v["images"][0]["chunks"] = serde_json::json!([])),
+        ),
+        (
+            "names a chunk_index",
+            Box::new(|v| {
+                let image = v["images"][0].as_object_mut().unwrap();
+                let (size, chunk) = (
+                    image["size"].as_u64().unwrap(),
+                    image["chunk_size"].as_u64().unwrap(),
+                );
+                let some = image["sha256"].clone();
+                image.remove("chunk_index");
+                image.insert(
+                    "chunks".into(),
+                    serde_json::json!(vec![some; size.div_ceil(chunk) as usize]),
+                );
+            }),
+        ),
+        (
+            "neither chunks nor a chunk_index",
+            Box::new(|v| {
+                v["images"][0]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("chunk_index");
             }),
         ),
         // A serial SQLite could not store exactly would defeat rollback memory.
@@ -414,4 +454,45 @@ fn a_tampered_generation_is_refused() {
         1,
         &["catalogs/", "does not match the signed data"],
     );
+}
+
+/// Catalog format 2: the chunk index is authenticated by the digest its
+/// signed entry names. An edited index, a missing one, and one replaced by
+/// a planted symlink are each reported for that image, which is not
+/// checked against anything else.
+#[test]
+fn a_tampered_or_missing_chunk_index_is_reported_for_its_image() {
+    let tmp = published();
+    let v = catalog_value(&tmp);
+    let index_of = |n: usize| {
+        out(&tmp).join(format!(
+            "chunks/{}.json",
+            v["images"][n]["chunk_index"]["sha256"].as_str().unwrap()
+        ))
+    };
+    let first = index_of(0);
+    let original = std::fs::read(&first).unwrap();
+    let mut edited = original.clone();
+    let n = edited.len() - 5;
+    edited[n] ^= 1;
+    std::fs::write(&first, &edited).unwrap();
+    let label = format!(
+        "{}@{}",
+        v["images"][0]["id"].as_str().unwrap(),
+        v["images"][0]["version"].as_str().unwrap()
+    );
+    expect_fail(
+        &verify(&out(&tmp), &[]),
+        1,
+        &[&label, "chunk index", "SHA-256"],
+    );
+    std::fs::remove_file(&first).unwrap();
+    expect_fail(&verify(&out(&tmp), &[]), 3, &[&label, "chunk index"]);
+    let elsewhere = tmp.path().join("planted.json");
+    std::fs::write(&elsewhere, &original).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &first).unwrap();
+    expect_fail(&verify(&out(&tmp), &[]), 1, &[&label, "refusing to follow"]);
+    std::fs::remove_file(&first).unwrap();
+    std::fs::write(&first, &original).unwrap();
+    expect_ok(&verify(&out(&tmp), &[]));
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use vmic_endorser::build::{BuildOptions, build};
 use vmic_engine::fsutil::Placement;
 use vmic_engine::hashing::{DEFAULT_CHUNK_SIZE, Engine, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+use vmic_format::catalog::CatalogVersion;
 use vmic_format::error::{Error, Result};
 
 use super::Output;
@@ -55,6 +56,11 @@ pub struct Args {
     /// Chunk size for per-chunk digests, e.g. 8M (default), 64K.
     #[arg(long, value_name = "SIZE")]
     chunk_size: Option<String>,
+    /// Catalog format: 2 (default) keeps chunk digests in per-image index
+    /// files, so the catalog stays small; 1 keeps them inline, for sites
+    /// still running a vmic that reads only `vmic.catalog/1`.
+    #[arg(long, value_name = "1|2", default_value = "2", value_parser = parse_catalog_version)]
+    catalog_version: CatalogVersion,
     #[command(flatten)]
     password: PasswordArgs,
     /// Print the result as JSON.
@@ -104,6 +110,7 @@ pub fn run(args: Args, quiet: bool) -> Result<i32> {
         state_root: args.state_dir.root()?,
         rehash: args.rehash,
         chunk_size,
+        catalog_version: args.catalog_version,
         allow_rewrite: args.allow_rewrite,
         now: None,
     };
@@ -133,6 +140,10 @@ pub fn run(args: Args, quiet: bool) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+fn parse_catalog_version(text: &str) -> std::result::Result<CatalogVersion, String> {
+    CatalogVersion::parse(text).map_err(|e| e.0)
 }
 
 /// `8M`, `64K`, `1G` or plain bytes, within the allowed chunk sizes.

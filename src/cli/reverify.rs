@@ -20,12 +20,22 @@ pub fn run(json: bool, jobs: Option<usize>, site: &Option<PathBuf>, quiet: bool)
         for q in &report.quarantined {
             super::alert(format!("vmic: QUARANTINED {q}"));
         }
+        for u in &report.unchecked {
+            super::alert(format!("vmic: NOT CHECKED {u}"));
+        }
         out.say(format!(
-            "{} imported image(s) checked, {} ok, {} quarantined",
+            "{} imported image(s) checked, {} ok, {} quarantined, {} not checked",
             report.checked,
             report.ok.len(),
-            report.quarantined.len()
+            report.quarantined.len(),
+            report.unchecked.len()
         ));
     }
-    Ok(if report.quarantined.is_empty() { 0 } else { 1 })
+    Ok(
+        match (report.quarantined.is_empty(), report.unchecked.is_empty()) {
+            (false, _) => 1,
+            (true, false) => 3,
+            (true, true) => 0,
+        },
+    )
 }

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use jiff::{SignedDuration, Timestamp};
 
 use crate::cache::{CACHE_FILE, DigestCache, LEGACY_CACHE_FILE, PublishedCopy};
-use vmic_format::catalog::{CatalogParts, HttpUrl};
+use vmic_format::catalog::{CatalogParts, CatalogVersion, Chunks, HttpUrl};
+use vmic_format::chunk_index::IndexedChunks;
 use vmic_format::ids::{ImageId, InvalidValue, Serial, Version, sanitize_token};
 use vmic_format::image_format::{FormatName, ImageFormat};
 use vmic_format::trusted_comment::CatalogComment;
@@ -60,6 +61,9 @@ pub struct BuildOptions<'a> {
     pub rehash: bool,
     /// Chunk size for the chunk digests.
     pub chunk_size: u64,
+    /// Catalog format: 2 puts chunk digests in per-image indexes, 1 inline
+    /// (for sites that run a vmic older than format 2).
+    pub catalog_version: CatalogVersion,
     /// Sign other bytes under an id@version the previous catalog published
     /// (an emergency; sites see the change as a rewrite).
     pub allow_rewrite: bool,
@@ -172,6 +176,7 @@ fn build_into(
         &digests.digests,
         &formats,
     )?;
+    let indexes = chunk_indexes(&catalog, &digests.digests);
     warnings.extend(check_rewrites(
         &catalog,
         previous.as_ref(),
@@ -180,7 +185,7 @@ fn build_into(
     if let Some(placement) = opts.images {
         warnings.extend(publish_images(placement, out_dir, candidates, &mut cache)?);
     }
-    publish(opts, out_dir, &catalog)?;
+    publish(opts, out_dir, &catalog, &indexes)?;
     let removed = if opts.images.is_some() {
         remove_stale_images(out_dir, &catalog)?
     } else {
@@ -235,7 +240,13 @@ fn assemble(
     let base_url = opts.base_url.clone().or(settings.catalog.base_url.clone());
     let mut images = Vec::with_capacity(candidates.len());
     for ((c, d), f) in candidates.iter().zip(digests).zip(formats) {
-        images.push(describe(c, d, *f, base_url.as_deref())?);
+        images.push(describe(
+            c,
+            d,
+            *f,
+            base_url.as_deref(),
+            opts.catalog_version,
+        )?);
     }
     images.sort_by(|a, b| (&a.id, &a.version).cmp(&(&b.id, &b.version)));
     let serial = match previous {
@@ -248,6 +259,7 @@ fn assemble(
         })?,
     };
     Catalog::new(CatalogParts {
+        version: opts.catalog_version,
         endorser: endorser(settings, opts.key, images_dir),
         serial,
         issued,
@@ -418,11 +430,31 @@ fn placement_state(
 }
 
 /// Assets, the signed catalog, the page and the sums (after the images).
-fn publish(opts: &BuildOptions, out_dir: &Path, catalog: &Catalog) -> Result<()> {
+fn publish(
+    opts: &BuildOptions,
+    out_dir: &Path,
+    catalog: &Catalog,
+    indexes: &[Vec<u8>],
+) -> Result<()> {
     for (name, bytes) in crate::render::SITE_ASSETS {
         atomic_write(&out_dir.join(name), bytes)?;
     }
+    for index in indexes {
+        crate::generations::write_chunk_index(out_dir, index)?;
+    }
     publish_catalog(out_dir, catalog, opts.key)
+}
+
+/// The chunk index files a format-2 catalog names (none for format 1),
+/// made from the same digests its entries were made from.
+fn chunk_indexes(catalog: &Catalog, digests: &[FileDigest]) -> Vec<Vec<u8>> {
+    if catalog.version() == CatalogVersion::V1 {
+        return Vec::new();
+    }
+    digests
+        .iter()
+        .map(|d| IndexedChunks::for_digests(&d.digests).1)
+        .collect()
 }
 
 /// Linking changes the source's ctime; record the post-link stamp when
@@ -683,6 +715,7 @@ fn describe(
     d: &FileDigest,
     format: ImageFormat,
     base_url: Option<&str>,
+    catalog_version: CatalogVersion,
 ) -> Result<Image> {
     let s = &c.sidecar;
     let path = c.rel.prefixed(IMAGES_SUBDIR)?;
@@ -709,7 +742,10 @@ fn describe(
         path,
         urls,
         sha256: d.sha256,
-        digests: d.digests.clone(),
+        chunks: match catalog_version {
+            CatalogVersion::V1 => Chunks::Inline(d.digests.clone()),
+            CatalogVersion::V2 => Chunks::Indexed(IndexedChunks::for_digests(&d.digests).0),
+        },
         format: FormatName::known(format),
         arch: s.arch.clone(),
         os_family: s.os_family.clone(),
@@ -779,6 +815,7 @@ pub(crate) fn publish_catalog(out_dir: &Path, catalog: &Catalog, key: &SecretKey
     // The generation first, then the signature naming it, then the plain
     // entry point: a reader following the signature always finds its bytes.
     crate::generations::write_generation(out_dir, &bytes, &sha256)?;
+    crate::generations::mark_superseded(out_dir, catalog.previous_sha256().as_ref());
     let mut comment = comment_fields(catalog);
     comment.sha256 = Some(sha256);
     let signature = key.sign(&bytes, &comment.render(), "signature from vmic secret key");

@@ -17,6 +17,7 @@ use vmic_engine::partfile::PartFile;
 use vmic_engine::publication::Publication;
 use vmic_format::authenticate::{Authenticated, authenticate};
 use vmic_format::catalog::{Catalog, Image};
+use vmic_format::chunks::ChunkDigests;
 use vmic_format::digest::Sha256Digest;
 use vmic_format::minisign::PublicKey;
 use vmic_format::publication::{
@@ -175,6 +176,7 @@ fn copy_image(
     verified: &mut Verified,
     report: &mut MirrorReport,
 ) -> Result<()> {
+    let expected = mirror_chunk_index(source, dest, image)?;
     let rel = image.path.as_str().to_string();
     let target = image.path.join_to(dest);
     let digest = image.sha256.to_hex();
@@ -185,14 +187,15 @@ fn copy_image(
             return Ok(());
         }
         // Not known to be these bytes: check what is there before fetching.
-        if meta.is_file() && meta.len() == image.size() && holds(&target, image, engine) {
+        if meta.is_file() && meta.len() == image.size() && holds(&target, image, &expected, engine)
+        {
             verified.files.insert(rel, (stamp, digest));
             report.kept += 1;
             return Ok(());
         }
     }
     let part = dest.join(STATE_DIR).join(format!("{digest}.part"));
-    let mut landing = PartFile::open(&part, image.digests.clone(), engine, progress)?;
+    let mut landing = PartFile::open(&part, expected, engine, progress)?;
     if let Err(e) = source.fetch_image(image, &mut landing) {
         let _ = landing.suspend();
         return Err(e.context(format!("image {} ({})", image.label(), image.path)));
@@ -220,11 +223,31 @@ fn copy_image(
     Ok(())
 }
 
-fn holds(path: &Path, image: &Image, engine: &Engine) -> bool {
+/// The chunk digests of `image`. A format-2 image's index is taken from
+/// DEST when it holds a good copy, else fetched (authenticated by its signed
+/// digest) and written to DEST, before the generation that names it.
+fn mirror_chunk_index(source: &Publication, dest: &Path, image: &Image) -> Result<ChunkDigests> {
+    let Some(indexed) = image.chunks.indexed() else {
+        return source.chunk_digests(image);
+    };
+    let local = dest.join(indexed.file_name());
+    if let Ok(bytes) = crate::resign::read_regular(&local, indexed.index().size)
+        && let Ok(digests) = indexed.open(&bytes)
+    {
+        return Ok(digests);
+    }
+    let (bytes, digests) = source
+        .read_chunk_index(indexed)
+        .map_err(|e| e.context(format!("image {}", image.label())))?;
+    crate::generations::write_chunk_index(dest, &bytes)?;
+    Ok(digests)
+}
+
+fn holds(path: &Path, image: &Image, expected: &ChunkDigests, engine: &Engine) -> bool {
     let item = CheckItem {
         name: image.label(),
         path: path.to_path_buf(),
-        expected: image.digests.clone(),
+        expected: expected.clone(),
     };
     let (outcomes, _) = engine.check_files(&[item], &vmic_engine::hashing::NoProgress);
     outcomes.iter().all(|o| o.problems.is_empty())
@@ -240,6 +263,7 @@ fn publish_entry_points(
     opts: &MirrorOptions,
 ) -> Result<()> {
     crate::generations::write_generation(dest, &fresh.bytes, &fresh.sha256)?;
+    crate::generations::mark_superseded(dest, current_sha(dest).as_ref());
     atomic_write(
         &dest.join(SIGNATURE_FILE),
         fresh.signature.to_file_string().as_bytes(),

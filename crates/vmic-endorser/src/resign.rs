@@ -69,7 +69,9 @@ pub fn resign(opts: &ResignOptions) -> Result<ResignReport> {
         .serial()
         .next()
         .map_err(|e| Error::input(format!("cannot re-sign after serial {}: {e}", old.serial())))?;
+    refuse_missing_chunk_indexes(&out_dir, old)?;
     let catalog = Catalog::new(CatalogParts {
+        version: old.version(),
         endorser: old.endorser().clone(),
         serial,
         issued,
@@ -90,6 +92,27 @@ pub fn resign(opts: &ResignOptions) -> Result<ResignReport> {
         expires,
         images: catalog.images().len(),
     })
+}
+
+/// Re-signing names the same chunk indexes again: they must still be
+/// there, or every site would fail to import (run `vmic build` instead).
+fn refuse_missing_chunk_indexes(out_dir: &Path, catalog: &Catalog) -> Result<()> {
+    for image in catalog.images() {
+        let Some(indexed) = image.chunks.indexed() else {
+            continue;
+        };
+        let path = out_dir.join(indexed.file_name());
+        let present = std::fs::symlink_metadata(&path)
+            .is_ok_and(|m| m.is_file() && m.len() == indexed.index().size);
+        if !present {
+            return Err(Error::input(format!(
+                "image {}: its chunk index {} is missing; run `vmic build` to publish it again",
+                image.label(),
+                path.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The publication's catalog, verified with the public half of `key`:

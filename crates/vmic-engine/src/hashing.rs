@@ -156,6 +156,14 @@ pub enum Problem {
         /// The digest of the bytes found.
         actual: Sha256Digest,
     },
+    /// The image's chunk index (catalog format 2) could not be read, or
+    /// no copy of it matched its signed digest: the image was not checked.
+    ChunkIndex {
+        /// The index file as the catalog names it.
+        path: String,
+        /// Why, for every source tried.
+        error: String,
+    },
     /// A chunk ended early: the file shrank while it was read.
     ChunkShort {
         /// Chunk index, from 0.
@@ -177,6 +185,9 @@ impl Problem {
             Problem::Unreadable { path, error } => format!("cannot read {path}: {error}"),
             Problem::NotAFile { path } => format!("{path} is not a regular file"),
             Problem::OutsideSource { error, .. } => error.clone(),
+            Problem::ChunkIndex { path, error } => {
+                format!("chunk index {path} unusable, image not checked: {error}")
+            }
             Problem::SizeMismatch { expected, actual } => {
                 format!("size is {actual} bytes, expected {expected}")
             }

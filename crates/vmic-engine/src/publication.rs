@@ -7,7 +7,9 @@
 use std::path::{Path, PathBuf};
 
 use vmic_format::authenticate::{Authenticated, authenticate};
-use vmic_format::catalog::Image;
+use vmic_format::catalog::{Chunks, Image};
+use vmic_format::chunk_index::IndexedChunks;
+use vmic_format::chunks::ChunkDigests;
 use vmic_format::digest::Sha256Digest;
 use vmic_format::limits::MAX_SIGNATURE_BYTES;
 use vmic_format::minisign::PublicKey;
@@ -255,6 +257,61 @@ impl Publication {
     pub fn add_mirrors(&mut self, bases: &[vmic_format::catalog::HttpUrl]) {
         self.mirrors
             .extend(bases.iter().map(|b| b.as_str().to_string()));
+    }
+
+    /// The chunk digests `image` must have: from its entry (format 1), or
+    /// from its chunk index (format 2), read from the publication and then
+    /// from the full mirrors, each copy authenticated by the signed digest
+    /// before it is parsed. A source serving a bad index is passed over;
+    /// when none serves a good one, the error names every source's fault.
+    pub fn chunk_digests(&self, image: &Image) -> Result<ChunkDigests> {
+        match &image.chunks {
+            Chunks::Inline(digests) => Ok(digests.clone()),
+            Chunks::Indexed(indexed) => self
+                .read_chunk_index(indexed)
+                .map(|(_, digests)| digests)
+                .map_err(|e| {
+                    Error::new(
+                        e.kind(),
+                        format!("image {}: {}", image.label(), e.message()),
+                    )
+                }),
+        }
+    }
+
+    /// The bytes of a chunk index (authenticated by its signed digest) and
+    /// the digests they hold, from the first source with a good copy.
+    pub fn read_chunk_index(&self, indexed: &IndexedChunks) -> Result<(Vec<u8>, ChunkDigests)> {
+        let name =
+            SafeRelPath::parse(&indexed.file_name()).map_err(|e| Error::input(e.message()))?;
+        let mut carriers: Vec<Box<dyn Transport + '_>> = vec![Box::new(&*self.transport)];
+        for base in &self.mirrors {
+            carriers.push(Box::new(HttpTransport::new(base, self.client.clone())));
+        }
+        let mut errors = Vec::new();
+        for carrier in carriers {
+            let opened = carrier
+                .read(&name, indexed.index().size)
+                .and_then(|bytes| match indexed.open(&bytes) {
+                    Ok(digests) => Ok((bytes, digests)),
+                    Err(e) => Err(Error::verification(format!(
+                        "{}: {}",
+                        carrier.locate(&name),
+                        e.0
+                    ))),
+                });
+            match opened {
+                Ok(found) => return Ok(found),
+                Err(e) => errors.push(e),
+            }
+        }
+        let kind = crate::error::ErrorKind::most_severe(errors.iter().map(Error::kind))
+            .unwrap_or(crate::error::ErrorKind::Io);
+        let messages: Vec<&str> = errors.iter().map(Error::message).collect();
+        Err(Error::new(
+            kind,
+            format!("no good chunk index: {}", messages.join("; ")),
+        ))
     }
 
     /// Bring `image` into `landing`: from the publication, then from the

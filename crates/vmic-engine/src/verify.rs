@@ -69,7 +69,11 @@ fn stream_check(
     image: &vmic_format::catalog::Image,
     engine: &Engine,
 ) -> Vec<Problem> {
-    let mut landing = crate::stream_landing::StreamLanding::new(&image.digests, engine);
+    let digests = match publication.chunk_digests(image) {
+        Ok(digests) => digests,
+        Err(e) => return vec![index_problem(image, &e)],
+    };
+    let mut landing = crate::stream_landing::StreamLanding::new(&digests, engine);
     match publication.fetch_image(image, &mut landing) {
         Ok(()) => landing.finish(),
         Err(e) if e.kind() == ErrorKind::Verification => {
@@ -86,6 +90,22 @@ fn stream_check(
             path: image.path.to_string(),
             error: e.message().to_string(),
         }],
+    }
+}
+
+/// An image whose chunk index could not be had: unreadable when every
+/// source failed to serve it (worth retrying), a chunk-index problem when a
+/// copy failed its signed digest.
+fn index_problem(image: &vmic_format::catalog::Image, e: &Error) -> Problem {
+    let path = image
+        .chunks
+        .indexed()
+        .map_or_else(|| image.path.to_string(), |i| i.file_name());
+    let error = e.message().to_string();
+    if e.kind() == ErrorKind::Verification {
+        Problem::ChunkIndex { path, error }
+    } else {
+        Problem::Unreadable { path, error }
     }
 }
 
@@ -223,14 +243,17 @@ fn check_images(
     for (n, image) in catalog.images().iter().enumerate() {
         let path = image.path.to_string();
         match publication.local_image(image) {
-            Ok(Some(local)) => {
-                items.push(CheckItem {
-                    name: image.label(),
-                    path: local,
-                    expected: image.digests.clone(),
-                });
-                index.push(n);
-            }
+            Ok(Some(local)) => match publication.chunk_digests(image) {
+                Ok(expected) => {
+                    items.push(CheckItem {
+                        name: image.label(),
+                        path: local,
+                        expected,
+                    });
+                    index.push(n);
+                }
+                Err(e) => results[n].problems.push(index_problem(image, &e)),
+            },
             // Remote: streamed through the chunk check, kept nowhere.
             Ok(None) => results[n]
                 .problems

@@ -1,4 +1,7 @@
-//! The catalog model (`vmic.catalog/1`), parsed into validated types.
+//! The catalog model (`vmic.catalog/1` and `/2`), parsed into validated
+//! types. The two versions differ only in where chunk digests live: inline
+//! in each image entry (1), or in a per-image chunk index the entry names
+//! by digest (2, see [`crate::chunk_index`]).
 //!
 //! A catalog is only ever parsed from bytes whose signature has already been
 //! checked (see [`crate::authenticate`]); even then nothing untrusted gets
@@ -15,6 +18,7 @@ use std::fmt;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::chunk_index::{ChunkIndexRef, ChunkScheme, IndexedChunks};
 use crate::chunks::ChunkDigests;
 use crate::digest::Sha256Digest;
 use crate::error::Result;
@@ -29,12 +33,14 @@ use crate::versioned::Versioned;
 /// Mirrors one catalog may name.
 pub const MAX_MIRRORS: usize = 16;
 
-/// The format string vmic writes.
-pub const FORMAT: &str = "vmic.catalog/1";
+/// The format string vmic writes by default.
+pub const FORMAT: &str = "vmic.catalog/2";
+/// The format string of version 1 (chunk digests inline).
+pub const FORMAT_V1: &str = "vmic.catalog/1";
 /// Catalogs as versioned documents.
 const DOCUMENT: Versioned = Versioned {
     prefix: "vmic.catalog/",
-    major: 1,
+    majors: &[1, 2],
     current: FORMAT,
     noun: "catalog",
     file: "catalog.json",
@@ -46,6 +52,8 @@ const DOCUMENT: Versioned = Versioned {
 #[serde(try_from = "RawCatalog")]
 pub struct Catalog {
     format: String,
+    #[serde(skip)]
+    version: CatalogVersion,
     endorser: Endorser,
     serial: Serial,
     issued: Timestamp,
@@ -87,8 +95,40 @@ fn push_at(map: &mut HashMap<String, Vec<usize>>, key: &str, n: usize) {
     }
 }
 
+/// The catalog format's major version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum CatalogVersion {
+    /// `vmic.catalog/1`: chunk digests inline in every image entry.
+    V1,
+    /// `vmic.catalog/2`: chunk digests in per-image chunk indexes.
+    V2,
+}
+
+impl CatalogVersion {
+    /// The format string a writer puts in the catalog.
+    pub fn format(self) -> &'static str {
+        match self {
+            CatalogVersion::V1 => FORMAT_V1,
+            CatalogVersion::V2 => FORMAT,
+        }
+    }
+
+    /// `1` or `2`.
+    pub fn parse(text: &str) -> std::result::Result<CatalogVersion, InvalidValue> {
+        match text {
+            "1" => Ok(CatalogVersion::V1),
+            "2" => Ok(CatalogVersion::V2),
+            _ => Err(InvalidValue(format!(
+                "catalog version {text:?} is not 1 or 2"
+            ))),
+        }
+    }
+}
+
 /// Everything a writer supplies to make a catalog (see [`Catalog::new`]).
 pub struct CatalogParts {
+    /// Which format version: it decides where chunk digests are.
+    pub version: CatalogVersion,
     /// Who signs it.
     pub endorser: Endorser,
     /// One more than the previous catalog's.
@@ -141,9 +181,9 @@ pub struct Image {
     pub urls: Vec<HttpUrl>,
     /// Whole-file SHA-256, as `sha256sum` prints it.
     pub sha256: Sha256Digest,
-    /// Size, chunk size and chunk digests.
+    /// Size, chunk size and the chunk digests or the index holding them.
     #[serde(flatten)]
-    pub digests: ChunkDigests,
+    pub chunks: Chunks,
     /// Detected format.
     pub format: FormatName,
     /// CPU architecture.
@@ -170,6 +210,43 @@ pub struct Image {
     /// Free tags.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+}
+
+/// Where an image's chunk digests are: inline (format 1) or in a chunk
+/// index named by its digest (format 2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Chunks {
+    /// `size`, `chunk_size` and `chunks` in the entry.
+    Inline(ChunkDigests),
+    /// `size`, `chunking`, `chunk_size` and `chunk_index` in the entry.
+    Indexed(IndexedChunks),
+}
+
+impl Chunks {
+    /// The image's size in bytes.
+    pub fn size(&self) -> u64 {
+        match self {
+            Chunks::Inline(d) => d.size(),
+            Chunks::Indexed(i) => i.size(),
+        }
+    }
+
+    /// The digests, when the entry carries them.
+    pub fn inline(&self) -> Option<&ChunkDigests> {
+        match self {
+            Chunks::Inline(d) => Some(d),
+            Chunks::Indexed(_) => None,
+        }
+    }
+
+    /// The index naming the digests, when the entry does not carry them.
+    pub fn indexed(&self) -> Option<&IndexedChunks> {
+        match self {
+            Chunks::Inline(_) => None,
+            Chunks::Indexed(i) => Some(i),
+        }
+    }
 }
 
 /// An absolute `http://` or `https://` URL without whitespace.
@@ -214,7 +291,7 @@ impl Image {
 
     /// Size in bytes.
     pub fn size(&self) -> u64 {
-        self.digests.size()
+        self.chunks.size()
     }
 
     /// Check the rules that tie fields together and bound free text.
@@ -222,8 +299,9 @@ impl Image {
         let label = self.label();
         let bad = |m: String| InvalidValue(format!("image {label}: {m}"));
         if self
-            .digests
-            .implied_file_digest()
+            .chunks
+            .inline()
+            .and_then(ChunkDigests::implied_file_digest)
             .is_some_and(|d| d != self.sha256)
         {
             return Err(bad("sha256 disagrees with its only chunk digest".into()));
@@ -262,8 +340,14 @@ struct RawImage {
     urls: Vec<String>,
     size: u64,
     sha256: Sha256Digest,
-    chunk_size: u64,
-    chunks: Vec<Sha256Digest>,
+    #[serde(default)]
+    chunk_size: Option<u64>,
+    #[serde(default)]
+    chunks: Option<Vec<Sha256Digest>>,
+    #[serde(default)]
+    chunking: Option<String>,
+    #[serde(default)]
+    chunk_index: Option<ChunkIndexRef>,
     format: String,
     #[serde(default)]
     arch: Option<String>,
@@ -303,8 +387,14 @@ impl TryFrom<RawImage> for Image {
                 .collect::<std::result::Result<_, _>>()
                 .map_err(|e| bad(e.0))?,
             sha256: raw.sha256,
-            digests: ChunkDigests::new(raw.size, raw.chunk_size, raw.chunks)
-                .map_err(|e| bad(e.0))?,
+            chunks: raw_chunks(
+                raw.size,
+                raw.chunking,
+                raw.chunk_size,
+                raw.chunks,
+                raw.chunk_index,
+            )
+            .map_err(|e| bad(e.0))?,
             format: FormatName::parse(&raw.format).map_err(|e| bad(e.0))?,
             arch: raw.arch,
             os_family: raw.os_family,
@@ -317,6 +407,36 @@ impl TryFrom<RawImage> for Image {
         };
         image.check()?;
         Ok(image)
+    }
+}
+
+/// The entry's chunk fields: a `chunk_index` (format 2) or inline
+/// `chunks` (format 1), never both.
+fn raw_chunks(
+    size: u64,
+    chunking: Option<String>,
+    chunk_size: Option<u64>,
+    chunks: Option<Vec<Sha256Digest>>,
+    index: Option<ChunkIndexRef>,
+) -> std::result::Result<Chunks, InvalidValue> {
+    let scheme = ChunkScheme::parse(chunking.as_deref().unwrap_or("fixed"))?;
+    match (chunks, index) {
+        (Some(_), Some(_)) => Err(InvalidValue(
+            "has both inline chunks and a chunk_index".into(),
+        )),
+        (None, Some(index)) => Ok(Chunks::Indexed(IndexedChunks::new(
+            size, scheme, chunk_size, index,
+        )?)),
+        (Some(chunks), None) if scheme == ChunkScheme::Fixed => {
+            let chunk_size =
+                chunk_size.ok_or_else(|| InvalidValue("has chunks but no chunk_size".into()))?;
+            Ok(Chunks::Inline(ChunkDigests::new(size, chunk_size, chunks)?))
+        }
+        (Some(_), None) => Err(InvalidValue(format!(
+            "inline chunks must be fixed-size, not {:?}",
+            scheme.as_str()
+        ))),
+        (None, None) => Err(InvalidValue("has neither chunks nor a chunk_index".into())),
     }
 }
 
@@ -390,10 +510,15 @@ impl TryFrom<RawCatalog> for Catalog {
     type Error = InvalidValue;
 
     fn try_from(raw: RawCatalog) -> std::result::Result<Catalog, InvalidValue> {
-        DOCUMENT
+        let major = DOCUMENT
             .check(&raw.format)
             .map_err(|e| InvalidValue(e.message().into()))?;
         let mut catalog = Catalog::new(CatalogParts {
+            version: if major == 1 {
+                CatalogVersion::V1
+            } else {
+                CatalogVersion::V2
+            },
             endorser: raw.endorser,
             serial: raw.serial,
             issued: raw.issued,
@@ -412,7 +537,8 @@ impl Catalog {
     /// Make a catalog from its parts, checking every whole-catalog rule.
     pub fn new(parts: CatalogParts) -> std::result::Result<Catalog, InvalidValue> {
         let mut catalog = Catalog {
-            format: FORMAT.into(),
+            format: parts.version.format().into(),
+            version: parts.version,
             endorser: parts.endorser,
             serial: parts.serial,
             issued: parts.issued,
@@ -442,9 +568,14 @@ impl Catalog {
         self.expires <= now
     }
 
-    /// The format string as written (`vmic.catalog/1[.MINOR]`).
+    /// The format string as written (`vmic.catalog/N[.MINOR]`).
     pub fn format(&self) -> &str {
         &self.format
+    }
+
+    /// The format's major version.
+    pub fn version(&self) -> CatalogVersion {
+        self.version
     }
 
     /// The endorser as the catalog names it.
@@ -584,6 +715,7 @@ impl Catalog {
         let mut paths = HashSet::with_capacity(self.images.len());
         for (n, image) in self.images.iter().enumerate() {
             image.check()?;
+            self.check_chunk_form(image)?;
             push_at(&mut index.by_id, image.id.as_str(), n);
             if index.by_label.insert(image.label(), n).is_some() {
                 return Err(InvalidValue(format!(
@@ -600,6 +732,23 @@ impl Catalog {
             }
         }
         Ok(index)
+    }
+
+    /// Version 1 entries carry their chunk digests, version 2 entries name
+    /// an index: a reader of either version finds them where it looks.
+    fn check_chunk_form(&self, image: &Image) -> std::result::Result<(), InvalidValue> {
+        let inline = image.chunks.inline().is_some();
+        match (self.version, inline) {
+            (CatalogVersion::V1, false) => Err(InvalidValue(format!(
+                "image {}: a {FORMAT_V1} catalog must carry its chunk digests inline",
+                image.label()
+            ))),
+            (CatalogVersion::V2, true) => Err(InvalidValue(format!(
+                "image {}: a {FORMAT} catalog names a chunk_index instead of inline chunks",
+                image.label()
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Linear in images + revocations, whatever their number: each image
@@ -657,7 +806,7 @@ mod tests {
     fn sample() -> Value {
         let d = Sha256Digest::of(b"hello").to_hex();
         json!({
-            "format": FORMAT,
+            "format": FORMAT_V1,
             "endorser": {"name": "Test", "key_id": "0000000000000001"},
             "serial": 1,
             "issued": "2026-01-01T00:00:00Z",
@@ -799,6 +948,69 @@ mod tests {
         }
     }
 
+    /// The sample as format 2: the chunk digests move to an index.
+    fn sample_v2() -> (Value, Vec<u8>) {
+        let d = Sha256Digest::of(b"hello");
+        let digests = ChunkDigests::new(5, 8 << 20, vec![d]).unwrap();
+        let (indexed, bytes) = IndexedChunks::for_digests(&digests);
+        let mut v = sample();
+        v["format"] = json!(FORMAT);
+        let image = v["images"][0].as_object_mut().unwrap();
+        image.remove("chunks");
+        image.insert("chunking".into(), json!("fixed"));
+        image.insert("chunk_index".into(), json!(indexed.index()));
+        (v, bytes)
+    }
+
+    #[test]
+    fn a_format_2_catalog_names_an_index_that_opens_to_the_digests() {
+        let (v, index) = sample_v2();
+        let c = parse(&v).unwrap();
+        assert_eq!(c.version(), CatalogVersion::V2);
+        let indexed = c.images()[0].chunks.indexed().unwrap();
+        assert_eq!(
+            indexed.open(&index).unwrap().chunks(),
+            [Sha256Digest::of(b"hello")]
+        );
+        assert_eq!(Catalog::parse(&c.to_bytes().unwrap()).unwrap(), c);
+    }
+
+    #[test]
+    fn each_version_keeps_its_chunks_where_its_readers_look() {
+        let mut inline_in_v2 = sample();
+        inline_in_v2["format"] = json!(FORMAT);
+        let err = parse(&inline_in_v2).unwrap_err();
+        assert!(err.message().contains("names a chunk_index"), "{err}");
+        let (mut index_in_v1, _) = sample_v2();
+        index_in_v1["format"] = json!(FORMAT_V1);
+        let err = parse(&index_in_v1).unwrap_err();
+        assert!(err.message().contains("inline"), "{err}");
+        let (mut both, _) = sample_v2();
+        both["images"][0]["chunks"] = json!([Sha256Digest::of(b"hello").to_hex()]);
+        let err = parse(&both).unwrap_err();
+        assert!(err.message().contains("both"), "{err}");
+    }
+
+    /// The bar of the format: an entry's size does not grow with the image.
+    #[test]
+    fn a_64_gib_entry_is_within_1_kb_of_an_8_mib_one() {
+        let entry_len = |size: u64| {
+            let n = size.div_ceil(8 << 20) as usize;
+            let digests =
+                ChunkDigests::new(size, 8 << 20, vec![Sha256Digest::of(b"x"); n]).unwrap();
+            let (indexed, _) = IndexedChunks::for_digests(&digests);
+            let (mut v, _) = sample_v2();
+            v["images"][0]["size"] = json!(size);
+            v["images"][0]["sha256"] = json!(Sha256Digest::of(b"y").to_hex());
+            v["images"][0]["chunk_index"] = json!(indexed.index());
+            let c = parse(&v).unwrap();
+            serde_json::to_vec(&c.images()[0]).unwrap().len()
+        };
+        let small = entry_len(8 << 20);
+        let large = entry_len(64 << 30);
+        assert!(large.abs_diff(small) < 1024, "{small} vs {large}");
+    }
+
     #[test]
     fn errors_name_the_image() {
         let mut v = sample();
@@ -810,9 +1022,10 @@ mod tests {
     #[test]
     fn unknown_major_version_is_named() {
         let mut v = sample();
-        v["format"] = json!("vmic.catalog/2");
+        v["format"] = json!("vmic.catalog/3");
         let err = parse(&v).unwrap_err();
-        assert!(err.message().contains("major version 2"), "{err}");
+        assert!(err.message().contains("major version 3"), "{err}");
+        assert!(err.message().contains("only version 1 and 2"), "{err}");
         v["format"] = json!("vmic.catalog/1.3");
         assert_eq!(parse(&v).unwrap().format(), "vmic.catalog/1.3");
         for not_one in [

@@ -1,6 +1,6 @@
-//! vmic's wire formats and nothing else: the signed catalog (`vmic.catalog/1`)
-//! parsed into validated types, minisign keys and signatures, chunk
-//! geometry, image-format detection from a byte prefix, the publication's
+//! vmic's wire formats and nothing else: the signed catalog
+//! (`vmic.catalog/1` and `/2`) parsed into validated types, per-image chunk
+//! indexes, minisign keys and signatures, chunk geometry, image-format detection from a byte prefix, the publication's
 //! file names and every size limit.
 //!
 //! No network, database, thread pool or templating here, and no `unsafe`:
@@ -12,6 +12,7 @@
 
 pub mod authenticate;
 pub mod catalog;
+pub mod chunk_index;
 pub mod chunks;
 pub mod digest;
 pub mod duration;

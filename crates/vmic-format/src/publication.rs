@@ -24,6 +24,15 @@ pub fn generation_name(sha256: &crate::digest::Sha256Digest) -> String {
     format!("{GENERATIONS_DIR}/{sha256}.json")
 }
 
+/// Per-image chunk indexes (catalog format 2): `chunks/<sha256 hex>.json`,
+/// named by their digest in the signed catalog, never overwritten.
+pub const CHUNK_INDEX_DIR: &str = "chunks";
+
+/// The chunk index file whose SHA-256 is `sha256`.
+pub fn chunk_index_name(sha256: &crate::digest::Sha256Digest) -> String {
+    format!("{CHUNK_INDEX_DIR}/{sha256}.json")
+}
+
 /// The suffix minisign gives a detached signature.
 pub const SIGNATURE_SUFFIX: &str = ".minisig";
 

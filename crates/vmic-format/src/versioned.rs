@@ -12,8 +12,8 @@ use crate::error::{Error, Result};
 pub(crate) struct Versioned {
     /// `vmic.catalog/`: the format string without the version.
     pub prefix: &'static str,
-    /// The major version this vmic reads.
-    pub major: u64,
+    /// The major versions this vmic reads, oldest first.
+    pub majors: &'static [u64],
     /// The format string this vmic writes.
     pub current: &'static str,
     /// What it is called in messages (`catalog`, `VO list`).
@@ -26,7 +26,8 @@ impl Versioned {
     /// Accept `PREFIX MAJOR` or `PREFIX MAJOR.MINOR` with the supported
     /// major version, each a plain decimal number without sign or leading
     /// zero.
-    pub fn check(&self, format: &str) -> Result<()> {
+    /// Returns the major version.
+    pub fn check(&self, format: &str) -> Result<u64> {
         let number = |t: &str| -> Option<u64> {
             let canonical = !t.is_empty()
                 && t.bytes().all(|b| b.is_ascii_digit())
@@ -40,10 +41,14 @@ impl Versioned {
         });
         let noun = self.noun;
         match major {
-            Some(m) if m == self.major => Ok(()),
+            Some(m) if self.majors.contains(&m) => Ok(m),
             Some(other) => Err(Error::verification(format!(
                 "{noun} format {format:?} has major version {other}; this vmic understands only version {}. Upgrade vmic to read it",
-                self.major
+                self.majors
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" and ")
             ))),
             None => Err(Error::verification(format!(
                 "{noun} format {format:?} is not a vmic {noun} (expected {:?})",

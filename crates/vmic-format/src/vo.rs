@@ -28,7 +28,7 @@ pub const VO_FORMAT: &str = "vmic.vo/1";
 /// VO lists as versioned documents.
 const DOCUMENT: Versioned = Versioned {
     prefix: "vmic.vo/",
-    major: 1,
+    majors: &[1],
     current: VO_FORMAT,
     noun: "VO list",
     file: VO_FILE,

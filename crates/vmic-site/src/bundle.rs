@@ -166,6 +166,7 @@ fn bundle_endorser(
         // A copy (a reflink where possible), never a hard link: writing to
         // the bundle must not change the store.
         place_file(&site.store().join(stored), &target, Placement::Copy)?;
+        crate::chunks::copy_into(site, image, &dir)?;
         count += 1;
         image_bytes += image.size();
     }

@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod bundle;
+mod chunks;
 pub mod config;
 mod hooks;
 pub mod model;

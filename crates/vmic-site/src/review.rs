@@ -258,6 +258,9 @@ pub struct Reverify {
     pub ok: Vec<String>,
     /// Those tampered with at rest, now quarantined, with why.
     pub quarantined: Vec<String>,
+    /// Those that could not be checked (a format-2 image whose kept chunk
+    /// index is gone), with why.
+    pub unchecked: Vec<String>,
 }
 
 /// Re-hash every imported image against its signed chunk digests; tampering
@@ -274,23 +277,33 @@ pub fn reverify(
         .filter(|r| r.state == ImageState::Imported)
         .collect();
     let mut items = Vec::new();
+    let mut checked_rows = Vec::new();
+    let mut unchecked = Vec::new();
     for row in &rows {
         let image = row.image()?;
         let rel = row
             .store_path
             .clone()
             .unwrap_or_else(|| store::store_rel(row));
-        items.push(CheckItem {
-            name: row.label(),
-            path: site.store().join(rel),
-            expected: image.digests,
-        });
+        match crate::chunks::digests(site, &image, None) {
+            Ok(expected) => {
+                items.push(CheckItem {
+                    name: row.label(),
+                    path: site.store().join(rel),
+                    expected,
+                });
+                checked_rows.push(row.clone());
+            }
+            Err(e) => unchecked.push(format!("{}: {}", row.label(), e.message())),
+        }
     }
     let (outcomes, _) = engine.check_files(&items, progress);
+    let rows = checked_rows;
     let mut report = Reverify {
         checked: rows.len(),
         ok: Vec::new(),
         quarantined: Vec::new(),
+        unchecked,
     };
     for ((row, item), outcome) in rows.iter().zip(&items).zip(outcomes) {
         match outcome.problems.first() {

@@ -352,6 +352,7 @@ pub fn reuse_identical(
     site: &mut Site,
     row: &ImageRow,
     image: &Image,
+    expected: &vmic_format::chunks::ChunkDigests,
     engine: &crate::hashing::Engine,
 ) -> Result<Option<(PathBuf, String)>> {
     let store = site.store();
@@ -376,7 +377,7 @@ pub fn reuse_identical(
     let item = crate::hashing::CheckItem {
         name: row.label(),
         path: link.clone(),
-        expected: image.digests.clone(),
+        expected: expected.clone(),
     };
     let (outcomes, _) = engine.check_files(&[item], &crate::hashing::NoProgress);
     if outcomes.iter().any(|o| !o.problems.is_empty()) {

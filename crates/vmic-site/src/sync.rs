@@ -163,6 +163,7 @@ pub fn sync(
     let hooks = if opts.dry_run {
         HookSummary::default()
     } else {
+        crate::chunks::prune(site)?;
         flush_outbox(site)?
     };
     Ok(SyncReport {
@@ -1001,6 +1002,7 @@ fn fetch_approved(
     report: &mut EndorserReport,
 ) -> Result<()> {
     let rows = site.state.images_of(endorser.name.as_str())?;
+    keep_chunk_indexes(site, &rows, catalog, source);
     for row in rows
         .iter()
         .filter(|r| matches!(r.state, ImageState::Approved | ImageState::Quarantined))
@@ -1045,6 +1047,16 @@ fn fetch_approved(
         }
     }
     Ok(())
+}
+
+/// Imported format-2 images whose kept chunk index is gone (`reverify`
+/// needs it) get it again; a failure here is retried at the next sync.
+fn keep_chunk_indexes(site: &Site, rows: &[ImageRow], catalog: &Catalog, source: &Publication) {
+    for row in rows.iter().filter(|r| r.state == ImageState::Imported) {
+        if let Some(image) = catalog.image(row.id.as_str(), row.version.as_str()) {
+            let _ = crate::chunks::digests(site, image, Some(source));
+        }
+    }
 }
 
 /// A quarantined image whose last download failed its check is not fetched
@@ -1092,7 +1104,10 @@ fn fetch_one(
 ) -> Result<FetchOutcome> {
     progress.working_on(&row.label());
     progress.begin(image.size());
-    if let Some((copy, from)) = store::reuse_identical(site, row, image, engine)? {
+    // Format 2: the chunk index comes first, authenticated and kept; a
+    // source serving a bad one is passed over for the next.
+    let expected = crate::chunks::digests(site, image, Some(source))?;
+    if let Some((copy, from)) = store::reuse_identical(site, row, image, &expected, engine)? {
         store::import(site, row, &copy)?;
         let why =
             format!("identical bytes already held as {from}: linked and verified, not downloaded");
@@ -1105,7 +1120,7 @@ fn fetch_one(
     if std::fs::symlink_metadata(&part).is_ok_and(|m| !m.file_type().is_file()) {
         store::remove_if_present(&part)?;
     }
-    let mut landing = PartFile::open(&part, image.digests.clone(), engine, progress)?;
+    let mut landing = PartFile::open(&part, expected, engine, progress)?;
     if landing.discarded() > 0 {
         let why = format!(
             "{} bytes of an interrupted download failed their check and are fetched again",
