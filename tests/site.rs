@@ -1842,3 +1842,138 @@ fn kill_9_while_a_hook_runs_delivers_the_event_again_at_the_next_sync() {
         after
     );
 }
+
+/// The chunk index named by the first image entry of the publication in
+/// `out/` (catalog format 2).
+fn first_chunk_index(w: &World, id: &str) -> std::path::PathBuf {
+    let catalog: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.path("out/catalog.json")).unwrap()).unwrap();
+    let entry = catalog["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == id)
+        .unwrap()
+        .clone();
+    w.path(&format!(
+        "out/chunks/{}.json",
+        entry["chunk_index"]["sha256"].as_str().unwrap()
+    ))
+}
+
+/// A hostile mirror (or a tampered publication) serving a chunk index other
+/// than the one the signed catalog names: nothing of that image is
+/// downloaded or imported, the run says which image and why, and the next
+/// sync from a good source imports it.
+#[test]
+fn hostile_source_serving_a_forged_chunk_index_imports_nothing() {
+    let w = World::new(&[("a.img", 100_000), ("b.img", 1000)]);
+    w.publish();
+    w.trust(&[]);
+    let index = first_chunk_index(&w, "a");
+    let good = std::fs::read(&index).unwrap();
+    // Digests of other bytes, in a well-formed index: only the signed
+    // digest of the index tells them apart.
+    let mut forged = good.clone();
+    let last_digit = forged.iter().rposition(u8::is_ascii_hexdigit).unwrap();
+    forged[last_digit] = if forged[last_digit] == b'0' {
+        b'1'
+    } else {
+        b'0'
+    };
+    std::fs::write(&index, &forged).unwrap();
+    let o = w.sync();
+    expect_fail(&o, 1, &["a@", "chunk index", "SHA-256"]);
+    assert_ne!(w.state_of("a")[0].1, "imported");
+    assert_eq!(w.state_of("b")[0].1, "imported");
+    assert!(!w.store_files().iter().any(|f| f.contains("/a@")));
+    std::fs::write(&index, &good).unwrap();
+    expect_ok(&w.sync());
+    assert_eq!(w.state_of("a")[0].1, "imported");
+}
+
+/// `reverify` needs each image's chunk index: the site keeps it, and an
+/// image whose kept index is gone is reported as not checked (exit 3),
+/// never as intact; the next sync fetches the index again.
+#[test]
+fn reverify_without_a_kept_chunk_index_reports_the_image_unchecked() {
+    let w = World::new(&[("a.img", 100_000)]);
+    w.publish();
+    w.trust(&[]);
+    expect_ok(&w.sync());
+    let name = first_chunk_index(&w, "a");
+    let kept = w.path("site/chunks").join(name.file_name().unwrap());
+    assert_eq!(std::fs::read(&kept).unwrap(), std::fs::read(&name).unwrap());
+    std::fs::remove_file(&kept).unwrap();
+    let o = w.site(&["reverify"]);
+    expect_fail(&o, 3, &["NOT CHECKED", "a@", "chunk index"]);
+    expect_ok(&w.sync());
+    assert!(kept.is_file());
+    expect_ok(&w.site(&["reverify"]));
+}
+
+/// An endorser moving from catalog format 1 to 2: the images the site
+/// imported from the version-1 catalog stay imported (same bytes, not a
+/// rewrite), and nothing is fetched again.
+#[test]
+fn an_endorser_moving_from_catalog_format_1_to_2_changes_nothing_at_sites() {
+    let w = World::new(&[("a.img", 100_000)]);
+    expect_ok(&common::build(&w.path(""), &["--catalog-version", "1"]));
+    let v1: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.path("out/catalog.json")).unwrap()).unwrap();
+    assert_eq!(v1["format"], "vmic.catalog/1");
+    assert!(v1["images"][0]["chunks"].is_array());
+    w.trust(&[]);
+    expect_ok(&w.sync());
+    let before = w.store_files();
+    w.publish();
+    let o = w.sync();
+    expect_ok(&o);
+    assert!(!stdout(&o).contains("REWRITTEN") && !stderr(&o).contains("REWRITTEN"));
+    assert_eq!(w.state_of("a")[0].1, "imported");
+    assert_eq!(w.store_files(), before);
+    expect_ok(&w.site(&["reverify"]));
+}
+
+/// `fixtures/v1-publication` was built by the last release that wrote only
+/// catalog format 1 (fixtures/make-v1-publication.sh): today's vmic
+/// verifies it, syncs and reverifies its images, mirrors it as it is, and a
+/// site syncs from the mirror.
+#[test]
+fn a_format_1_publication_of_the_previous_release_verifies_syncs_and_mirrors() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/v1-publication");
+    let w = World::new(&[]);
+    let publication = w.path("v1");
+    copy_dir(&fixture, &publication);
+    let v1: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(publication.join("catalog.json")).unwrap()).unwrap();
+    assert_eq!(v1["format"], "vmic.catalog/1");
+    let o = verify(&publication, &[]);
+    expect_ok(&o);
+    assert!(
+        stdout(&o).contains("all 2 images verified"),
+        "{}",
+        stdout(&o)
+    );
+    expect_ok(&w.trust_with(path_str(&publication), &[]));
+    expect_ok(&w.sync());
+    assert_eq!(w.state_of("appliance")[0].1, "imported");
+    assert_eq!(w.store_files().len(), 2);
+    expect_ok(&w.site(&["reverify"]));
+    let mirror = w.path("mirror");
+    expect_ok(&vmic([
+        "mirror",
+        path_str(&publication),
+        path_str(&mirror),
+        "--pubkey",
+        path_str(&demo_pub()),
+    ]));
+    assert_eq!(
+        std::fs::read(mirror.join("catalog.json")).unwrap(),
+        std::fs::read(publication.join("catalog.json")).unwrap()
+    );
+    expect_ok(&verify(&mirror, &[]));
+    expect_ok(&w.run(&["trust", "edit", "demo", "--url", path_str(&mirror)]));
+    expect_ok(&w.sync());
+    assert_eq!(w.state_of("appliance")[0].1, "imported");
+}

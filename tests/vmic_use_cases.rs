@@ -727,19 +727,6 @@ fn uc_3_8_endorser_a_replaced_by_b_only_bs_images_are_trusted() {
     );
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 // ---------------------------------------------------------------------
 // Attacks on the trust lifecycle.
 
