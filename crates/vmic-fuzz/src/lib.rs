@@ -23,7 +23,7 @@ use vmic_format::trusted_comment;
 
 /// The names of the targets, as `fuzz/fuzz_targets/<name>.rs` and
 /// `fuzz/corpus/<name>/` spell them.
-pub const TARGETS: [&str; 12] = [
+pub const TARGETS: [&str; 13] = [
     "catalog",
     "signature",
     "public_key",
@@ -36,6 +36,7 @@ pub const TARGETS: [&str; 12] = [
     "vo_list",
     "rotation",
     "vo_toml",
+    "chunk_index",
 ];
 
 /// Run the harness called `name` on `data`; false if there is none.
@@ -53,6 +54,7 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "vo_list" => vo_list,
         "rotation" => rotation,
         "vo_toml" => vo_toml,
+        "chunk_index" => chunk_index,
         _ => return false,
     };
     harness(data);
@@ -68,6 +70,38 @@ pub fn catalog(data: &[u8]) {
     let again = catalog.to_bytes().expect("a parsed catalog serialises");
     let reparsed = Catalog::parse(&again).expect("a parsed catalog re-parses");
     assert_eq!(reparsed.to_bytes().unwrap(), again);
+}
+
+/// A chunk index (catalog format 2), authenticated by an entry naming its
+/// exact digest and the size and chunk size it claims: whatever opens holds
+/// exactly one digest per chunk of the entry's size, and the writer's own
+/// index of those digests opens to the same digests.
+pub fn chunk_index(data: &[u8]) {
+    use vmic_format::chunk_index::{ChunkIndexRef, ChunkScheme, IndexedChunks};
+    let claimed = serde_json::from_slice::<serde_json::Value>(data).ok();
+    let field = |name: &str| claimed.as_ref().and_then(|v| v[name].as_u64());
+    let reference = ChunkIndexRef {
+        sha256: Sha256Digest::of(data),
+        size: data.len() as u64,
+    };
+    let Ok(entry) = IndexedChunks::new(
+        field("size").unwrap_or(0),
+        ChunkScheme::Fixed,
+        Some(field("chunk_size").unwrap_or(8 << 20)),
+        reference,
+    ) else {
+        return;
+    };
+    let Ok(digests) = entry.open(data) else {
+        return;
+    };
+    let chunk = digests.chunk_size();
+    assert_eq!(
+        digests.chunks().len() as u64,
+        digests.size().div_ceil(chunk)
+    );
+    let (rewritten, bytes) = IndexedChunks::for_digests(&digests);
+    assert_eq!(rewritten.open(&bytes).expect("own index opens"), digests);
 }
 
 /// A `.minisig` file, checked against the demo key over a fixed message:
