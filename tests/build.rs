@@ -889,3 +889,18 @@ fn kill_9_during_a_build_leaves_the_previous_publication_whole() {
     );
     expect_ok(&verify(&tmp.path().join("out"), &[]));
 }
+
+/// `OUT_DIR` is a web root others may write: a symlink planted where a
+/// rotation statement would be is refused, not followed, when building.
+#[test]
+fn a_symlink_planted_as_a_rotation_statement_is_not_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    expect_ok(&build_fixtures(&out));
+    let elsewhere = tmp.path().join("elsewhere.json");
+    std::fs::write(&elsewhere, b"{}").unwrap();
+    std::fs::create_dir_all(out.join("keys")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, out.join("keys/rotate-FAF749876507E955.json")).unwrap();
+    let o = build_fixtures(&out);
+    expect_fail(&o, 1, &["rotate-FAF749876507E955.json", "symbolic link"]);
+}

@@ -121,12 +121,15 @@ pub(crate) fn refuse_rotated_key(out_dir: &Path, key: &SecretKey, role: &str) ->
 /// The key `key` was rotated to in this publication, if it was.
 pub fn rotated_to(out_dir: &Path, key: &PublicKey) -> Result<Option<PublicKey>> {
     let path = out_dir.join(rotation_name(&key.key_id));
-    let bytes = match std::fs::read(&path) {
-        Ok(b) if b.len() as u64 <= MAX_ROTATION_BYTES => b,
-        Ok(_) => return Err(Error::input(format!("{} is too large", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("read", &path, e)),
-    };
+    // OUT_DIR is a web root others may write: a planted link is refused,
+    // not followed.
+    if std::fs::symlink_metadata(&path).is_err() {
+        return Ok(None);
+    }
+    let bytes = crate::resign::read_regular(&path, MAX_ROTATION_BYTES + 1)?;
+    if bytes.len() as u64 > MAX_ROTATION_BYTES {
+        return Err(Error::input(format!("{} is too large", path.display())));
+    }
     let rotation: Rotation = serde_json::from_slice(&bytes)
         .map_err(|e| Error::input(format!("{} is invalid: {e}", path.display())))?;
     Ok((rotation.from == *key).then_some(rotation.to))
