@@ -167,6 +167,7 @@ fn build_into(
             None => detect::detect(&c.abs),
         })
         .collect::<Result<Vec<_>>>()?;
+    refuse_external_references(candidates, &formats)?;
     let catalog = assemble(
         opts,
         settings,
@@ -212,6 +213,30 @@ fn build_into(
         warnings,
         hashing: digests.stats,
     })
+}
+
+/// An image whose headers point outside it (CVE-2024-32498 and the qcow2
+/// backing-file leaks) is not published unless its sidecar allows it.
+/// Every offender is named, with the field and the path it points to.
+fn refuse_external_references(candidates: &[Candidate], formats: &[ImageFormat]) -> Result<()> {
+    let mut offenders = Vec::new();
+    for (c, f) in candidates.iter().zip(formats) {
+        let may_point_out = matches!(f, ImageFormat::Qcow2 | ImageFormat::Vmdk);
+        if !may_point_out || c.sidecar.allow_external_references {
+            continue;
+        }
+        let inspection = detect::inspect(&c.abs)?;
+        for reference in inspection.external {
+            offenders.push(format!("{}: {reference}", c.abs.display()));
+        }
+    }
+    if offenders.is_empty() {
+        return Ok(());
+    }
+    Err(Error::input(format!(
+        "refusing to publish images that point outside themselves (a host running them would open those files): {}; if that is intended, set allow_external_references = true in the image's sidecar",
+        offenders.join("; ")
+    )))
 }
 
 /// The new catalog: validity window, images, revocations, chained to the

@@ -95,6 +95,11 @@ pub struct Sidecar {
     /// Free tags.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Publish the image although its headers point outside it (a qcow2
+    /// backing or data file, a VMDK extent or parent): sites refuse such
+    /// images unless their policy allows them.
+    #[serde(default)]
+    pub allow_external_references: bool,
 }
 
 /// Read and parse one of vmic's TOML files; errors name the file and line.

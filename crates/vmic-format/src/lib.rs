@@ -17,6 +17,7 @@ pub mod chunks;
 pub mod digest;
 pub mod duration;
 pub mod error;
+pub mod external_refs;
 pub mod ids;
 pub mod image_format;
 pub mod limits;

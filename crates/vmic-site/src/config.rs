@@ -37,6 +37,10 @@ gone_after = "7d"
 # under another endorser or version, needs no second `vmic approve`, and is
 # linked from the local copy (verified) instead of downloaded again.
 carry_approval = true
+# Images whose headers point outside them (a qcow2 backing or data file, a
+# VMDK extent or parent) would make the hypervisor open host files; they
+# are quarantined even when signed, unless this is true.
+allow_external_references = false
 
 # Deny rules: an image matching every key given in one rule is rejected.
 # [[policy.deny]]
@@ -109,6 +113,10 @@ pub struct Policy {
     /// Identical bytes in use here need no second approval.
     #[serde(default = "default_true")]
     pub carry_approval: bool,
+    /// Import images whose headers point outside them (a qcow2 backing or
+    /// data file, a VMDK extent or parent). Off: they are quarantined.
+    #[serde(default)]
+    pub allow_external_references: bool,
 }
 
 fn default_true() -> bool {
@@ -126,6 +134,7 @@ impl Default for Policy {
             gone_after: default_gone_after(),
             expiry_warning: default_expiry_warning(),
             carry_approval: true,
+            allow_external_references: false,
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod bundle;
 mod chunks;
 pub mod config;
+mod contents;
 mod hooks;
 pub mod model;
 pub mod plan;

@@ -1108,6 +1108,10 @@ fn fetch_one(
     // source serving a bad one is passed over for the next.
     let expected = crate::chunks::digests(site, image, Some(source))?;
     if let Some((copy, from)) = store::reuse_identical(site, row, image, &expected, engine)? {
+        if let Some(why) = crate::contents::refusal(site, image, &copy)? {
+            store::quarantine(site, row, &copy, &why)?;
+            return Ok(FetchOutcome::Quarantined(why));
+        }
         store::import(site, row, &copy)?;
         let why =
             format!("identical bytes already held as {from}: linked and verified, not downloaded");
@@ -1157,6 +1161,10 @@ fn fetch_one(
             String::new()
         };
         let why = format!("{}{more}", first.describe());
+        store::quarantine(site, row, &part, &why)?;
+        return Ok(FetchOutcome::Quarantined(why));
+    }
+    if let Some(why) = crate::contents::refusal(site, image, &part)? {
         store::quarantine(site, row, &part, &why)?;
         return Ok(FetchOutcome::Quarantined(why));
     }
