@@ -821,6 +821,16 @@ fn state_db_from_the_first_release_opens_and_works() {
         .unwrap();
     assert_eq!(other["state"], "approved");
     assert_eq!(other["decided_by"], "manual");
+    // The entries of the first release carry no hash: counted, not chained;
+    // the approval after the upgrade starts the chain.
+    let o = run(&["log", "--verify"]);
+    expect_ok(&o);
+    assert!(stdout(&o).contains("1 chained"), "{}", stdout(&o));
+    assert!(
+        !stdout(&o).contains(" 0 from before the chain"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 /// A second trusted endorser (a hostile one, or just a careless one)

@@ -130,8 +130,8 @@ enum Command {
         #[command(flatten)]
         jobs: JobsArg,
     },
-    /// Show the audit log.
-    Log(JsonArg),
+    /// Show the audit log (filtered), or check it as evidence (--verify).
+    Log(log::Args),
 }
 
 /// Shared output settings.
@@ -216,7 +216,7 @@ pub fn run() -> i32 {
         Command::Approve(args) => approve::run(args, true, &cli.site, quiet),
         Command::Reject(args) => approve::run(args, false, &cli.site, quiet),
         Command::Reverify { json, jobs } => reverify::run(json.json, jobs.jobs, &cli.site, quiet),
-        Command::Log(json) => log::run(json.json, &cli.site, quiet),
+        Command::Log(args) => log::run(args, &cli.site, quiet),
     };
     match result {
         Ok(code) => code,

@@ -22,7 +22,29 @@ pub fn root(site: &Option<PathBuf>) -> Result<PathBuf> {
 
 /// The site, with its exclusive lock (commands that write).
 pub fn open(site: &Option<PathBuf>) -> Result<Site> {
-    Site::open(&root(site)?)
+    let mut site = Site::open(&root(site)?)?;
+    site.state.set_actor(vmic_site::state::Actor {
+        user: vmic_site::state::current_user(),
+        command: command_line(),
+    });
+    Ok(site)
+}
+
+/// The command as run, for the audit log: `vmic` and its arguments, each
+/// quoted when it holds anything but plain characters.
+fn command_line() -> String {
+    let plain = |a: &str| {
+        !a.is_empty()
+            && a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+".contains(c))
+    };
+    std::iter::once("vmic".to_string())
+        .chain(std::env::args().skip(1).map(|a| match plain(&a) {
+            true => a,
+            false => format!("{a:?}"),
+        }))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The site, read-only and without the lock (commands that only read).

@@ -22,10 +22,12 @@ use vmic_format::minisign::PublicKey;
 use crate::error::{Error, Result};
 use crate::model::{ApproveMode, Decider, HookEvent, ImageState, StoredText};
 
+mod log;
 mod vo;
+pub use log::{Actor, Head, LogCheck, LogFilter, current_user};
 pub use vo::{MemberRow, VoMemory, VoRow};
 
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// Migrations, applied in order; index + 1 is the schema version reached.
 const MIGRATIONS: &[&str] = &[
@@ -189,6 +191,15 @@ CREATE TABLE key_history (
     at TEXT NOT NULL
 );
 "#,
+    r#"
+-- Version 6: the audit log as evidence (state/log.rs). Each entry records
+-- who acted and with what command, and is chained by hash to the one
+-- before; entries from before this version carry no hash.
+ALTER TABLE audit ADD COLUMN actor TEXT NOT NULL DEFAULT '';
+ALTER TABLE audit ADD COLUMN command TEXT NOT NULL DEFAULT '';
+ALTER TABLE audit ADD COLUMN prev_hash TEXT;
+ALTER TABLE audit ADD COLUMN hash TEXT;
+"#,
 ];
 
 /// The longest wait between two attempts at an image that keeps failing
@@ -201,6 +212,10 @@ pub struct State {
     /// The schema version of the open database: older ones are read as
     /// they are by the read-only commands.
     version: i64,
+    /// Who acts, recorded in every audit entry.
+    actor: Actor,
+    /// `audit.head`, rewritten after every commit that appended to the log.
+    head_path: std::path::PathBuf,
 }
 
 /// A trusted endorser as stored.
@@ -369,6 +384,13 @@ pub struct AuditRow {
     pub image: Option<String>,
     /// Details.
     pub detail: String,
+    /// Who acted (empty before schema 6).
+    pub actor: String,
+    /// The command that acted (empty before schema 6).
+    pub command: String,
+    /// SHA-256 chaining this entry to the one before (`None` before
+    /// schema 6).
+    pub hash: Option<String>,
 }
 
 /// A hook event waiting to be delivered.
@@ -429,6 +451,8 @@ impl State {
         let mut state = State {
             conn,
             version: SCHEMA_VERSION,
+            actor: Actor::default(),
+            head_path: log::head_path(path),
         };
         state.migrate(path)?;
         Ok(state)
@@ -460,7 +484,22 @@ impl State {
                 path.display()
             )));
         }
-        Ok(State { conn, version })
+        Ok(State {
+            conn,
+            version,
+            actor: Actor::default(),
+            head_path: log::head_path(path),
+        })
+    }
+
+    /// Record `actor` in every audit entry written from now on.
+    pub fn set_actor(&mut self, actor: Actor) {
+        self.actor = actor;
+    }
+
+    /// The head `audit.head` records (see [`State::verify_log`]).
+    pub fn kept_head(&self) -> Option<Head> {
+        Head::parse(&std::fs::read_to_string(&self.head_path).ok()?)
     }
 
     fn migrate(&mut self, path: &Path) -> Result<()> {
@@ -488,6 +527,9 @@ impl State {
     pub fn transaction(&mut self) -> Result<Tx<'_>> {
         Ok(Tx {
             tx: self.conn.transaction().map_err(sql)?,
+            actor: &self.actor,
+            head_path: &self.head_path,
+            head: std::cell::RefCell::new(None),
         })
     }
 
@@ -624,9 +666,13 @@ impl State {
 
     /// The whole audit log, oldest first.
     pub fn audit(&self) -> Result<Vec<AuditRow>> {
+        let columns = match self.version {
+            6.. => "seq, at, action, endorser, image, detail, actor, command, hash",
+            _ => "seq, at, action, endorser, image, detail, '', '', NULL",
+        };
         let mut stmt = self
             .conn
-            .prepare("SELECT seq, at, action, endorser, image, detail FROM audit ORDER BY seq")
+            .prepare(&format!("SELECT {columns} FROM audit ORDER BY seq"))
             .map_err(sql)?;
         let rows = stmt
             .query_map([], |r| {
@@ -637,6 +683,9 @@ impl State {
                     endorser: r.get(3)?,
                     image: r.get(4)?,
                     detail: r.get(5)?,
+                    actor: r.get(6)?,
+                    command: r.get(7)?,
+                    hash: r.get(8)?,
                 })
             })
             .map_err(sql)?;
@@ -751,12 +800,20 @@ fn query_images(
 /// A write transaction with the operations sync and the CLI need.
 pub struct Tx<'a> {
     tx: Transaction<'a>,
+    actor: &'a Actor,
+    head_path: &'a Path,
+    /// The newest entry this transaction appended.
+    head: std::cell::RefCell<Option<Head>>,
 }
 
 impl Tx<'_> {
     /// Make every change of the transaction durable at once.
     pub fn commit(self) -> Result<()> {
-        self.tx.commit().map_err(sql)
+        self.tx.commit().map_err(sql)?;
+        if let Some(head) = self.head.into_inner() {
+            log::write_head(self.head_path, &head);
+        }
+        Ok(())
     }
 
     /// Append to the audit log.
@@ -767,13 +824,9 @@ impl Tx<'_> {
         image: Option<&str>,
         detail: &str,
     ) -> Result<()> {
-        self.tx
-            .execute(
-                "INSERT INTO audit (at, action, endorser, image, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![now(), action, endorser, image, detail],
-            )
-            .map(|_| ())
-            .map_err(sql)
+        let head = log::append(&self.tx, self.actor, (action, endorser, image, detail))?;
+        *self.head.borrow_mut() = Some(head);
+        Ok(())
     }
 
     /// Queue a hook event, delivered after the transaction commits.
