@@ -1987,3 +1987,77 @@ fn a_format_1_publication_of_the_previous_release_verifies_syncs_and_mirrors() {
     expect_ok(&w.sync());
     assert_eq!(w.state_of("appliance")[0].1, "imported");
 }
+
+/// Use case 3.5 and the AWS seed: images found by catalog fields, by state,
+/// and by what fits a machine; `--json` carries every catalog field.
+#[test]
+fn images_are_found_by_catalog_fields_state_and_what_fits() {
+    let w = World::new(&[("c7.img", 4096), ("c9.img", 4096), ("deb.img", 4096)]);
+    w.sidecar(
+        "c7.img",
+        "id = \"centos\"\nversion = \"7\"\nos = \"CentOS\"\nos_version = \"7\"\narch = \"x86_64\"\nmin_cores = 1\nmin_memory_mb = 1024\ntags = [\"legacy\"]\n",
+    );
+    w.sidecar(
+        "c9.img",
+        "id = \"centos9\"\nversion = \"9\"\ntitle = \"CentOS Stream 9\"\nos = \"centos\"\nos_version = \"9\"\narch = \"x86_64\"\nmin_cores = 4\nmin_memory_mb = 8192\n",
+    );
+    w.sidecar(
+        "deb.img",
+        "id = \"debian\"\nversion = \"12\"\nos = \"debian\"\nos_version = \"12\"\narch = \"aarch64\"\n",
+    );
+    w.publish();
+    w.trust(&[]);
+    expect_ok(&w.sync());
+    let ids = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["images", "--json"];
+        all.extend(args);
+        let o = w.site(&all);
+        expect_ok(&o);
+        let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let mut ids: Vec<String> = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&["--os", "centos", "--os-version", "7"]), ["centos"]);
+    assert_eq!(ids(&["--os", "CENTOS"]), ["centos", "centos9"]);
+    assert_eq!(ids(&["--arch", "aarch64"]), ["debian"]);
+    assert_eq!(ids(&["--tag", "legacy"]), ["centos"]);
+    assert_eq!(
+        ids(&["--min-cores", "2", "--min-memory", "4G"]),
+        ["centos", "debian"]
+    );
+    assert_eq!(
+        ids(&["--min-cores", "8", "--min-memory", "8192"]),
+        ["centos", "centos9", "debian"]
+    );
+    assert_eq!(ids(&["--state", "imported", "--endorser", "demo"]).len(), 3);
+    assert!(ids(&["--state", "pending"]).is_empty());
+    let o = w.site(&["images", "--os-version", "9", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let c9 = &rows[0];
+    assert_eq!(c9["catalog"]["title"], "CentOS Stream 9");
+    assert_eq!(c9["catalog"]["min_memory_mb"], 8192);
+    assert_eq!(c9["catalog"]["sha256"], c9["sha256"]);
+    assert!(c9["store_path"].as_str().unwrap().starts_with("demo/"));
+    expect_fail(
+        &w.site(&["images", "--state", "running"]),
+        2,
+        &["not a state"],
+    );
+    // Use case 3.5, "stop running images of type XYZ": a deny rule and a
+    // sync withdraw exactly what the query showed.
+    w.set_config(
+        "# [[policy.deny]]\n# os = \"windows\"",
+        "[[policy.deny]]\nos = \"centos\"\nos_version = \"7\"",
+    );
+    let conf = std::fs::read_to_string(w.path("site/site.toml")).unwrap();
+    assert!(conf.contains("os_version = \"7\""), "{conf}");
+    expect_ok(&w.sync());
+    assert_eq!(ids(&["--state", "imported"]), ["centos9", "debian"]);
+    assert_eq!(ids(&["--state", "rejected"]), ["centos"]);
+}

@@ -117,8 +117,9 @@ enum Command {
     Vo(vo::Command),
     Sync(sync::Args),
     Bundle(bundle::Args),
-    /// List every image the site knows, with its state.
-    Images(JsonArg),
+    /// List the images the site knows, with their state; filters find
+    /// images by endorser, VO, state, OS, arch, format, tag, cores, memory.
+    Images(images::Args),
     /// Approve an image (ID or ID@VERSION) for import.
     Approve(approve::Args),
     /// Reject an image (ID or ID@VERSION); imported copies are withdrawn.
@@ -212,7 +213,7 @@ pub fn run() -> i32 {
         Command::Vo(cmd) => vo::run(cmd, &cli.site, quiet),
         Command::Bundle(args) => bundle::run(args, &cli.site, quiet),
         Command::Sync(args) => sync::run(args, &cli.site, quiet),
-        Command::Images(json) => images::run(json.json, &cli.site, quiet),
+        Command::Images(args) => images::run(args, &cli.site, quiet),
         Command::Approve(args) => approve::run(args, true, &cli.site, quiet),
         Command::Reject(args) => approve::run(args, false, &cli.site, quiet),
         Command::Reverify { json, jobs } => reverify::run(json.json, jobs.jobs, &cli.site, quiet),

@@ -12,6 +12,7 @@ mod contents;
 mod hooks;
 pub mod model;
 pub mod plan;
+pub mod query;
 pub mod review;
 pub mod site;
 pub mod state;
