@@ -4,6 +4,7 @@
 mod approve;
 mod build;
 mod bundle;
+mod check;
 mod images;
 mod key;
 mod keygen;
@@ -103,6 +104,9 @@ enum Command {
     #[command(subcommand)]
     Key(key::Command),
     Verify(verify::Args),
+    /// Golden-image attestation: is each file byte-identical to an
+    /// approved, currently valid image (of the site, or of --catalog)?
+    Check(check::Args),
     Mirror(mirror::Args),
     Sign(sign::Args),
     /// Site setup.
@@ -207,6 +211,7 @@ pub fn run() -> i32 {
         Command::Mirror(args) => mirror::run(args, quiet),
         Command::Key(cmd) => key::run(cmd, quiet),
         Command::Verify(args) => verify::run(args, quiet),
+        Command::Check(args) => check::run(args, &cli.site, quiet),
         Command::Sign(args) => sign::run(args, quiet),
         Command::Site(cmd) => site::run(cmd, &cli.site, Output { quiet, json: false }),
         Command::Trust(cmd) => trust::run(cmd, &cli.site, quiet),

@@ -8,6 +8,7 @@
 
 #![deny(missing_docs)]
 
+pub mod attest;
 mod block;
 pub mod cancel;
 pub mod detect;

@@ -10,7 +10,7 @@ use serde::Serialize;
 use vmic_format::catalog::Image;
 
 use crate::error::Result;
-use crate::model::{ImageState, MemberStatus};
+use crate::model::{ImageState, MemberStatus, StoredText};
 use crate::site::Site;
 use crate::state::{ImageRow, ImageSummary};
 
@@ -108,4 +108,41 @@ pub fn find(site: &Site, query: &ImageQuery) -> Result<Vec<ImageDetail>> {
         }
     }
     Ok(found)
+}
+
+/// Every image the site knows, as `vmic check` matches files against them:
+/// imported and approved images are valid; anything else (pending,
+/// quarantined, rejected, revoked, expired) is known but refused, with its
+/// state and reason. Chunk digests come from the catalog entry or the kept
+/// chunk index; without them a file is matched by the signed SHA-256.
+pub fn known_images(site: &Site) -> Result<Vec<vmic_engine::attest::Known>> {
+    use vmic_engine::attest::{Known, Standing};
+    let mut known = Vec::new();
+    for row in site.state.images()? {
+        let image = row.image()?;
+        let standing = match row.state {
+            ImageState::Imported | ImageState::Approved => Standing::Valid,
+            other => Standing::Refused {
+                state: other.as_str().to_string(),
+                reason: row.reason.clone(),
+            },
+        };
+        known.push(Known {
+            endorser: row.endorser.as_str().to_string(),
+            id: row.id.as_str().to_string(),
+            version: row.version.as_str().to_string(),
+            sha256: image.sha256,
+            size: image.size(),
+            file_name: file_name(&image),
+            standing,
+            expected: crate::chunks::digests(site, &image, None).ok(),
+        });
+    }
+    Ok(known)
+}
+
+/// The last component of the image's path in its publication.
+pub fn file_name(image: &Image) -> String {
+    let path = image.path.as_str();
+    path.rsplit('/').next().unwrap_or(path).to_string()
 }
