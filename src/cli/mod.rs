@@ -2,6 +2,7 @@
 //! only translates between the command line and the library.
 
 mod approve;
+mod audit;
 mod build;
 mod bundle;
 mod check;
@@ -104,6 +105,9 @@ enum Command {
     #[command(subcommand)]
     Key(key::Command),
     Verify(verify::Args),
+    /// Find rogue images: classify every file of hypervisor directories
+    /// (approved, revoked, derived, derived-from-rogue, unknown).
+    Audit(audit::Args),
     /// Golden-image attestation: is each file byte-identical to an
     /// approved, currently valid image (of the site, or of --catalog)?
     Check(check::Args),
@@ -212,6 +216,7 @@ pub fn run() -> i32 {
         Command::Key(cmd) => key::run(cmd, quiet),
         Command::Verify(args) => verify::run(args, quiet),
         Command::Check(args) => check::run(args, &cli.site, quiet),
+        Command::Audit(args) => audit::run(args, &cli.site, quiet),
         Command::Sign(args) => sign::run(args, quiet),
         Command::Site(cmd) => site::run(cmd, &cli.site, Output { quiet, json: false }),
         Command::Trust(cmd) => trust::run(cmd, &cli.site, quiet),

@@ -86,6 +86,15 @@ fn le_u64(bytes: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
 }
 
+/// The raw backing file name of a qcow2 image (`None`: it has none, or is
+/// not a readable qcow2 header). `vmic audit` follows overlay chains by it.
+pub fn qcow2_backing_name(read: &mut ReadAt) -> Option<Vec<u8>> {
+    let header = read(0, 72).filter(|h| h.len() >= 24 && h.starts_with(b"QFI\xfb"))?;
+    let offset = be_u64(&header, 8).filter(|&o| o != 0)?;
+    let size = be_u32(&header, 16)?.min(4096) as usize;
+    read(offset, size).filter(|n| n.len() == size && size > 0)
+}
+
 /// qcow2 (versions 2 and 3): the backing file name, and the external data
 /// file (an incompatible feature bit and a header extension naming it).
 fn qcow2(read: &mut ReadAt) -> Vec<ExternalReference> {

@@ -14,6 +14,7 @@ pub mod model;
 pub mod plan;
 pub mod query;
 pub mod review;
+pub mod scan;
 pub mod site;
 pub mod state;
 mod store;

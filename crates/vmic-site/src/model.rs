@@ -86,6 +86,13 @@ pub enum HookEvent {
     /// An endorser's key was declared compromised and re-pinned (its
     /// rollback memory reset).
     KeyCompromised,
+    /// `vmic audit --quarantine` moved a file that is no approved image
+    /// (nor derived from one) out of a hypervisor directory
+    /// (`VMIC_IMAGE_PATH`: where it is now; `VMIC_REASON`: where it was).
+    Rogue,
+    /// `vmic audit --quarantine` moved a copy of a revoked, expired or
+    /// rejected image out of a hypervisor directory.
+    RevokedInUse,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
@@ -190,6 +197,8 @@ impl StoredText for HookEvent {
         HookEvent::EndorserPending,
         HookEvent::KeyRotated,
         HookEvent::KeyCompromised,
+        HookEvent::Rogue,
+        HookEvent::RevokedInUse,
     ];
     fn as_str(self) -> &'static str {
         match self {
@@ -208,6 +217,8 @@ impl StoredText for HookEvent {
             HookEvent::EndorserPending => "endorser-pending",
             HookEvent::KeyRotated => "key-rotated",
             HookEvent::KeyCompromised => "key-compromised",
+            HookEvent::Rogue => "rogue",
+            HookEvent::RevokedInUse => "revoked-in-use",
         }
     }
 }
