@@ -172,3 +172,20 @@ fn a_downloaded_image_checks_against_a_catalog_url_on_nginx() {
     ]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
 }
+
+/// Raw disks often share a size: a file is read once, and matched in
+/// memory against every image of its size.
+#[test]
+fn among_images_of_one_size_the_right_one_is_named() {
+    let h = Harness::new(&[("x.img", 100_000), ("y.img", 100_000), ("z.img", 100_000)]);
+    expect_ok(&build(h.tmp.path(), &["--chunk-size", "16K"]));
+    expect_ok(&h.trust_with(path_str(&h.path("out")), &[]));
+    expect_ok(&h.run(&["sync"]));
+    let copy = download(&h, "y.img", "disk.raw");
+    let v = verdicts(&h.run(&["check", "--json", path_str(&copy)]));
+    assert_eq!(v[0]["finding"], "approved", "{}", v[0]);
+    assert_eq!(v[0]["image"]["id"], "y");
+    flip(&copy, 99_999);
+    let v = verdicts(&h.run(&["check", "--json", path_str(&copy)]));
+    assert_eq!(v[0]["finding"], "chunks-differ", "{}", v[0]);
+}

@@ -121,36 +121,95 @@ pub fn attest(
     progress: &dyn Progress,
 ) -> (Vec<Verdict>, EngineStats) {
     let sizes: Vec<Result<u64, String>> = files.iter().map(|f| regular_size(f)).collect();
-    // One check per file and distinct signed image of its size.
+    // One read per file and chunk size: the file is checked against one
+    // signed image of its size (a representative), which yields the
+    // file's own digest of every chunk; the other images of that size and
+    // chunk size are then compared in memory. Files of a common size (raw
+    // disks) are so read once, not once per image of that size.
     let mut items = Vec::new();
-    let mut asked: Vec<(usize, usize)> = Vec::new();
+    let mut asked: Vec<(usize, Vec<usize>)> = Vec::new();
     for (f, size) in sizes.iter().enumerate() {
         let Ok(size) = size else { continue };
-        for k in distinct_candidates(known, *size) {
-            if let Some(expected) = &known[k].expected {
-                items.push(CheckItem {
-                    name: files[f].display().to_string(),
-                    path: files[f].clone(),
-                    expected: expected.clone(),
-                });
-                asked.push((f, k));
-            }
+        for group in by_chunk_size(known, distinct_candidates(known, *size)) {
+            let Some(expected) = known[group[0]].expected.clone() else {
+                continue;
+            };
+            items.push(CheckItem {
+                name: files[f].display().to_string(),
+                path: files[f].clone(),
+                expected,
+            });
+            asked.push((f, group));
         }
     }
     let (outcomes, stats) = engine.check_files(&items, progress);
     let mut checked: BTreeMap<usize, Vec<(usize, Vec<Problem>)>> = BTreeMap::new();
-    for ((f, k), outcome) in asked.into_iter().zip(outcomes) {
-        checked.entry(f).or_default().push((k, outcome.problems));
+    let mut matched: BTreeMap<usize, usize> = BTreeMap::new();
+    for ((f, group), outcome) in asked.into_iter().zip(outcomes) {
+        if let Some(k) = match_in_group(known, &group, &outcome.problems) {
+            matched.entry(f).or_insert(k);
+        }
+        checked
+            .entry(f)
+            .or_default()
+            .push((group[0], outcome.problems));
     }
     let verdicts = files
         .iter()
         .enumerate()
         .map(|(f, file)| {
             let tried = checked.remove(&f).unwrap_or_default();
-            judge(file, &sizes[f], known, tried, engine)
+            judge(
+                file,
+                &sizes[f],
+                known,
+                (matched.get(&f).copied(), tried),
+                engine,
+            )
         })
         .collect();
     (verdicts, stats)
+}
+
+/// Candidates with chunk digests, grouped by chunk size (order kept).
+fn by_chunk_size(known: &[Known], candidates: Vec<usize>) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for k in candidates {
+        let Some(size) = known[k].expected.as_ref().map(ChunkDigests::chunk_size) else {
+            continue;
+        };
+        let same = |g: &Vec<usize>| {
+            known[g[0]].expected.as_ref().map(ChunkDigests::chunk_size) == Some(size)
+        };
+        match groups.iter_mut().find(|g| same(g)) {
+            Some(g) => g.push(k),
+            None => groups.push(vec![k]),
+        }
+    }
+    groups
+}
+
+/// The image of `group` whose chunks the file has, from the check against
+/// the first (its mismatches carry the file's own digests).
+fn match_in_group(known: &[Known], group: &[usize], problems: &[Problem]) -> Option<usize> {
+    let representative = known[group[0]].expected.as_ref()?;
+    let mut actual = representative.chunks().to_vec();
+    for problem in problems {
+        match problem {
+            Problem::ChunkMismatch {
+                index, actual: a, ..
+            } => {
+                *actual.get_mut(usize::try_from(*index).ok()?)? = *a;
+            }
+            _ => return None,
+        }
+    }
+    group.iter().copied().find(|&k| {
+        known[k]
+            .expected
+            .as_ref()
+            .is_some_and(|e| e.chunks() == actual.as_slice())
+    })
 }
 
 /// A regular file's size (following a link the user gave), or why not.
@@ -189,7 +248,7 @@ fn judge(
     file: &Path,
     size: &Result<u64, String>,
     known: &[Known],
-    tried: Vec<(usize, Vec<Problem>)>,
+    (matched, tried): (Option<usize>, Vec<(usize, Vec<Problem>)>),
     engine: &Engine,
 ) -> Verdict {
     let name = file.display().to_string();
@@ -204,8 +263,8 @@ fn judge(
             );
         }
     };
-    if let Some((k, _)) = tried.iter().find(|(_, problems)| problems.is_empty()) {
-        return identical(&name, &known[*k], known);
+    if let Some(k) = matched {
+        return identical(&name, &known[k], known);
     }
     let unreadable = tried.iter().find_map(|(_, problems)| {
         problems.iter().find_map(|p| match p {
