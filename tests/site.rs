@@ -2061,3 +2061,39 @@ fn images_are_found_by_catalog_fields_state_and_what_fits() {
     assert_eq!(ids(&["--state", "imported"]), ["centos9", "debian"]);
     assert_eq!(ids(&["--state", "rejected"]), ["centos"]);
 }
+
+/// Retention (lifecycle seed): a withdrawn image leaves no copies behind.
+/// The quarantined bytes of a bad download and an interrupted download's
+/// `.part` go when the endorser revokes the image, and the log says which
+/// files were deleted.
+#[test]
+fn a_revoked_image_leaves_no_quarantined_or_partial_copies_behind() {
+    let w = World::new(&[("a.img", 300_000), ("b.img", 5000)]);
+    w.publish();
+    w.trust(&[]);
+    let published = w.path("out/images/a.img");
+    let mut bad = std::fs::read(&published).unwrap();
+    bad[10] ^= 0xff;
+    std::fs::remove_file(&published).unwrap();
+    std::fs::write(&published, &bad).unwrap();
+    expect_fail(&w.sync(), 1, &["QUARANTINED"]);
+    let quarantine = w.path("site/quarantine/demo");
+    assert_eq!(std::fs::read_dir(&quarantine).unwrap().count(), 1);
+    let label = format!("a@{}", w.state_of("a")[0].0);
+    let part = w.path(&format!("site/tmp/demo/{label}.part"));
+    std::fs::create_dir_all(part.parent().unwrap()).unwrap();
+    std::fs::write(&part, b"half a download").unwrap();
+    std::fs::remove_file(w.path("images/a.img")).unwrap();
+    w.catalog_toml("[[revoke]]\nid = \"a\"\nreason = \"withdrawn by the endorser\"\n");
+    w.publish();
+    expect_ok(&w.sync());
+    assert_eq!(w.state_of("a")[0].1, "revoked");
+    assert_eq!(std::fs::read_dir(&quarantine).unwrap().count(), 0);
+    assert!(!part.exists());
+    let log = stdout(&w.site(&["log", "--event", "deleted", "--image", "a"]));
+    assert!(
+        log.contains("quarantine/demo/a@") && log.contains(".part"),
+        "{log}"
+    );
+    assert_eq!(w.state_of("b")[0].1, "imported");
+}

@@ -45,7 +45,12 @@ pub fn run(args: Args, site: &Option<PathBuf>, quiet: bool) -> Result<i32> {
         (Some(source), Some(key)) => from_catalog(source, key)?,
         _ => {
             let site = super::site::open_read_only(site)?;
-            vmic_site::query::known_images(&site)?
+            let sizes = args
+                .files
+                .iter()
+                .filter_map(|f| std::fs::metadata(f).ok().map(|m| m.len()))
+                .collect();
+            vmic_site::query::known_images(&site, Some(&sizes))?
         }
     };
     let progress = super::progress::for_terminal(out.show_progress(), "checking");

@@ -114,8 +114,13 @@ pub fn find(site: &Site, query: &ImageQuery) -> Result<Vec<ImageDetail>> {
 /// imported and approved images are valid; anything else (pending,
 /// quarantined, rejected, revoked, expired) is known but refused, with its
 /// state and reason. Chunk digests come from the catalog entry or the kept
-/// chunk index; without them a file is matched by the signed SHA-256.
-pub fn known_images(site: &Site) -> Result<Vec<vmic_engine::attest::Known>> {
+/// chunk index, for the images of the `sizes` given (all when `None`: each
+/// costs a read of its index); without them a file is matched by the
+/// signed SHA-256.
+pub fn known_images(
+    site: &Site,
+    sizes: Option<&std::collections::BTreeSet<u64>>,
+) -> Result<Vec<vmic_engine::attest::Known>> {
     use vmic_engine::attest::{Known, Standing};
     let mut known = Vec::new();
     for row in site.state.images()? {
@@ -135,7 +140,10 @@ pub fn known_images(site: &Site) -> Result<Vec<vmic_engine::attest::Known>> {
             size: image.size(),
             file_name: file_name(&image),
             standing,
-            expected: crate::chunks::digests(site, &image, None).ok(),
+            expected: sizes
+                .is_none_or(|s| s.contains(&image.size()))
+                .then(|| crate::chunks::digests(site, &image, None).ok())
+                .flatten(),
         });
     }
     Ok(known)

@@ -106,13 +106,14 @@ impl AuditReport {
 }
 
 /// What the cache remembers of a file: its stamp, the signed image whose
-/// bytes it held (if any), and the images of its size it was checked
+/// bytes it held (if any), and (as one digest of their sorted SHA-256s)
+/// the images of its size it was checked
 /// against (a new one of that size means checking again).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Remembered {
     stamp: FileStamp,
     matched: Option<Sha256Digest>,
-    checked: Vec<Sha256Digest>,
+    checked: Sha256Digest,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -129,7 +130,6 @@ pub fn scan(
     progress: &dyn Progress,
 ) -> Result<AuditReport> {
     let roots = canonical_roots(dirs)?;
-    let known = crate::query::known_images(site)?;
     let (mut files, mut links) = walk(&roots)?;
     if let Some(skip) = skip {
         files.retain(|(p, _)| !p.starts_with(skip));
@@ -140,11 +140,23 @@ pub fn scan(
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
+    // Chunk digests (a read of each kept index) only for the sizes of the
+    // files the cache cannot answer for.
+    let without_digests = crate::query::known_images(site, Some(&BTreeSet::new()))?;
+    let to_read = sizes_to_read(&files, &without_digests, &cache);
+    let known = crate::query::known_images(site, Some(&to_read))?;
     let mut report = AuditReport {
         files: files.len(),
         ..AuditReport::default()
     };
-    let matched = match_bytes(&files, &known, &cache, engine, progress, &mut report);
+    let index = sizes_index(&known);
+    let matched = match_bytes(
+        &files,
+        (&known, &index),
+        &cache,
+        (engine, progress),
+        &mut report,
+    );
     let mut fresh = Cache::default();
     for (path, stamp, m) in &matched {
         fresh.files.insert(
@@ -152,7 +164,10 @@ pub fn scan(
             Remembered {
                 stamp: *stamp,
                 matched: m.map(|k| known[k].sha256),
-                checked: same_size(&known, stamp.size),
+                checked: index
+                    .get(&stamp.size)
+                    .copied()
+                    .unwrap_or_else(|| Sha256Digest::of(b"")),
             },
         );
     }
@@ -219,38 +234,61 @@ fn walk(roots: &[PathBuf]) -> Result<(Vec<(PathBuf, FileStamp)>, Vec<(PathBuf, S
     Ok((files.into_iter().collect(), links))
 }
 
-/// The signed SHA-256s of the known images of `size`.
-fn same_size(known: &[Known], size: u64) -> Vec<Sha256Digest> {
-    let set: BTreeSet<Sha256Digest> = known
+/// The sizes of the files that must be read: a known image has their size
+/// and the cache cannot vouch for them.
+fn sizes_to_read(files: &[(PathBuf, FileStamp)], known: &[Known], cache: &Cache) -> BTreeSet<u64> {
+    let by_size = sizes_index(known);
+    files
         .iter()
-        .filter(|k| k.size == size)
-        .map(|k| k.sha256)
-        .collect();
-    set.into_iter().collect()
+        .filter(|(path, stamp)| {
+            let Some(candidates) = by_size.get(&stamp.size) else {
+                return false;
+            };
+            !cache
+                .files
+                .get(&path.display().to_string())
+                .is_some_and(|r| r.stamp == *stamp && r.checked == *candidates)
+        })
+        .map(|(_, stamp)| stamp.size)
+        .collect()
+}
+
+/// Size → one digest of the sorted signed SHA-256s of the known images of
+/// that size: a cached verdict stands only while that set is unchanged.
+fn sizes_index(known: &[Known]) -> BTreeMap<u64, Sha256Digest> {
+    let mut index: BTreeMap<u64, BTreeSet<Sha256Digest>> = BTreeMap::new();
+    for k in known {
+        index.entry(k.size).or_default().insert(k.sha256);
+    }
+    index
+        .into_iter()
+        .map(|(size, set)| {
+            let bytes: Vec<u8> = set.iter().flat_map(|d| d.to_hex().into_bytes()).collect();
+            (size, Sha256Digest::of(&bytes))
+        })
+        .collect()
 }
 
 /// Each file with the known image whose bytes it holds: from the cache when
 /// its stamp and the images of its size are unchanged, else by reading it.
 fn match_bytes(
     files: &[(PathBuf, FileStamp)],
-    known: &[Known],
+    (known, index): (&[Known], &BTreeMap<u64, Sha256Digest>),
     cache: &Cache,
-    engine: &Engine,
-    progress: &dyn Progress,
+    (engine, progress): (&Engine, &dyn Progress),
     report: &mut AuditReport,
 ) -> Vec<(PathBuf, FileStamp, Option<usize>)> {
     let mut out = Vec::with_capacity(files.len());
     let mut to_check = Vec::new();
     for (path, stamp) in files {
-        let candidates = same_size(known, stamp.size);
-        if candidates.is_empty() {
+        let Some(candidates) = index.get(&stamp.size) else {
             out.push((path.clone(), *stamp, None));
             continue;
-        }
+        };
         let remembered = cache
             .files
             .get(&path.display().to_string())
-            .filter(|r| r.stamp == *stamp && candidates.iter().all(|c| r.checked.contains(c)));
+            .filter(|r| r.stamp == *stamp && r.checked == *candidates);
         match remembered {
             Some(r) => {
                 report.cached += 1;

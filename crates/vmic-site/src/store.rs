@@ -124,7 +124,34 @@ pub fn withdraw(
     if let Some(path) = path {
         remove_if_present(&path)?;
     }
-    Ok(())
+    remove_leftovers(site, row)
+}
+
+/// A withdrawn image leaves no copy behind: its quarantined bytes and an
+/// interrupted download go too, and the log says which files were deleted.
+fn remove_leftovers(site: &mut Site, row: &ImageRow) -> Result<()> {
+    let tmp = site.tmp().join(row.endorser.as_str());
+    let mut candidates = quarantined_copies(site, row)?;
+    candidates.push(tmp.join(part_name(row)));
+    candidates.push(tmp.join(format!("{}.reuse", part_name(row))));
+    let mut deleted = Vec::new();
+    for path in candidates {
+        if std::fs::symlink_metadata(&path).is_ok() {
+            remove_if_present(&path)?;
+            deleted.push(path.display().to_string());
+        }
+    }
+    if deleted.is_empty() {
+        return Ok(());
+    }
+    let tx = site.state.transaction()?;
+    tx.audit(
+        "deleted",
+        Some(row.endorser.as_str()),
+        Some(&row.label()),
+        &format!("withdrawn image: deleted {}", deleted.join(", ")),
+    )?;
+    tx.commit()
 }
 
 /// Move bytes that failed verification aside, record why, fire the hook.
