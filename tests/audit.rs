@@ -10,22 +10,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::harness::Harness;
 use common::*;
-
-fn qemu_img(dir: &Path, args: &[&str]) {
-    require_tool("qemu-img");
-    let out = Command::new("qemu-img")
-        .current_dir(dir)
-        .arg("create")
-        .arg("-q")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "qemu-img {args:?}: {}", stderr(&out));
-}
 
 /// A site that imported `base.qcow2` and `data.img`, and saw `old.img`
 /// revoked; and `hv/`, a hypervisor's image directory.

@@ -10,28 +10,15 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::harness::Harness;
 use common::*;
-
-/// `qemu-img create ARGS...` in `dir`.
-fn qemu_img(dir: &Path, args: &[&str]) {
-    require_tool("qemu-img");
-    let out = Command::new("qemu-img")
-        .current_dir(dir)
-        .arg("create")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "qemu-img {args:?}: {}", stderr(&out));
-}
 
 /// A harness whose images are a plain qcow2 plus the files `make` adds.
 fn world(make: impl FnOnce(&Path)) -> Harness {
     let h = Harness::new(&[]);
     let images = h.path("images");
-    qemu_img(&images, &["-q", "-f", "qcow2", "plain.qcow2", "1M"]);
+    qemu_img(&images, &["-f", "qcow2", "plain.qcow2", "1M"]);
     make(&images);
     h
 }
@@ -40,7 +27,6 @@ fn backing_file(images: &Path) {
     qemu_img(
         images,
         &[
-            "-q",
             "-f",
             "qcow2",
             "-b",
@@ -92,7 +78,6 @@ fn build_refuses_a_qcow2_data_file_and_a_vmdk_flat_extent() {
         qemu_img(
             images,
             &[
-                "-q",
                 "-f",
                 "qcow2",
                 "-o",
@@ -104,7 +89,6 @@ fn build_refuses_a_qcow2_data_file_and_a_vmdk_flat_extent() {
         qemu_img(
             images,
             &[
-                "-q",
                 "-f",
                 "vmdk",
                 "-o",
@@ -133,11 +117,10 @@ fn build_refuses_a_qcow2_data_file_and_a_vmdk_flat_extent() {
 #[test]
 fn self_contained_qcow2_and_vmdk_images_publish_and_import() {
     let h = world(|images| {
-        qemu_img(images, &["-q", "-f", "vmdk", "sparse.vmdk", "1M"]);
+        qemu_img(images, &["-f", "vmdk", "sparse.vmdk", "1M"]);
         qemu_img(
             images,
             &[
-                "-q",
                 "-f",
                 "vmdk",
                 "-o",
@@ -200,7 +183,6 @@ fn a_signed_vmdk_naming_a_flat_extent_is_quarantined_at_sync() {
         qemu_img(
             images,
             &[
-                "-q",
                 "-f",
                 "vmdk",
                 "-o",

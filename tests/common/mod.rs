@@ -249,3 +249,16 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// `qemu-img create -q ARGS...` in `dir` (qemu-utils; .ci/run installs it):
+/// real qcow2 and VMDK images for the tests of image inspection.
+pub fn qemu_img(dir: &Path, args: &[&str]) {
+    require_tool("qemu-img");
+    let out = Command::new("qemu-img")
+        .current_dir(dir)
+        .args(["create", "-q"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "qemu-img {args:?}: {}", stderr(&out));
+}
