@@ -1,7 +1,11 @@
 //! The documents that name tests stay true: every `path::test_name` that
 //! docs/SECURITY.md cites as proof exists, as a function in that file.
 
+mod common;
+
 use std::path::Path;
+
+use common::*;
 
 /// Backticked `path/to/file.rs::name` references in `text`.
 fn cited_tests(text: &str) -> Vec<(String, String)> {
@@ -71,4 +75,111 @@ fn every_test_the_trust_document_cites_exists() {
         missing.is_empty(),
         "docs/TRUST.md cites missing tests: {missing:?}"
     );
+}
+
+/// The subcommands `vmic [CMD...] --help` lists, as paths (`trust add`).
+fn subcommands(path: &[&str]) -> Vec<Vec<String>> {
+    let mut args: Vec<&str> = path.to_vec();
+    args.push("--help");
+    let help = stdout(&vmic(args));
+    let Some((_, listed)) = help.split_once("Commands:\n") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for line in listed.lines().take_while(|l| l.starts_with("  ")) {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        if name.is_empty() || name == "help" {
+            continue;
+        }
+        let mut sub: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+        sub.push(name.to_string());
+        let nested: Vec<&str> = sub.iter().map(String::as_str).collect();
+        found.extend(subcommands(&nested));
+        found.push(sub);
+    }
+    found
+}
+
+/// `scripts/install.sh` with the test's binary: every command, nested
+/// ones included, has its man page, and the completion scripts know the
+/// commands (bash's parses).
+#[test]
+fn install_puts_a_man_page_for_every_command_and_completions_in_place() {
+    let prefix = tempfile::tempdir().unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(prefix.path())
+        .env("VMIC", env!("CARGO_BIN_EXE_vmic"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let man = prefix.path().join("share/man/man1");
+    let commands = subcommands(&[]);
+    assert!(commands.len() > 25, "{commands:?}");
+    for command in commands.iter().chain(std::iter::once(&Vec::new())) {
+        let mut name = vec!["vmic".to_string()];
+        name.extend(command.iter().cloned());
+        let page = man.join(format!("{}.1", name.join("-")));
+        let text =
+            std::fs::read_to_string(&page).unwrap_or_else(|e| panic!("{}: {e}", page.display()));
+        assert!(text.contains(".TH"), "{}", page.display());
+    }
+    let bash = prefix.path().join("share/bash-completion/completions/vmic");
+    let checked = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&bash)
+        .output()
+        .unwrap();
+    assert!(checked.status.success(), "{}", stderr(&checked));
+    for file in [
+        bash,
+        prefix.path().join("share/zsh/site-functions/_vmic"),
+        prefix
+            .path()
+            .join("share/fish/vendor_completions.d/vmic.fish"),
+    ] {
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            text.contains("audit") && text.contains("sync"),
+            "{}",
+            file.display()
+        );
+    }
+    assert!(prefix.path().join("bin/vmic").is_file());
+}
+
+/// The shipped systemd units pass `systemd-analyze verify` (the test's
+/// binary as ExecStart), and the man pages they cite are ones vmic writes
+/// (checked here rather than by `man`, which minimal systems stub out).
+#[test]
+fn systemd_units_pass_systemd_analyze_verify() {
+    require_tool("systemd-analyze");
+    let dir = tempfile::tempdir().unwrap();
+    let contrib = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/systemd");
+    let man = dir.path().join("man1");
+    expect_ok(&vmic(["man", "--out", path_str(&man)]));
+    for unit in ["vmic-sync.service", "vmic-sync.timer"] {
+        let text = std::fs::read_to_string(contrib.join(unit)).unwrap();
+        for cited in text
+            .lines()
+            .filter_map(|l| l.strip_prefix("Documentation=man:"))
+        {
+            let page = cited.replace("(1)", ".1");
+            assert!(
+                man.join(&page).is_file(),
+                "{unit} cites {cited}, not a vmic page"
+            );
+        }
+        let text = text.replace("/usr/local/bin/vmic", env!("CARGO_BIN_EXE_vmic"));
+        std::fs::write(dir.path().join(unit), text).unwrap();
+    }
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(dir.path().join("vmic-sync.service"))
+        .arg(dir.path().join("vmic-sync.timer"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out).trim(), "", "warnings");
 }

@@ -6,6 +6,7 @@ mod audit;
 mod build;
 mod bundle;
 mod check;
+mod docs;
 mod images;
 mod key;
 mod keygen;
@@ -113,6 +114,10 @@ enum Command {
     Check(check::Args),
     Mirror(mirror::Args),
     Sign(sign::Args),
+    /// Print a shell completion script (bash, zsh, fish, …).
+    Completions(docs::CompletionArgs),
+    /// Write the man pages (one per command) into a directory.
+    Man(docs::ManArgs),
     /// Site setup.
     #[command(subcommand)]
     Site(site::Command),
@@ -218,6 +223,8 @@ pub fn run() -> i32 {
         Command::Check(args) => check::run(args, &cli.site, quiet),
         Command::Audit(args) => audit::run(args, &cli.site, quiet),
         Command::Sign(args) => sign::run(args, quiet),
+        Command::Completions(args) => docs::completions(args),
+        Command::Man(args) => docs::man(args, Output { quiet, json: false }),
         Command::Site(cmd) => site::run(cmd, &cli.site, Output { quiet, json: false }),
         Command::Trust(cmd) => trust::run(cmd, &cli.site, quiet),
         Command::Vo(cmd) => vo::run(cmd, &cli.site, quiet),
