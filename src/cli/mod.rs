@@ -7,6 +7,7 @@ mod build;
 mod bundle;
 mod check;
 mod docs;
+mod export;
 mod images;
 mod key;
 mod keygen;
@@ -114,6 +115,9 @@ enum Command {
     Check(check::Args),
     Mirror(mirror::Args),
     Sign(sign::Args),
+    /// Export a publication for simplestreams or HEPiX image-list tools.
+    #[command(subcommand)]
+    Export(export::Command),
     /// Print a shell completion script (bash, zsh, fish, …).
     Completions(docs::CompletionArgs),
     /// Write the man pages (one per command) into a directory.
@@ -224,6 +228,7 @@ pub fn run() -> i32 {
         Command::Audit(args) => audit::run(args, &cli.site, quiet),
         Command::Sign(args) => sign::run(args, quiet),
         Command::Completions(args) => docs::completions(args),
+        Command::Export(cmd) => export::run(cmd, quiet),
         Command::Man(args) => docs::man(args, Output { quiet, json: false }),
         Command::Site(cmd) => site::run(cmd, &cli.site, Output { quiet, json: false }),
         Command::Trust(cmd) => trust::run(cmd, &cli.site, quiet),

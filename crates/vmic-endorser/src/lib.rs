@@ -7,6 +7,7 @@
 
 pub mod build;
 mod cache;
+pub mod export;
 pub mod generations;
 pub mod meta;
 pub mod mirror;

@@ -316,6 +316,14 @@ impl Engine {
         (results, threads.stats(self.jobs, bytes_hashed))
     }
 
+    /// SHA-512 of whole files (for formats that want it, such as HEPiX
+    /// image lists), one file per worker at a time, in input order.
+    pub fn sha512_files(&self, files: &[PathBuf]) -> Vec<Result<[u8; 64]>> {
+        use rayon::prelude::*;
+        self.pool
+            .install(|| files.par_iter().map(|p| sha512_file(p)).collect())
+    }
+
     /// Check files against declared sizes and chunk digests, every chunk of
     /// every file being one task on the pool.
     pub fn check_files(
@@ -1152,4 +1160,22 @@ mod tests {
             proptest::prop_assert!(out[0].problems.is_empty());
         }
     }
+}
+
+/// SHA-512 of one file, read in 1 MiB pieces.
+fn sha512_file(path: &Path) -> Result<[u8; 64]> {
+    use sha2::Digest;
+    let mut file = crate::fsutil::open_regular(path, path)?;
+    let mut hasher = sha2::Sha512::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| Error::io("read", path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().into())
 }
