@@ -919,6 +919,24 @@ impl ThreadTracker {
     }
 }
 
+/// SHA-512 of one file, read in 1 MiB pieces.
+fn sha512_file(path: &Path) -> Result<[u8; 64]> {
+    use sha2::Digest;
+    let mut file = crate::fsutil::open_regular(path, path)?;
+    let mut hasher = sha2::Sha512::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| Error::io("read", path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1160,22 +1178,4 @@ mod tests {
             proptest::prop_assert!(out[0].problems.is_empty());
         }
     }
-}
-
-/// SHA-512 of one file, read in 1 MiB pieces.
-fn sha512_file(path: &Path) -> Result<[u8; 64]> {
-    use sha2::Digest;
-    let mut file = crate::fsutil::open_regular(path, path)?;
-    let mut hasher = sha2::Sha512::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file
-            .read(&mut buf)
-            .map_err(|e| Error::io("read", path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher.finalize().into())
 }
