@@ -24,6 +24,8 @@ pub fn render_index(catalog: &Catalog, pubkey_text: &str) -> Result<String> {
     if let Some(images) = view.get_mut("images").and_then(|v| v.as_array_mut()) {
         for (value, image) in images.iter_mut().zip(catalog.images()) {
             value["size_human"] = human_size(image.size()).into();
+            let path = image.path.as_str();
+            value["file_name"] = path.rsplit('/').next().unwrap_or(path).into();
         }
     }
     let template = env
