@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 
-use clap::CommandFactory;
 use vmic_format::error::{Error, Result};
 
 /// Print the completion script for SHELL on stdout.
@@ -24,14 +23,14 @@ pub struct ManArgs {
 }
 
 pub fn completions(args: CompletionArgs) -> Result<i32> {
-    let mut cmd = super::Cli::command();
+    let mut cmd = super::command_for_docs();
     clap_complete::generate(args.shell, &mut cmd, "vmic", &mut std::io::stdout());
     Ok(0)
 }
 
 pub fn man(args: ManArgs, out: super::Output) -> Result<i32> {
     std::fs::create_dir_all(&args.out).map_err(|e| Error::io("create", &args.out, e))?;
-    clap_mangen::generate_to(super::Cli::command(), &args.out)
+    clap_mangen::generate_to(super::command_for_docs(), &args.out)
         .map_err(|e| Error::io("write man pages into", &args.out, e))?;
     let pages = std::fs::read_dir(&args.out)
         .map(|d| d.count())

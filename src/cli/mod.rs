@@ -204,8 +204,73 @@ pub fn for_terminal(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// Commands that never touch a site: `--site` (global, so that `vmic
+/// --site DIR sync` works) is left out of their help, man page and
+/// completions.
+const WITHOUT_SITE: [&[&str]; 14] = [
+    &["keygen"],
+    &["build"],
+    &["resign"],
+    &["key"],
+    &["key", "rotate"],
+    &["verify"],
+    &["mirror"],
+    &["sign"],
+    &["export", "simplestreams"],
+    &["export", "hepix"],
+    &["completions"],
+    &["man"],
+    &["vo", "build"],
+    &["vo", "sign"],
+];
+
+/// The command line as parsed (with `vmic help CMD`).
+pub(crate) fn command() -> clap::Command {
+    use clap::CommandFactory;
+    scoped(Cli::command())
+}
+
+/// The command line as documented (man pages, completions): without the
+/// `help` subcommands, which would otherwise get pages of their own.
+pub(crate) fn command_for_docs() -> clap::Command {
+    use clap::CommandFactory;
+    fn no_help(cmd: clap::Command) -> clap::Command {
+        let names: Vec<String> = cmd
+            .get_subcommands()
+            .map(|s| s.get_name().to_string())
+            .collect();
+        let mut cmd = cmd.disable_help_subcommand(true);
+        for name in names {
+            cmd = cmd.mut_subcommand(name, no_help);
+        }
+        cmd
+    }
+    scoped(no_help(Cli::command()))
+}
+
+/// `--site` hidden where no site is used (global args reach subcommands
+/// only once the command is built).
+fn scoped(mut cmd: clap::Command) -> clap::Command {
+    cmd.build();
+    for path in WITHOUT_SITE {
+        cmd = hide_site(cmd, path);
+    }
+    cmd.mut_subcommand("export", |c| c.mut_arg("site", |a| a.hide(true)))
+}
+
+fn hide_site(cmd: clap::Command, path: &[&str]) -> clap::Command {
+    match path {
+        [] => cmd.mut_arg("site", |a| a.hide(true)),
+        [first, rest @ ..] => cmd.mut_subcommand(*first, |sub| hide_site(sub, rest)),
+    }
+}
+
 pub fn run() -> i32 {
-    let cli = match Cli::try_parse() {
+    use clap::FromArgMatches;
+    let parsed = command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -280,6 +345,32 @@ mod tests {
     fn command_line_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    /// Every command and every argument has a help text (the man pages
+    /// and `--help` are made from them).
+    #[test]
+    fn every_command_and_argument_is_described() {
+        use clap::CommandFactory;
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            if cmd.get_about().is_none() && !path.is_empty() {
+                missing.push(format!("command `{path}`"));
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    missing.push(format!("`{path}` argument {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, format!("{path} {}", sub.get_name()).trim(), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        let mut cmd = Cli::command();
+        cmd.build();
+        walk(&cmd, "", &mut missing);
+        assert!(missing.is_empty(), "{missing:#?}");
     }
 
     #[test]

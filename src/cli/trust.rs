@@ -41,10 +41,16 @@ pub enum Command {
     },
     /// Stop trusting an endorser; all its images are withdrawn (a VO that
     /// lists it does not bring it back until `trust accept`).
-    Remove { name: String },
+    Remove {
+        /// The endorser's name at this site (see `vmic trust list`).
+        name: String,
+    },
     /// Trust an endorser a VO lists that waits for acceptance (VOs added
     /// with `--endorsers manual`, or one removed by `trust remove`).
-    Accept { name: String },
+    Accept {
+        /// The endorser's name, as its VO lists it (see `vmic vo list`).
+        name: String,
+    },
     /// Trust another key for an endorser (compromise recovery): catalogs
     /// signed by the old key are refused from now on; decisions and images
     /// stay.

@@ -73,7 +73,10 @@ pub enum Command {
     },
     /// Stop supporting a VO: endorsers trusted only through it are removed
     /// and their images withdrawn.
-    Remove { name: String },
+    Remove {
+        /// The VO's name (see `vmic vo list`).
+        name: String,
+    },
 }
 
 pub fn run(cmd: Command, site_dir: &Option<PathBuf>, quiet: bool) -> Result<i32> {
