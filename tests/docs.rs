@@ -183,3 +183,29 @@ fn systemd_units_pass_systemd_analyze_verify() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stderr(&out).trim(), "", "warnings");
 }
+
+/// `--site` shows only where a site is used, every help has its usage, and
+/// the site may be given before or after the command's name.
+#[test]
+fn help_shows_site_only_on_site_commands() {
+    for (command, has_site) in [
+        (vec!["build"], false),
+        (vec!["key", "rotate"], false),
+        (vec!["verify"], false),
+        (vec!["export", "hepix"], false),
+        (vec!["sync"], true),
+        (vec!["trust", "add"], true),
+        (vec!["audit"], true),
+    ] {
+        let mut args = command.clone();
+        args.push("--help");
+        let help = stdout(&vmic(args));
+        assert!(help.contains("Usage: vmic"), "{command:?}: {help}");
+        assert_eq!(help.contains("--site"), has_site, "{command:?}: {help}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    expect_ok(&vmic(["site", "init", "--site", path_str(&site)]));
+    expect_ok(&vmic(["images", "--site", path_str(&site)]));
+    expect_ok(&vmic(["--site", path_str(&site), "images"]));
+}

@@ -91,8 +91,9 @@ struct Cli {
     /// Print nothing but errors (and --json output).
     #[arg(short, long, global = true)]
     quiet: bool,
-    /// Site directory for site commands (default: $XDG_DATA_HOME/vmic/site).
-    #[arg(long, global = true, env = "VMIC_SITE", value_name = "DIR")]
+    /// Site directory for site commands (default: $XDG_DATA_HOME/vmic/site);
+    /// also accepted after a site command's name.
+    #[arg(long, env = "VMIC_SITE", value_name = "DIR")]
     site: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -204,30 +205,38 @@ pub fn for_terminal(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// Commands that never touch a site: `--site` (global, so that `vmic
-/// --site DIR sync` works) is left out of their help, man page and
-/// completions.
-const WITHOUT_SITE: [&[&str]; 14] = [
-    &["keygen"],
-    &["build"],
-    &["resign"],
-    &["key"],
-    &["key", "rotate"],
-    &["verify"],
-    &["mirror"],
-    &["sign"],
-    &["export", "simplestreams"],
-    &["export", "hepix"],
-    &["completions"],
-    &["man"],
-    &["vo", "build"],
-    &["vo", "sign"],
+/// The commands that use a site: each takes `--site` after its name too
+/// (`vmic sync --site DIR`), and only these show it in their help, man page
+/// and completions. `vmic --site DIR CMD` works for all.
+const WITH_SITE: [&[&str]; 19] = [
+    &["site", "init"],
+    &["trust", "add"],
+    &["trust", "edit"],
+    &["trust", "list"],
+    &["trust", "remove"],
+    &["trust", "accept"],
+    &["trust", "rekey"],
+    &["vo", "add"],
+    &["vo", "remove"],
+    &["vo", "list"],
+    &["sync"],
+    &["bundle"],
+    &["images"],
+    &["approve"],
+    &["reject"],
+    &["reverify"],
+    &["log"],
+    &["check"],
+    &["audit"],
 ];
+
+/// The id of the per-command `--site`.
+const SITE_HERE: &str = "site_here";
 
 /// The command line as parsed (with `vmic help CMD`).
 pub(crate) fn command() -> clap::Command {
     use clap::CommandFactory;
-    scoped(Cli::command())
+    with_site_args(Cli::command())
 }
 
 /// The command line as documented (man pages, completions): without the
@@ -245,31 +254,53 @@ pub(crate) fn command_for_docs() -> clap::Command {
         }
         cmd
     }
-    scoped(no_help(Cli::command()))
+    with_site_args(no_help(Cli::command()))
 }
 
-/// `--site` hidden where no site is used (global args reach subcommands
-/// only once the command is built).
-fn scoped(mut cmd: clap::Command) -> clap::Command {
-    cmd.build();
-    for path in WITHOUT_SITE {
-        cmd = hide_site(cmd, path);
+fn with_site_args(mut cmd: clap::Command) -> clap::Command {
+    for path in WITH_SITE {
+        cmd = add_site(cmd, path);
     }
-    cmd.mut_subcommand("export", |c| c.mut_arg("site", |a| a.hide(true)))
+    cmd
 }
 
-fn hide_site(cmd: clap::Command, path: &[&str]) -> clap::Command {
+fn add_site(cmd: clap::Command, path: &[&str]) -> clap::Command {
     match path {
-        [] => cmd.mut_arg("site", |a| a.hide(true)),
-        [first, rest @ ..] => cmd.mut_subcommand(*first, |sub| hide_site(sub, rest)),
+        [] => cmd.arg(
+            clap::Arg::new(SITE_HERE)
+                .long("site")
+                .env("VMIC_SITE")
+                .value_name("DIR")
+                .value_parser(clap::value_parser!(std::path::PathBuf))
+                .help("Site directory (default: $XDG_DATA_HOME/vmic/site)"),
+        ),
+        [first, rest @ ..] => cmd.mut_subcommand(*first, |sub| add_site(sub, rest)),
     }
+}
+
+/// `--site` given after the command's name wins over the one before it.
+fn site_from(
+    matches: &clap::ArgMatches,
+    before: Option<std::path::PathBuf>,
+) -> Option<std::path::PathBuf> {
+    let mut site = before;
+    let mut level = matches;
+    while let Some((_, sub)) = level.subcommand() {
+        if let Ok(Some(dir)) = sub.try_get_one::<std::path::PathBuf>(SITE_HERE) {
+            site = Some(dir.clone());
+        }
+        level = sub;
+    }
+    site
 }
 
 pub fn run() -> i32 {
     use clap::FromArgMatches;
-    let parsed = command()
-        .try_get_matches()
-        .and_then(|m| Cli::from_arg_matches(&m));
+    let parsed = command().try_get_matches().and_then(|m| {
+        let mut cli = Cli::from_arg_matches(&m)?;
+        cli.site = site_from(&m, cli.site.take());
+        Ok(cli)
+    });
     let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
