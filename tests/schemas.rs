@@ -20,8 +20,8 @@ fn schema(name: &str) -> jsonschema::Validator {
 /// The output of `args` (exit `code`) conforms to schema `name`.
 #[track_caller]
 fn conforms(name: &str, o: &std::process::Output) {
-    let value: serde_json::Value =
-        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{name}: {e}: {}", stdout(o)));
+    let value: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{name}: {e}: {}{}", stdout(o), stderr(o)));
     let validator = schema(name);
     let errors: Vec<String> = validator
         .iter_errors(&value)
@@ -93,4 +93,110 @@ fn every_schema_compiles_and_is_exercised() {
             "{name} is never checked"
         );
     }
+}
+
+/// The endorser-side and VO outputs, and the error document of `verify`.
+#[test]
+fn publisher_vo_and_error_outputs_conform_to_their_schemas() {
+    let h = Harness::new(&[("a.img", 5000)]);
+    expect_ok(&build(h.tmp.path(), &[]));
+    let out = h.path("out");
+    conforms(
+        "resign",
+        &vmic([
+            "resign",
+            path_str(&out),
+            "--key",
+            path_str(&demo_key()),
+            "--json",
+        ]),
+    );
+    conforms(
+        "mirror",
+        &vmic([
+            "mirror",
+            path_str(&out),
+            path_str(&h.path("mirror")),
+            "--pubkey",
+            path_str(&demo_pub()),
+            "--json",
+        ]),
+    );
+    let manager = h.path("manager.key");
+    conforms(
+        "keygen",
+        &vmic(["keygen", "--out", path_str(&manager), "-W", "--json"]),
+    );
+    let toml = h.path("VO.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "[vo]\nname = \"atlas\"\n[[endorser]]\nname = \"demo\"\npubkey = \"{}\"\nurls = [\"file://{}\"]\n",
+            demo_pub().display(),
+            out.display()
+        ),
+    )
+    .unwrap();
+    let vo_dir = h.path("vo");
+    conforms(
+        "vo-build",
+        &vmic([
+            "vo",
+            "build",
+            path_str(&toml),
+            "--key",
+            path_str(&manager),
+            "--out",
+            path_str(&vo_dir),
+            "--json",
+        ]),
+    );
+    let manager_pub = format!("{}.pub", manager.display());
+    conforms(
+        "verify-vo",
+        &vmic([
+            "verify",
+            "--vo",
+            path_str(&vo_dir),
+            "--pubkey",
+            &manager_pub,
+            "--json",
+        ]),
+    );
+    expect_ok(&h.run(&[
+        "vo",
+        "add",
+        "atlas",
+        "--pubkey",
+        &manager_pub,
+        "--url",
+        path_str(&vo_dir),
+    ]));
+    expect_ok(&h.run(&["sync"]));
+    conforms("vo-list", &h.run(&["vo", "list", "--json"]));
+    conforms("log-head", &h.run(&["log", "--head", "--json"]));
+    conforms(
+        "bundle",
+        &h.run(&["bundle", "--out", path_str(&h.path("bundle")), "--json"]),
+    );
+    let rotated = h.path("new.key");
+    expect_ok(&vmic(["keygen", "--out", path_str(&rotated), "-W"]));
+    conforms(
+        "key-rotate",
+        &vmic([
+            "key",
+            "rotate",
+            "--out",
+            path_str(&out),
+            "--key",
+            path_str(&demo_key()),
+            "--new-key",
+            path_str(&rotated),
+            "--json",
+        ]),
+    );
+    // A catalog that cannot be authenticated: the error document.
+    let o = vmic(["verify", path_str(&out), "--pubkey", &manager_pub, "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    conforms("verify", &o);
 }
