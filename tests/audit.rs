@@ -33,13 +33,7 @@ fn world() -> Harness {
     )
     .unwrap();
     std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let conf = std::fs::read_to_string(h.path("site/site.toml")).unwrap();
-    let line = conf
-        .lines()
-        .find(|l| l.starts_with("# command = ") || l.starts_with("command = "))
-        .unwrap()
-        .to_string();
-    h.set_config(&line, &format!("command = \"{}\"", hook.display()));
+    h.hook_command(&hook);
     expect_ok(&h.run(&["sync"]));
     let hv = h.path("hv");
     std::fs::create_dir_all(&hv).unwrap();

@@ -16,14 +16,6 @@ use std::time::{Duration, Instant};
 use common::harness::Harness;
 use common::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn hook(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("contrib/hooks")
@@ -37,13 +29,7 @@ fn site(hook_path: &Path) -> Harness {
     std::fs::write(h.path("images/b.img.toml"), "id = \"b\"\nversion = \"1\"\n").unwrap();
     h.publish();
     expect_ok(&h.trust_with(path_str(&h.path("out")), &[]));
-    let conf = std::fs::read_to_string(h.path("site/site.toml")).unwrap();
-    let line = conf
-        .lines()
-        .find(|l| l.starts_with("# command = ") || l.starts_with("command = "))
-        .unwrap()
-        .to_string();
-    h.set_config(&line, &format!("command = \"{}\"", hook_path.display()));
+    h.hook_command(hook_path);
     h
 }
 

@@ -42,13 +42,7 @@ impl World {
         std::fs::write(&hook, format!("#!/bin/sh\n{body}")).unwrap();
         std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
-        let conf = std::fs::read_to_string(self.path("site/site.toml")).unwrap();
-        let line = conf
-            .lines()
-            .find(|l| l.starts_with("command = ") || l.starts_with("# command = "))
-            .unwrap()
-            .to_string();
-        self.set_config(&line, &format!("command = \"{}\"", hook.display()));
+        self.hook_command(&hook);
     }
 
     /// Trust the publication directory `out/`.
@@ -1919,6 +1913,15 @@ fn reverify_without_a_kept_chunk_index_reports_the_image_unchecked() {
     expect_fail(&o, 3, &["NOT CHECKED", "a@", "chunk index"]);
     expect_ok(&w.sync());
     assert!(kept.is_file());
+    expect_ok(&w.site(&["reverify"]));
+    // A kept copy altered in place (same length) is not trusted either: it
+    // is dropped, and the next sync fetches the signed one again.
+    let mut bytes = std::fs::read(&kept).unwrap();
+    let n = bytes.len() - 3;
+    bytes[n] ^= 1;
+    std::fs::write(&kept, &bytes).unwrap();
+    expect_fail(&w.site(&["reverify"]), 3, &["NOT CHECKED", "a@"]);
+    expect_ok(&w.sync());
     expect_ok(&w.site(&["reverify"]));
 }
 

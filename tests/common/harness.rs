@@ -65,6 +65,17 @@ impl Harness {
     }
 
     /// Replace the first occurrence of `from` in site.toml.
+    /// Make the executable `script` the site's hook command.
+    pub fn hook_command(&self, script: &Path) {
+        let conf = std::fs::read_to_string(self.path("site/site.toml")).unwrap();
+        let line = conf
+            .lines()
+            .find(|l| l.starts_with("command = ") || l.starts_with("# command = "))
+            .unwrap()
+            .to_string();
+        self.set_config(&line, &format!("command = \"{}\"", script.display()));
+    }
+
     pub fn set_config(&self, from: &str, to: &str) {
         let p = self.path("site/site.toml");
         let text = std::fs::read_to_string(&p).unwrap();

@@ -262,3 +262,12 @@ pub fn qemu_img(dir: &Path, args: &[&str]) {
         .unwrap();
     assert!(out.status.success(), "qemu-img {args:?}: {}", stderr(&out));
 }
+
+/// A TCP port free on 127.0.0.1 now (for a server a test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -16,21 +16,13 @@ pub struct Browser {
     agent: ureq::Agent,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Browser {
     /// chromedriver and a headless Chromium with a fresh profile and no
     /// background networking (this machine has no internet).
     pub fn start(profile: &Path) -> Browser {
         super::require_tool("chromedriver");
         super::require_tool("chromium");
-        let port = free_port();
+        let port = super::free_port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())

@@ -52,10 +52,25 @@ pub fn digests(site: &Site, image: &Image, source: Option<&Publication>) -> Resu
     Ok(digests)
 }
 
-/// The kept index, if it is there and still the signed bytes.
+/// Whether a file of the index's length is kept (a cheap check for sync;
+/// every use of a kept index authenticates it again).
+pub fn is_kept(site: &Site, indexed: &IndexedChunks) -> bool {
+    std::fs::symlink_metadata(kept_path(site, indexed))
+        .is_ok_and(|m| m.is_file() && m.len() == indexed.index().size)
+}
+
+/// The kept index, if it is there and still the signed bytes. A copy that
+/// is not is removed, so the next sync fetches it again.
 fn kept(site: &Site, indexed: &IndexedChunks) -> Option<ChunkDigests> {
-    let bytes = read_kept(&kept_path(site, indexed), indexed.index().size)?;
-    indexed.open(&bytes).ok()
+    let path = kept_path(site, indexed);
+    let bytes = read_kept(&path, indexed.index().size)?;
+    match indexed.open(&bytes) {
+        Ok(digests) => Some(digests),
+        Err(_) => {
+            let _ = remove_if_present(&path);
+            None
+        }
+    }
 }
 
 /// A kept file, not followed through a link, at most `max` bytes.

@@ -1053,7 +1053,14 @@ fn fetch_approved(
 /// needs it) get it again; a failure here is retried at the next sync.
 fn keep_chunk_indexes(site: &Site, rows: &[ImageRow], catalog: &Catalog, source: &Publication) {
     for row in rows.iter().filter(|r| r.state == ImageState::Imported) {
-        if let Some(image) = catalog.image(row.id.as_str(), row.version.as_str()) {
+        let Some(image) = catalog.image(row.id.as_str(), row.version.as_str()) else {
+            continue;
+        };
+        let missing = image
+            .chunks
+            .indexed()
+            .is_some_and(|indexed| !crate::chunks::is_kept(site, indexed));
+        if missing {
             let _ = crate::chunks::digests(site, image, Some(source));
         }
     }
