@@ -23,7 +23,7 @@ use vmic_format::trusted_comment;
 
 /// The names of the targets, as `fuzz/fuzz_targets/<name>.rs` and
 /// `fuzz/corpus/<name>/` spell them.
-pub const TARGETS: [&str; 13] = [
+pub const TARGETS: [&str; 14] = [
     "catalog",
     "signature",
     "public_key",
@@ -37,6 +37,7 @@ pub const TARGETS: [&str; 13] = [
     "rotation",
     "vo_toml",
     "chunk_index",
+    "image_headers",
 ];
 
 /// Run the harness called `name` on `data`; false if there is none.
@@ -55,6 +56,7 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "rotation" => rotation,
         "vo_toml" => vo_toml,
         "chunk_index" => chunk_index,
+        "image_headers" => image_headers,
         _ => return false,
     };
     harness(data);
@@ -102,6 +104,30 @@ pub fn chunk_index(data: &[u8]) {
     );
     let (rewritten, bytes) = IndexedChunks::for_digests(&digests);
     assert_eq!(rewritten.open(&bytes).expect("own index opens"), digests);
+}
+
+/// Disk image headers (qcow2, VMDK) as a hostile image would have them:
+/// reading the references an image holds outside itself never panics,
+/// never reads past what it asks for, and names only bounded, printable
+/// targets.
+pub fn image_headers(data: &[u8]) {
+    use vmic_format::external_refs::{external_references, qcow2_backing_name};
+    use vmic_format::image_format::ImageFormat;
+    let mut read = |offset: u64, len: usize| -> Option<Vec<u8>> {
+        assert!(len <= 4 << 20, "asked for {len} bytes");
+        let start = usize::try_from(offset).ok()?.min(data.len());
+        let end = start.saturating_add(len).min(data.len());
+        Some(data[start..end].to_vec())
+    };
+    for format in [ImageFormat::Qcow2, ImageFormat::Vmdk] {
+        for reference in external_references(format, &mut read) {
+            assert!(
+                !reference.target.chars().any(char::is_control),
+                "{reference:?}"
+            );
+        }
+    }
+    let _ = qcow2_backing_name(&mut read);
 }
 
 /// A `.minisig` file, checked against the demo key over a fixed message:
