@@ -231,7 +231,8 @@ fn mirror_chunk_index(source: &Publication, dest: &Path, image: &Image) -> Resul
         return source.chunk_digests(image);
     };
     let local = dest.join(indexed.file_name());
-    if let Ok(bytes) = crate::resign::read_regular(&local, indexed.index().size)
+    let label = local.display().to_string();
+    if let Ok(bytes) = vmic_engine::fetch::read_file_capped(&label, &local, indexed.index().size)
         && let Ok(digests) = indexed.open(&bytes)
     {
         return Ok(digests);

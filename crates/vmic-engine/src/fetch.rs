@@ -757,7 +757,7 @@ fn read_ca_file(path: &Path) -> Result<Vec<Certificate<'static>>> {
 }
 
 /// A local file's bytes, refusing more than `max`; `url` names it in errors.
-pub(crate) fn read_file_capped(url: &str, path: &Path, max: u64) -> Result<Vec<u8>> {
+pub fn read_file_capped(url: &str, path: &Path, max: u64) -> Result<Vec<u8>> {
     let file = crate::fsutil::open_regular(path, Path::new(url))?;
     let len = file
         .metadata()

@@ -16,7 +16,7 @@ use vmic_format::chunks::ChunkDigests;
 use vmic_format::publication::CHUNK_INDEX_DIR;
 
 use crate::error::{Error, Result};
-use crate::fsutil::{atomic_write, open_regular, remove_if_present};
+use crate::fsutil::{atomic_write, remove_if_present};
 use crate::model::ImageState;
 use crate::site::Site;
 
@@ -63,7 +63,7 @@ pub fn is_kept(site: &Site, indexed: &IndexedChunks) -> bool {
 /// is not is removed, so the next sync fetches it again.
 fn kept(site: &Site, indexed: &IndexedChunks) -> Option<ChunkDigests> {
     let path = kept_path(site, indexed);
-    let bytes = read_kept(&path, indexed.index().size)?;
+    let bytes = read_kept(&path, indexed.index().size).ok()?;
     match indexed.open(&bytes) {
         Ok(digests) => Some(digests),
         Err(_) => {
@@ -73,16 +73,9 @@ fn kept(site: &Site, indexed: &IndexedChunks) -> Option<ChunkDigests> {
     }
 }
 
-/// A kept file, not followed through a link, at most `max` bytes.
-fn read_kept(path: &Path, max: u64) -> Option<Vec<u8>> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    open_regular(path, path)
-        .ok()?
-        .take(max)
-        .read_to_end(&mut bytes)
-        .ok()?;
-    Some(bytes)
+/// A kept file: regular, not followed through a link, at most `max` bytes.
+fn read_kept(path: &Path, max: u64) -> Result<Vec<u8>> {
+    vmic_engine::fetch::read_file_capped(&path.display().to_string(), path, max)
 }
 
 /// Copy the kept index of `image` (if it has one) into the publication at
@@ -93,6 +86,7 @@ pub fn copy_into(site: &Site, image: &Image, dir: &Path) -> Result<()> {
     };
     let from = kept_path(site, indexed);
     let bytes = read_kept(&from, indexed.index().size)
+        .ok()
         .filter(|b| indexed.open(b).is_ok())
         .ok_or_else(|| {
             Error::input(format!(
