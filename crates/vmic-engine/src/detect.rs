@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use vmic_format::external_refs::{ExternalReference, external_references};
+use vmic_format::external_refs::{ExternalReference, external_references, qcow2_backing_name};
 use vmic_format::image_format::{ImageFormat, classify};
 
 use crate::error::{Error, Result};
@@ -47,25 +47,35 @@ pub struct Inspection {
 /// Detect the format of the regular file at `path` (not followed through a
 /// symlink) and read every reference it holds outside itself.
 pub fn inspect(path: &Path) -> Result<Inspection> {
-    use std::os::unix::fs::FileExt;
     let file = crate::fsutil::open_regular(path, path)?;
     let reader = file.try_clone().map_err(|e| Error::io("open", path, e))?;
     let format = detect_open(file, path)?;
-    let mut read = |offset: u64, len: usize| -> Option<Vec<u8>> {
-        let mut buf = vec![0u8; len];
-        let mut filled = 0;
-        while filled < len {
-            match reader.read_at(&mut buf[filled..], offset + filled as u64) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(_) => return None,
-            }
-        }
-        buf.truncate(filled);
-        Some(buf)
-    };
     Ok(Inspection {
         format,
-        external: external_references(format, &mut read),
+        external: external_references(format, &mut |offset, len| read_at(&reader, offset, len)),
     })
+}
+
+/// The raw backing file name of the qcow2 image at `path` (not followed
+/// through a symlink); `None` when it has none or is no qcow2.
+pub fn qcow2_backing_file(path: &Path) -> Option<Vec<u8>> {
+    let file = crate::fsutil::open_regular(path, path).ok()?;
+    qcow2_backing_name(&mut |offset, len| read_at(&file, offset, len))
+}
+
+/// Up to `len` bytes at `offset` (fewer at the end of the file), for the
+/// header readers of `vmic_format::external_refs`.
+fn read_at(file: &File, offset: u64, len: usize) -> Option<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len];
+    let mut filled = 0;
+    while filled < len {
+        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(_) => return None,
+        }
+    }
+    buf.truncate(filled);
+    Some(buf)
 }

@@ -431,7 +431,7 @@ fn backing_chain(path: &Path, roots: &[PathBuf]) -> Chain {
     let mut chain = vec![path.to_path_buf()];
     loop {
         let current = chain.last().cloned().unwrap_or_default();
-        let Some(name) = backing_name(&current) else {
+        let Some(name) = vmic_engine::detect::qcow2_backing_file(&current) else {
             return if chain.len() == 1 {
                 Chain::None
             } else {
@@ -460,19 +460,6 @@ fn backing_chain(path: &Path, roots: &[PathBuf]) -> Chain {
         }
         chain.push(resolved);
     }
-}
-
-/// The backing file name in a qcow2 header, read without following a link.
-fn backing_name(path: &Path) -> Option<Vec<u8>> {
-    use std::os::unix::fs::FileExt;
-    let file = crate::fsutil::open_regular(path, path).ok()?;
-    let mut read = |offset: u64, len: usize| -> Option<Vec<u8>> {
-        let mut buf = vec![0u8; len];
-        let n = file.read_at(&mut buf, offset).ok()?;
-        buf.truncate(n);
-        Some(buf)
-    };
-    vmic_format::external_refs::qcow2_backing_name(&mut read)
 }
 
 fn save_cache(path: &Path, cache: &Cache) -> Result<()> {
