@@ -50,7 +50,9 @@ pub fn run(args: Args, site: &Option<PathBuf>, quiet: bool) -> Result<i32> {
                 .iter()
                 .filter_map(|f| std::fs::metadata(f).ok().map(|m| m.len()))
                 .collect();
-            vmic_site::query::known_images(&site, Some(&sizes))?
+            let mut images = vmic_site::query::known_images(&site)?;
+            images.load_digests(&site, &sizes);
+            images.known
         }
     };
     let progress = super::progress::for_terminal(out.show_progress(), "checking");

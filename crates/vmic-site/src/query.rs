@@ -110,19 +110,36 @@ pub fn find(site: &Site, query: &ImageQuery) -> Result<Vec<ImageDetail>> {
     Ok(found)
 }
 
-/// Every image the site knows, as `vmic check` matches files against them:
-/// imported and approved images are valid; anything else (pending,
-/// quarantined, rejected, revoked, expired) is known but refused, with its
-/// state and reason. Chunk digests come from the catalog entry or the kept
-/// chunk index, for the images of the `sizes` given (all when `None`: each
-/// costs a read of its index); without them a file is matched by the
-/// signed SHA-256.
-pub fn known_images(
-    site: &Site,
-    sizes: Option<&std::collections::BTreeSet<u64>>,
-) -> Result<Vec<vmic_engine::attest::Known>> {
+/// Every image the site knows, as `vmic check` and `vmic audit` match
+/// files against them: imported and approved images are valid; anything
+/// else (pending, quarantined, rejected, revoked, expired) is known but
+/// refused, with its state and reason. Read from the state once; chunk
+/// digests are added only where asked ([`KnownImages::load_digests`]).
+pub struct KnownImages {
+    /// The images, without chunk digests until loaded.
+    pub known: Vec<vmic_engine::attest::Known>,
+    /// Their catalog entries, in the same order.
+    images: Vec<Image>,
+}
+
+impl KnownImages {
+    /// Add the chunk digests (from the catalog entry or the kept chunk
+    /// index: a read of each) of the images of the `sizes` given; without
+    /// them a file is matched by the signed SHA-256.
+    pub fn load_digests(&mut self, site: &Site, sizes: &std::collections::BTreeSet<u64>) {
+        for (known, image) in self.known.iter_mut().zip(&self.images) {
+            if known.expected.is_none() && sizes.contains(&image.size()) {
+                known.expected = crate::chunks::digests(site, image, None).ok();
+            }
+        }
+    }
+}
+
+/// The images the site knows, without chunk digests.
+pub fn known_images(site: &Site) -> Result<KnownImages> {
     use vmic_engine::attest::{Known, Standing};
     let mut known = Vec::new();
+    let mut images = Vec::new();
     for row in site.state.images()? {
         let image = row.image()?;
         let standing = match row.state {
@@ -140,13 +157,11 @@ pub fn known_images(
             size: image.size(),
             file_name: file_name(&image),
             standing,
-            expected: sizes
-                .is_none_or(|s| s.contains(&image.size()))
-                .then(|| crate::chunks::digests(site, &image, None).ok())
-                .flatten(),
+            expected: None,
         });
+        images.push(image);
     }
-    Ok(known)
+    Ok(KnownImages { known, images })
 }
 
 /// The last component of the image's path in its publication.

@@ -142,9 +142,10 @@ pub fn scan(
         .unwrap_or_default();
     // Chunk digests (a read of each kept index) only for the sizes of the
     // files the cache cannot answer for.
-    let without_digests = crate::query::known_images(site, Some(&BTreeSet::new()))?;
-    let to_read = sizes_to_read(&files, &without_digests, &cache);
-    let known = crate::query::known_images(site, Some(&to_read))?;
+    let mut images = crate::query::known_images(site)?;
+    let to_read = sizes_to_read(&files, &images.known, &cache);
+    images.load_digests(site, &to_read);
+    let known = images.known;
     let mut report = AuditReport {
         files: files.len(),
         ..AuditReport::default()
