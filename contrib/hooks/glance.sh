@@ -21,11 +21,11 @@ set -eu
 OPENSTACK=${VMIC_OPENSTACK:-openstack}
 event=${VMIC_EVENT:?VMIC_EVENT is not set: run me as a vmic hook}
 
-ours() { # the Glance ids of this event's image
+ours() { # the Glance ids of this event's image (and of any extra property given)
     $OPENSTACK image list -f value -c ID \
         --property "vmic_endorser=$VMIC_ENDORSER" \
         --property "vmic_id=$VMIC_IMAGE_ID" \
-        --property "vmic_version=$VMIC_IMAGE_VERSION"
+        --property "vmic_version=$VMIC_IMAGE_VERSION" "$@"
 }
 
 delete_ours() {
@@ -43,11 +43,7 @@ disk_format() {
 
 create() {
     format=$(disk_format)
-    existing=$($OPENSTACK image list -f value -c ID \
-        --property "vmic_endorser=$VMIC_ENDORSER" \
-        --property "vmic_id=$VMIC_IMAGE_ID" \
-        --property "vmic_version=$VMIC_IMAGE_VERSION" \
-        --property "vmic_sha256=$VMIC_IMAGE_SHA256")
+    existing=$(ours --property "vmic_sha256=$VMIC_IMAGE_SHA256")
     [ -n "$existing" ] && return 0
     $OPENSTACK image create "vmic-$VMIC_ENDORSER-$VMIC_IMAGE_ID-$VMIC_IMAGE_VERSION" \
         --file "$VMIC_IMAGE_PATH" --disk-format "$format" --container-format bare \
