@@ -43,6 +43,13 @@ fn entries(h: &Harness) -> Vec<serde_json::Value> {
         .clone()
 }
 
+/// The sequence number of the first `imported` entry.
+fn first_imported(h: &Harness) -> i64 {
+    let all = entries(h);
+    let entry = all.iter().find(|e| e["action"] == "imported").unwrap();
+    entry["seq"].as_i64().unwrap()
+}
+
 #[test]
 fn an_intact_log_verifies_and_names_who_acted_with_what_command() {
     let h = site_with_history();
@@ -70,11 +77,7 @@ fn an_intact_log_verifies_and_names_who_acted_with_what_command() {
 #[test]
 fn log_tampering_a_deleted_entry_is_detected() {
     let h = site_with_history();
-    let victim = entries(&h)
-        .iter()
-        .find(|e| e["action"] == "imported")
-        .unwrap()["seq"]
-        .clone();
+    let victim = first_imported(&h);
     tamper(&h, &format!("DELETE FROM audit WHERE seq = {victim};"));
     let o = h.run(&["log", "--verify"]);
     expect_fail(
@@ -90,11 +93,7 @@ fn log_tampering_a_deleted_entry_is_detected() {
 #[test]
 fn log_tampering_an_altered_entry_is_detected() {
     let h = site_with_history();
-    let victim = entries(&h)
-        .iter()
-        .find(|e| e["action"] == "imported")
-        .unwrap()["seq"]
-        .clone();
+    let victim = first_imported(&h);
     tamper(
         &h,
         &format!("UPDATE audit SET actor = 'mallory' WHERE seq = {victim};"),

@@ -730,6 +730,16 @@ fn uc_3_8_endorser_a_replaced_by_b_only_bs_images_are_trusted() {
 // ---------------------------------------------------------------------
 // Attacks on the trust lifecycle.
 
+/// `vmic vo sign DIR --key KEY`: a co-signature of the VO list in `dir`.
+fn vo_sign(dir: &Path, key: &Path) -> Output {
+    vmic(["vo", "sign", path_str(dir), "--key", path_str(key)])
+}
+
+/// `vmic sign FILE --key KEY` (minisign-compatible detached signature).
+fn sign_file(file: &Path, key: &Path) -> Output {
+    vmic(["sign", path_str(file), "--key", path_str(key)])
+}
+
 /// The key id of the public key next to secret key `key`.
 fn key_id(key: &Path) -> String {
     let text = std::fs::read_to_string(format!("{}.pub", key.display())).unwrap();
@@ -777,13 +787,7 @@ fn vo_list_signed_by_fewer_than_threshold_distinct_pinned_keys_is_refused() {
     // A key outside the set does not count, even as a valid signature.
     std::fs::remove_file(vo_dir.join(format!("vo.json.{}.minisig", key_id(&b)))).unwrap();
     std::fs::remove_file(generation_signature(&vo_dir, &b)).unwrap();
-    let o = vmic([
-        "vo",
-        "sign",
-        path_str(&vo_dir),
-        "--key",
-        path_str(&outsider),
-    ]);
+    let o = vo_sign(&vo_dir, &outsider);
     expect_ok(&o);
     expect_fail(&s1.sync(), 1, &["1 valid signature(s)"]);
     // Even served under a pinned manager's file name.
@@ -834,13 +838,7 @@ fn vo_list_signed_by_fewer_than_threshold_distinct_pinned_keys_is_refused() {
     };
     expect_fail(&verify_vo(), 1, &["1 valid signature(s)", "2 needed"]);
     // A second manager of the set co-signs: accepted.
-    expect_ok(&vmic([
-        "vo",
-        "sign",
-        path_str(&vo_dir),
-        "--key",
-        path_str(&b),
-    ]));
+    expect_ok(&vo_sign(&vo_dir, &b));
     let o = verify_vo();
     expect_ok(&o);
     assert!(
@@ -925,12 +923,7 @@ fn a_stolen_endorser_key_is_recovered_from_by_the_vo_repinning_it_as_compromised
     catalog["serial"] = 1000.into();
     catalog["previous_sha256"] = serde_json::Value::Null;
     std::fs::write(&served, serde_json::to_vec_pretty(&catalog).unwrap()).unwrap();
-    expect_ok(&vmic([
-        "sign",
-        path_str(&served),
-        "--key",
-        path_str(&st.cern.key),
-    ]));
+    expect_ok(&sign_file(&served, &st.cern.key));
     expect_ok(&st.s1.sync());
     // The real endorser is locked out: its next catalog is a "rollback".
     std::fs::remove_dir_all(st.w.path("www/cern")).unwrap();
@@ -976,12 +969,7 @@ fn a_stolen_endorser_key_is_recovered_from_by_the_vo_repinning_it_as_compromised
     // The attacker's key is refused from now on.
     let saved = std::fs::read(&served).unwrap();
     std::fs::write(&served, serde_json::to_vec_pretty(&catalog).unwrap()).unwrap();
-    expect_ok(&vmic([
-        "sign",
-        path_str(&served),
-        "--key",
-        path_str(&st.cern.key),
-    ]));
+    expect_ok(&sign_file(&served, &st.cern.key));
     expect_fail(&st.s1.sync(), 1, &["cern"]);
     std::fs::write(&served, saved).unwrap();
 }
@@ -1072,12 +1060,7 @@ fn a_key_rotation_chain_is_followed_and_the_old_key_is_refused_afterwards() {
     let mut catalog: serde_json::Value = read_json(&served);
     catalog["serial"] = 9999.into();
     std::fs::write(&served, serde_json::to_vec_pretty(&catalog).unwrap()).unwrap();
-    expect_ok(&vmic([
-        "sign",
-        path_str(&served),
-        "--key",
-        path_str(&st.cern.key),
-    ]));
+    expect_ok(&sign_file(&served, &st.cern.key));
     expect_fail(&s3.sync(), 1, &["cern"]);
     assert_eq!(trusted_key_id(&s3, "cern"), key_id(&key3));
 }
@@ -1096,23 +1079,13 @@ fn a_rotation_statement_not_signed_by_the_new_key_is_refused() {
     let out = w.path("www/cern");
     expect_ok(&key_rotate(&cern.key, &theirs, &out));
     let statement = out.join(format!("keys/rotate-{}.json", key_id(&cern.key)));
-    expect_ok(&vmic([
-        "sign",
-        path_str(&statement),
-        "--key",
-        path_str(&third),
-    ]));
+    expect_ok(&sign_file(&statement, &third));
     std::fs::rename(
         out.join(format!("keys/rotate-{}.json.minisig", key_id(&cern.key))),
         out.join(format!("keys/rotate-{}.json.to.minisig", key_id(&cern.key))),
     )
     .unwrap();
-    expect_ok(&vmic([
-        "sign",
-        path_str(&statement),
-        "--key",
-        path_str(&cern.key),
-    ]));
+    expect_ok(&sign_file(&statement, &cern.key));
     let attacker = Endorser {
         name: "cern".into(),
         key: theirs,
@@ -1545,13 +1518,7 @@ fn a_vo_list_is_mirrored_verified_and_sites_sync_from_the_mirror() {
     let cern = w.endorser("cern");
     w.vo_list(&a, &[&cern], &[]);
     let vo_dir = w.path("www/atlas-vo");
-    expect_ok(&vmic([
-        "vo",
-        "sign",
-        path_str(&vo_dir),
-        "--key",
-        path_str(&b),
-    ]));
+    expect_ok(&vo_sign(&vo_dir, &b));
     let mirror_dir = w.path("www/atlas-vo-mirror");
     let (a_pub, b_pub) = (
         format!("{}.pub", a.display()),
@@ -1773,13 +1740,7 @@ fn a_vo_list_awaiting_its_second_signature_leaves_sites_on_the_previous_list() {
     let cern = w.endorser("cern");
     w.vo_list(&a, &[&cern], &[]);
     let vo_dir = w.path("www/atlas-vo");
-    expect_ok(&vmic([
-        "vo",
-        "sign",
-        path_str(&vo_dir),
-        "--key",
-        path_str(&b),
-    ]));
+    expect_ok(&vo_sign(&vo_dir, &b));
     let s1 = w.site("s1");
     expect_ok(&w.support_vo(&s1, &[&a, &b], 2, "auto"));
     expect_ok(&s1.sync());
@@ -1798,13 +1759,7 @@ fn a_vo_list_awaiting_its_second_signature_leaves_sites_on_the_previous_list() {
     assert_eq!(s1.trusted(), s(&["cern"]));
     // B co-signs. Even with the plain vo.json broken mid-upload, sites read
     // the generation the signatures name, and take list 2.
-    expect_ok(&vmic([
-        "vo",
-        "sign",
-        path_str(&vo_dir),
-        "--key",
-        path_str(&b),
-    ]));
+    expect_ok(&vo_sign(&vo_dir, &b));
     std::fs::write(vo_dir.join("vo.json"), b"{\"half\":").unwrap();
     expect_ok(&s1.sync());
     assert_eq!(s1.trusted(), s(&["cern", "desy"]));
